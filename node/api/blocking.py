@@ -1,0 +1,160 @@
+"""Blocking queries: ``?index=&wait=`` in, ``X-Consul-*`` headers out.
+
+Rule: every read endpoint goes through ``run_blocking``; nothing else in ``api/`` waits
+on the catalog. Semantics follow Consul 1.6 (``website/source/api/features/blocking``):
+a request with ``index=N > 0`` returns as soon as the query's own index exceeds N, or
+after ``wait`` (default 5 min, capped at 10 min) plus a random jitter of up to wait/16,
+with whatever the query answers then. ``index=0`` or no index answers at once. The
+returned index is never below 1, as Consul clamps it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from node.errors import InvalidRequest
+
+__all__ = [
+    "DEFAULT_WAIT",
+    "MAX_WAIT",
+    "JITTER_FRACTION",
+    "QueryOptions",
+    "Notifier",
+    "parse_duration",
+    "parse_query_options",
+    "jittered",
+    "run_blocking",
+    "consul_headers",
+]
+
+DEFAULT_WAIT = 300.0  # seconds; Consul's default blocking wait (5 min)
+MAX_WAIT = 600.0  # seconds; Consul caps wait at 10 min
+JITTER_FRACTION = 16  # jitter up to wait/16, so many watchers don't return in lockstep
+
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+T = TypeVar("T")
+
+
+class Notifier(Protocol):
+    """What blocking needs from the catalog's index notifier."""
+
+    @property
+    def index(self) -> int:
+        """The current modify index of everything this node serves."""
+        ...
+
+    async def wait(self, index_above: int, timeout: float) -> int:
+        """Return the index once it exceeds ``index_above`` or ``timeout`` passes."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryOptions:
+    """Parsed query-string options common to every read."""
+
+    index: int = 0
+    wait: float = DEFAULT_WAIT
+    dc: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        """Whether the caller asked to wait for a change."""
+        return self.index > 0
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go duration (``"10s"``, ``"1m30s"``, ``"250ms"``, ``"0"``) into seconds."""
+    body = text.strip()
+    sign = -1.0 if body.startswith("-") else 1.0
+    body = body.lstrip("+-")
+    if body == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(body):
+        match = _DURATION_PART.match(body, pos)
+        if match is None:
+            raise InvalidRequest(f"Invalid wait time: {text!r}", field="wait")
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos == 0:
+        raise InvalidRequest(f"Invalid wait time: {text!r}", field="wait")
+    return sign * total
+
+
+def parse_query_options(query: Mapping[str, str]) -> QueryOptions:
+    """Read ``index``, ``wait`` and ``dc`` from a query string; 400 on garbage."""
+    index = 0
+    raw_index = query.get("index")
+    if raw_index:
+        if not raw_index.isdigit():
+            raise InvalidRequest(f"Invalid index: {raw_index!r}", field="index")
+        index = int(raw_index)
+    wait = DEFAULT_WAIT
+    raw_wait = query.get("wait")
+    if raw_wait:
+        wait = parse_duration(raw_wait)
+        if wait < 0:
+            raise InvalidRequest(f"Invalid wait time: {raw_wait!r}", field="wait")
+        if wait == 0:
+            wait = DEFAULT_WAIT  # Consul treats an explicit zero as "use the default"
+    dc = query.get("dc") or None
+    return QueryOptions(index=index, wait=min(wait, MAX_WAIT), dc=dc)
+
+
+def jittered(wait: float, rng: random.Random) -> float:
+    """``wait`` plus a uniform random stagger of up to ``wait / JITTER_FRACTION``."""
+    return wait + rng.random() * (wait / JITTER_FRACTION)
+
+
+async def run_blocking(
+    query: Callable[[], tuple[T, int]],
+    opts: QueryOptions,
+    notifier: Notifier,
+    *,
+    rng: random.Random,
+    monotonic: Callable[[], float],
+) -> tuple[T, int]:
+    """Run ``query`` until its index passes ``opts.index`` or the jittered wait ends.
+
+    ``query`` returns ``(value, index)``; it is re-run after every change the notifier
+    reports. We wait on the *notifier's* index, not the caller's, so a change elsewhere
+    in the catalog that leaves this query's index alone does not spin.
+    """
+    value, index = query()
+    if not opts.blocking or index > opts.index:
+        return value, max(index, 1)
+    deadline = monotonic() + jittered(opts.wait, rng)
+    while True:
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            return value, max(index, 1)
+        seen = notifier.index
+        await notifier.wait(seen, remaining)
+        value, index = query()
+        if index > opts.index:
+            return value, max(index, 1)
+
+
+def consul_headers(index: int) -> dict[str, str]:
+    """The headers Consul puts on every read (single node: we are our own leader)."""
+    return {
+        "X-Consul-Index": str(index),
+        "X-Consul-KnownLeader": "true",
+        "X-Consul-LastContact": "0",
+        "Content-Type": "application/json",
+    }

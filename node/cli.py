@@ -1,0 +1,451 @@
+"""The ``meshnode`` command line.
+
+Rule: this is the only module that reads ``sys.argv`` or the environment, configures
+logging, or exits. Every subcommand is one row of ``COMMANDS``: a path of words
+(``("services", "register")``), a one-line help, a function that adds its flags and a
+function that runs it and returns the exit status. Adding a command is adding a row.
+
+Flags are single-dash like Consul's (``-http-addr``); the double-dash spelling works too.
+Commands other than ``agent``/``validate``/``version`` talk to a running node over its
+HTTP API (``-http-addr``, else ``MESHNODE_HTTP_ADDR``, else ``CONSUL_HTTP_ADDR``, else
+``127.0.0.1:8500``). Failures print one line to stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node import __version__
+from node.errors import NodeError
+
+__all__ = ["main", "COMMANDS", "Command", "HTTPClient", "KeyValueFormatter", "format_table"]
+
+DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
+HTTP_TIMEOUT = 30.0  # seconds; a CLI call to a local node that takes longer is broken
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CLIError(Exception):
+    """A failure to report as one line on stderr (exit status 1)."""
+
+
+# ---------------------------------------------------------------------------- logging
+
+# Attributes every LogRecord has; anything else came from ``extra=`` and is context.
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``2026-01-01T00:00:00 [INFO] node.agent: msg key=value ...`` (hclog-like)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s [%(levelname)s] %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Append ``extra=`` fields as ``key=value`` pairs after the message."""
+        text = super().format(record)
+        pairs = [
+            f"{key}={_kv(value)}"
+            for key, value in vars(record).items()
+            if key not in _RECORD_FIELDS and not key.startswith("_")
+        ]
+        return f"{text} {' '.join(pairs)}" if pairs else text
+
+
+def _kv(value: object) -> str:
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text
+
+
+def setup_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Send logs to stderr with level and key=value context (idempotent)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_meshnode", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._meshnode = True  # type: ignore[attr-defined]
+    handler.setFormatter(KeyValueFormatter())
+    root.addHandler(handler)
+    root.setLevel(_level(level))
+
+
+def _level(name: str) -> int:
+    # Consul's levels: trace, debug, info, warn, err.
+    aliases = {"TRACE": "DEBUG", "WARN": "WARNING", "ERR": "ERROR"}
+    upper = name.upper()
+    return logging.getLevelName(aliases.get(upper, upper)) if upper else logging.INFO
+
+
+# ---------------------------------------------------------------------------- HTTP client
+
+
+class HTTPClient:
+    """A tiny synchronous client of the node's HTTP API (the CLI needs nothing more)."""
+
+    def __init__(self, addr: str, *, timeout: float = HTTP_TIMEOUT) -> None:
+        self.base = addr if "://" in addr else f"http://{addr}"
+        self.base = self.base.rstrip("/")
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        """Send one request; return the decoded JSON (or ``None``); raise CLIError on failure."""
+        url = self.base + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace").strip()
+            raise CLIError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CLIError(f"cannot reach meshnode at {self.base}: {reason}") from None
+        return json.loads(raw) if raw.strip() else None
+
+    def get(self, path: str, **params: str) -> Any:
+        """GET ``path`` and decode its JSON."""
+        return self.request("GET", path, **params)
+
+    def put(self, path: str, body: Any = None, **params: str) -> Any:
+        """PUT ``path`` with a JSON body."""
+        return self.request("PUT", path, body, **params)
+
+
+def http_addr(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    """Flag, then MESHNODE_HTTP_ADDR, then CONSUL_HTTP_ADDR, then the default."""
+    return (
+        getattr(args, "http_addr", None)
+        or environ.get("MESHNODE_HTTP_ADDR")
+        or environ.get("CONSUL_HTTP_ADDR")
+        or DEFAULT_HTTP_ADDR
+    )
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns separated by two spaces, like Consul's ``columnize``."""
+    table = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    """What a command may use: its parsed args, the environment and output streams."""
+
+    args: argparse.Namespace
+    environ: Mapping[str, str]
+    out: Any
+    err: Any
+
+    def client(self) -> HTTPClient:
+        """An HTTP client for the node named by -http-addr / the environment."""
+        return HTTPClient(http_addr(self.args, self.environ))
+
+    def say(self, text: str) -> None:
+        """Write a line of normal output."""
+        print(text, file=self.out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """One row of the command table."""
+
+    path: tuple[str, ...]
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Context], int]
+    http: bool = True  # adds -http-addr
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kw: Any) -> None:
+    """Add ``-name`` and ``--name`` (Consul's flag package accepts both)."""
+    parser.add_argument(f"-{name}", f"--{name}", **kw)
+
+
+def _no_flags(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+# -- agent
+
+
+def _configure_agent(p: argparse.ArgumentParser) -> None:
+    _flag(p, "dev", action="store_true", help="in-memory development node (server, dc1)")
+    _flag(p, "config-file", action="append", default=[], dest="config_paths", help="file")
+    _flag(p, "config-dir", action="append", default=[], dest="config_paths", help="dir")
+    _flag(p, "node", dest="node_name", help="node name")
+    _flag(p, "datacenter", help="datacenter name")
+    _flag(p, "data-dir", dest="data_dir", help="where state is kept")
+    _flag(p, "bind", dest="bind_addr", help="address for cluster traffic")
+    _flag(p, "client", dest="client_addr", help="address for the HTTP API")
+    _flag(p, "http-port", dest="http_port", type=int, help="HTTP API port (0 = any free)")
+    _flag(p, "server", action="store_true", default=None, help="run as a server")
+    _flag(p, "log-level", dest="log_level", help="trace|debug|info|warn|err")
+
+
+def agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line flags that override config-file values, as config keys."""
+    keys = ("node_name", "datacenter", "data_dir", "bind_addr", "client_addr", "server")
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.http_port is not None:
+        overrides["ports"] = {"http": args.http_port}
+    if args.log_level is not None:
+        overrides["log_level"] = args.log_level
+    return overrides
+
+
+def _run_agent(ctx: Context) -> int:
+    from node import config as config_mod
+    from node.agent import run_agent
+
+    args = ctx.args
+    if not args.dev and not args.config_paths and args.data_dir is None:
+        raise CLIError("agent needs -dev, -config-file/-config-dir or -data-dir")
+    cfg = config_mod.load(args.config_paths, dev=args.dev, overrides=agent_overrides(args))
+    setup_logging(cfg.log_level, ctx.err)
+    for warning in cfg.warnings:
+        logging.getLogger("node.config").warning(warning)
+    run_agent(cfg)
+    return EXIT_OK
+
+
+# -- validate / version
+
+
+def _configure_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="FILE|DIR")
+
+
+def _run_validate(ctx: Context) -> int:
+    from node import config as config_mod
+
+    result = config_mod.validate(ctx.args.paths)
+    for warning in getattr(result, "warnings", ()) or ():
+        print(f"warning: {warning}", file=ctx.err)
+    ctx.say("Configuration is valid!")
+    return EXIT_OK
+
+
+def _run_version(ctx: Context) -> int:
+    ctx.say(f"meshnode v{__version__}")
+    ctx.say("Speaks the Consul 1.6 HTTP API")
+    return EXIT_OK
+
+
+# -- members
+
+
+def _configure_members(p: argparse.ArgumentParser) -> None:
+    _flag(p, "wan", action="store_true", help="list WAN members (servers only)")
+
+
+def _run_members(ctx: Context) -> int:
+    params = {"wan": "1"} if ctx.args.wan else {}
+    members = ctx.client().get("/v1/agent/members", **params) or []
+    rows = []
+    for m in sorted(members, key=lambda m: m.get("Name", "")):
+        tags = m.get("Tags") or {}
+        node_type = "server" if tags.get("role") == "consul" else "client"
+        rows.append(
+            [
+                m.get("Name", ""),
+                f"{m.get('Addr', '')}:{m.get('Port', '')}",
+                _member_status(m.get("Status")),
+                node_type,
+                tags.get("build", __version__),
+                tags.get("vsn", "2"),
+                tags.get("dc", ""),
+                tags.get("segment", "<all>") or "<all>",
+            ]
+        )
+    header = ["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Segment"]
+    ctx.say(format_table(header, rows))
+    return EXIT_OK
+
+
+def _member_status(status: object) -> str:
+    # The API carries serf's numeric status; the CLI shows words, as Consul does.
+    names = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+    return names.get(status, str(status)) if isinstance(status, int) else str(status)
+
+
+# -- services
+
+
+def _configure_services_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="FILE|ID")
+
+
+def read_service_file(path: str) -> list[dict[str, Any]]:
+    """The service definitions in an HCL/JSON file (``service {}`` or ``services = []``)."""
+    from node import config as config_mod
+
+    doc = config_mod.load_document(path)
+    services: list[dict[str, Any]] = []
+    single = doc.get("service")
+    if isinstance(single, list):
+        services.extend(single)
+    elif isinstance(single, dict):
+        services.append(single)
+    many = doc.get("services") or []
+    services.extend(many if isinstance(many, list) else [many])
+    if not services:
+        raise CLIError(f"{path}: no service or services block found")
+    return services
+
+
+def _run_services_register(ctx: Context) -> int:
+    path = ctx.args.target
+    if not Path(path).is_file():
+        raise CLIError(f"{path}: no such file")
+    client = ctx.client()
+    for svc in read_service_file(path):
+        client.put("/v1/agent/service/register", svc)
+        ctx.say(f"Registered service: {svc.get('name') or svc.get('Name')}")
+    return EXIT_OK
+
+
+def _run_services_deregister(ctx: Context) -> int:
+    target = ctx.args.target
+    if Path(target).is_file():
+        ids = [_service_id(s) for s in read_service_file(target)]
+    else:
+        ids = [target]
+    client = ctx.client()
+    for sid in ids:
+        client.put(f"/v1/agent/service/deregister/{urllib.parse.quote(sid, safe='')}")
+        ctx.say(f"Deregistered service: {sid}")
+    return EXIT_OK
+
+
+def _service_id(svc: Mapping[str, Any]) -> str:
+    sid = svc.get("id") or svc.get("ID") or svc.get("name") or svc.get("Name")
+    if not isinstance(sid, str) or not sid:
+        raise CLIError("a service in the file has neither id nor name")
+    return sid
+
+
+# -- catalog
+
+
+def _configure_catalog_services(p: argparse.ArgumentParser) -> None:
+    _flag(p, "tags", action="store_true", help="show tags")
+
+
+def _run_catalog_services(ctx: Context) -> int:
+    services: dict[str, list[str]] = ctx.client().get("/v1/catalog/services") or {}
+    if ctx.args.tags:
+        rows = [[name, ",".join(sorted(tags))] for name, tags in sorted(services.items())]
+        ctx.say(format_table(["Service", "Tags"], rows) if rows else "")
+    else:
+        for name in sorted(services):
+            ctx.say(name)
+    return EXIT_OK
+
+
+def _run_catalog_nodes(ctx: Context) -> int:
+    nodes = ctx.client().get("/v1/catalog/nodes") or []
+    rows = [
+        [n.get("Node", ""), (n.get("ID") or "")[:8], n.get("Address", ""), n.get("Datacenter", "")]
+        for n in sorted(nodes, key=lambda n: n.get("Node", ""))
+    ]
+    ctx.say(format_table(["Node", "ID", "Address", "DC"], rows))
+    return EXIT_OK
+
+
+def _run_catalog_datacenters(ctx: Context) -> int:
+    for dc in ctx.client().get("/v1/catalog/datacenters") or []:
+        ctx.say(dc)
+    return EXIT_OK
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(path=("agent",), help="run a node", configure=_configure_agent, run=_run_agent, http=False),
+    Command(path=("validate",), help="check config files", configure=_configure_validate, run=_run_validate, http=False),
+    Command(path=("version",), help="print the version", configure=_no_flags, run=_run_version, http=False),
+    Command(path=("members",), help="list cluster members", configure=_configure_members, run=_run_members),
+    Command(path=("services", "register"), help="register services from a file", configure=_configure_services_file, run=_run_services_register),
+    Command(path=("services", "deregister"), help="deregister by ID or file", configure=_configure_services_file, run=_run_services_deregister),
+    Command(path=("catalog", "services"), help="list services", configure=_configure_catalog_services, run=_run_catalog_services),
+    Command(path=("catalog", "nodes"), help="list nodes", configure=_no_flags, run=_run_catalog_nodes),
+    Command(path=("catalog", "datacenters"), help="list datacenters", configure=_no_flags, run=_run_catalog_datacenters),
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
+    """One argparse tree from the command table (intermediate words become groups)."""
+    root = argparse.ArgumentParser(prog="meshnode", description="A service-mesh node.")
+    groups: dict[tuple[str, ...], Any] = {(): root.add_subparsers(dest="cmd0", metavar="COMMAND")}
+    for cmd in commands:
+        parent = groups[()]
+        for depth, word in enumerate(cmd.path[:-1], start=1):
+            key = cmd.path[:depth]
+            if key not in groups:
+                group_parser = parent.add_parser(word, help=f"{word} subcommands")
+                groups[key] = group_parser.add_subparsers(dest=f"cmd{depth}", metavar="SUBCOMMAND")
+                groups[key].required = True
+            parent = groups[key]
+        leaf = parent.add_parser(cmd.path[-1], help=cmd.help, description=cmd.help)
+        if cmd.http:
+            _flag(leaf, "http-addr", dest="http_addr", help="node HTTP API address")
+        cmd.configure(leaf)
+        leaf.set_defaults(command=cmd)
+    return root
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Console entry point ``meshnode``; returns the exit status."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its usage message
+        return int(exc.code or 0) and EXIT_USAGE
+    command: Command | None = getattr(args, "command", None)
+    if command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    ctx = Context(
+        args=args,
+        environ=os.environ if environ is None else environ,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+    try:
+        return command.run(ctx)
+    except (CLIError, NodeError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
