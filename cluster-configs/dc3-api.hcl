@@ -1,0 +1,29 @@
+# dc3's api node.
+datacenter         = "dc3"
+primary_datacenter = "dc1"
+node_name          = "dc3-api"
+data_dir           = "cluster-data/dc3-api"
+bind_addr          = "127.0.3.3"
+client_addr        = "127.0.3.3"
+retry_join         = ["127.0.3.1"]
+encrypt            = "40ktMI6KLLRKJH/wwlQ1jp32056G4Dexno7mg5Y/k0s="
+log_level          = "INFO"
+
+connect {
+  enabled = true
+}
+enable_central_service_config = true
+
+# api (the demo app on 127.0.3.3:9090), reachable from other datacenters through the gateways.
+service {
+  name = "api"
+  port = 9090
+  check {
+    name     = "api app"
+    tcp      = "127.0.3.3:9090"
+    interval = "5s"
+  }
+  connect {
+    sidecar_service {}
+  }
+}
