@@ -1,0 +1,279 @@
+"""Config entries: ``proxy-defaults`` and ``service-defaults``, parsed into frozen values.
+
+Rule: every config entry that enters meshnode (an HCL file through ``meshnode config write``,
+a JSON body of ``PUT /v1/config``, a ``config_entries { bootstrap = [...] }`` block, a
+replicated copy) goes through ``parse_config_entry`` and nothing else. It accepts Consul's
+PascalCase keys and their snake_case spellings, rejects unknown kinds and keys by name, and
+returns a frozen value; no half-parsed entry ever exists. The Consul JSON shape is built
+only in ``node/api``; ``entry_to_wire`` here is the internal replication form, which
+``parse_config_entry`` reads back unchanged.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Final
+
+from node.catalog.model import MeshGatewayMode, parse_mesh_gateway_mode
+from node.errors import InvalidRequest
+
+__all__ = [
+    "PROXY_DEFAULTS",
+    "SERVICE_DEFAULTS",
+    "PROXY_CONFIG_GLOBAL",
+    "CONFIG_ENTRY_KINDS",
+    "ConfigEntry",
+    "ProxyDefaults",
+    "ServiceDefaults",
+    "parse_config_entry",
+    "parse_config_entry_kind",
+    "entry_to_wire",
+    "freeze_value",
+    "thaw_value",
+]
+
+PROXY_DEFAULTS: Final = "proxy-defaults"
+SERVICE_DEFAULTS: Final = "service-defaults"
+#: Consul forces the one proxy-defaults entry to this name (``structs.ProxyConfigGlobal``).
+PROXY_CONFIG_GLOBAL: Final = "global"
+CONFIG_ENTRY_KINDS: Final = (PROXY_DEFAULTS, SERVICE_DEFAULTS)
+
+#: Index fields that ``consul config read`` prints; a file written back from that output
+#: carries them, and Consul's decoder ignores them, so we do too.
+_IGNORED_KEYS: Final = frozenset({"CreateIndex", "ModifyIndex", "create_index", "modify_index"})
+
+#: Deepest nesting accepted inside the opaque ``Config`` map (bounds recursion on bad input).
+MAX_CONFIG_DEPTH: Final = 32
+MAX_NAME_LENGTH: Final = 256
+
+
+def _quote(text: str) -> str:
+    """Quote like Go's ``%q`` so our messages read as Consul's do."""
+    return json.dumps(text)
+
+
+def freeze_value(value: Any, *, _depth: int = 0) -> Any:
+    """Deep-freeze JSON-like data: dicts become read-only mappings, lists become tuples."""
+    if _depth > MAX_CONFIG_DEPTH:
+        raise InvalidRequest(f"Config is nested deeper than {MAX_CONFIG_DEPTH} levels")
+    if isinstance(value, Mapping):
+        items = {str(k): freeze_value(v, _depth=_depth + 1) for k, v in value.items()}
+        return MappingProxyType(items)
+    if isinstance(value, list | tuple):
+        return tuple(freeze_value(v, _depth=_depth + 1) for v in value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise InvalidRequest(f"Config holds a value of unsupported type {type(value).__name__}")
+
+
+def thaw_value(value: Any) -> Any:
+    """Inverse of ``freeze_value``: plain dicts and lists, ready for JSON or msgpack."""
+    if isinstance(value, Mapping):
+        return {k: thaw_value(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw_value(v) for v in value]
+    return value
+
+
+def _empty_config() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyDefaults:
+    """The ``proxy-defaults`` entry; its name is always ``global``.
+
+    ``config`` is opaque proxy configuration (deep-frozen), ``mesh_gateway`` the global
+    mesh-gateway mode (``MeshGatewayMode.DEFAULT`` means not set).
+    """
+
+    kind: ClassVar[str] = PROXY_DEFAULTS
+    name: str = PROXY_CONFIG_GLOBAL
+    config: Mapping[str, Any] = field(default_factory=_empty_config)
+    mesh_gateway: MeshGatewayMode = MeshGatewayMode.DEFAULT
+
+    def __post_init__(self) -> None:
+        if self.name != PROXY_CONFIG_GLOBAL:
+            raise InvalidRequest(
+                f"invalid name ({_quote(self.name)}), only {_quote(PROXY_CONFIG_GLOBAL)} is "
+                f"supported for {PROXY_DEFAULTS}",
+                field="Name",
+            )
+        if not isinstance(self.config, MappingProxyType):
+            object.__setattr__(self, "config", freeze_value(self.config))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceDefaults:
+    """The ``service-defaults`` entry of one service.
+
+    ``protocol`` is lowercased; ``""`` means not set (inherit from proxy-defaults ``Config``),
+    exactly as Consul stores it.
+    """
+
+    kind: ClassVar[str] = SERVICE_DEFAULTS
+    name: str
+    protocol: str = ""
+    mesh_gateway: MeshGatewayMode = MeshGatewayMode.DEFAULT
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, SERVICE_DEFAULTS)
+        if self.protocol != self.protocol.lower():
+            object.__setattr__(self, "protocol", self.protocol.lower())
+
+
+ConfigEntry = ProxyDefaults | ServiceDefaults
+
+
+# --- key spelling -------------------------------------------------------------------------
+# Canonical (PascalCase) key -> its snake_case spelling. Both are accepted; the config loader
+# hands us HCL keys verbatim and py-consul/curl send PascalCase JSON.
+_PROXY_KEYS: Final = {
+    "Kind": "kind",
+    "Name": "name",
+    "Config": "config",
+    "MeshGateway": "mesh_gateway",
+}
+_SERVICE_KEYS: Final = {
+    "Kind": "kind",
+    "Name": "name",
+    "Protocol": "protocol",
+    "MeshGateway": "mesh_gateway",
+}
+_MESH_GATEWAY_KEYS: Final = {"Mode": "mode"}
+
+
+def _canonical(raw: Mapping[Any, Any], table: Mapping[str, str], where: str) -> dict[str, Any]:
+    """Map each key of ``raw`` to its PascalCase name; reject unknown or doubled keys."""
+    spellings = {pascal: pascal for pascal in table} | {snake: p for p, snake in table.items()}
+    out: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in raw.items():
+        if key in _IGNORED_KEYS and where == "":
+            continue
+        canon = spellings.get(key) if isinstance(key, str) else None
+        if canon is None:
+            unknown.append(str(key))
+        elif canon in out:
+            raise InvalidRequest(
+                f"config key {_quote(where + canon)} is given twice", field=where + canon
+            )
+        else:
+            out[canon] = value
+    if unknown:
+        names = ", ".join(_quote(where + k) for k in sorted(unknown))
+        raise InvalidRequest(f"invalid config key {names}", field=where + unknown[0])
+    return out
+
+
+def _check_name(name: object, kind: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"{kind} entry requires a Name (a non-empty string)", field="Name")
+    if len(name) > MAX_NAME_LENGTH or any(c.isspace() or c == "/" for c in name):
+        raise InvalidRequest(
+            f"{kind} Name {name!r} is invalid (no whitespace or '/', at most "
+            f"{MAX_NAME_LENGTH} characters)",
+            field="Name",
+        )
+    return name
+
+
+def _parse_mesh_gateway(value: object) -> MeshGatewayMode:
+    """``MeshGateway { Mode = "local" }`` → mode; a one-element list of blocks is tolerated."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, Mapping):
+        raise InvalidRequest(
+            f'MeshGateway must be an object like {{"Mode": "local"}}, got {type(value).__name__}',
+            field="MeshGateway",
+        )
+    fields = _canonical(value, _MESH_GATEWAY_KEYS, "MeshGateway.")
+    mode = fields.get("Mode", "")
+    if not isinstance(mode, str):
+        raise InvalidRequest(
+            f"Invalid Mesh Gateway Mode: {_quote(str(mode))}", field="MeshGateway.Mode"
+        )
+    return parse_mesh_gateway_mode(mode)
+
+
+def parse_config_entry_kind(value: object) -> str:
+    """Validate a kind name (also used for ``GET /v1/config/:kind``)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("Payload does not contain a Kind key at the top level", field="Kind")
+    kind = value.lower()
+    if kind not in CONFIG_ENTRY_KINDS:
+        supported = ", ".join(CONFIG_ENTRY_KINDS)
+        raise InvalidRequest(
+            f"invalid config entry kind: {_quote(value)} (supported: {supported})", field="Kind"
+        )
+    return kind
+
+
+def _raw_kind(raw: Mapping[str, Any]) -> object:
+    if "Kind" in raw and "kind" in raw:
+        raise InvalidRequest("config key Kind is given twice", field="Kind")
+    return raw.get("Kind", raw.get("kind"))
+
+
+def parse_config_entry(raw: Mapping[str, Any]) -> ConfigEntry:
+    """Parse one config entry (HCL already block-flattened, or a JSON body).
+
+    Raises ``InvalidRequest`` naming the offending kind, key or value; Consul's exact
+    ``Invalid Mesh Gateway Mode: "x"`` for a bad mode.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest(f"config entry must be an object, got {type(raw).__name__}")
+    kind = parse_config_entry_kind(_raw_kind(raw))
+    if kind == PROXY_DEFAULTS:
+        return _parse_proxy_defaults(_canonical(raw, _PROXY_KEYS, ""))
+    return _parse_service_defaults(_canonical(raw, _SERVICE_KEYS, ""))
+
+
+def _parse_proxy_defaults(fields: Mapping[str, Any]) -> ProxyDefaults:
+    name = fields.get("Name", PROXY_CONFIG_GLOBAL)
+    if not isinstance(name, str):
+        raise InvalidRequest(f"{PROXY_DEFAULTS} Name must be a string", field="Name")
+    config = fields.get("Config") or {}
+    if not isinstance(config, Mapping):
+        raise InvalidRequest(
+            f"{PROXY_DEFAULTS} Config must be an object, got {type(config).__name__}",
+            field="Config",
+        )
+    mode = _parse_mesh_gateway(fields["MeshGateway"]) if "MeshGateway" in fields else None
+    return ProxyDefaults(
+        name=name,
+        config=freeze_value(config),
+        mesh_gateway=MeshGatewayMode.DEFAULT if mode is None else mode,
+    )
+
+
+def _parse_service_defaults(fields: Mapping[str, Any]) -> ServiceDefaults:
+    name = _check_name(fields.get("Name"), SERVICE_DEFAULTS)
+    protocol = fields.get("Protocol", "")
+    if not isinstance(protocol, str) or any(c.isspace() for c in protocol):
+        raise InvalidRequest(
+            f'{SERVICE_DEFAULTS} Protocol must be a word like "http" or "tcp", got {protocol!r}',
+            field="Protocol",
+        )
+    mode = _parse_mesh_gateway(fields["MeshGateway"]) if "MeshGateway" in fields else None
+    return ServiceDefaults(
+        name=name,
+        protocol=protocol,
+        mesh_gateway=MeshGatewayMode.DEFAULT if mode is None else mode,
+    )
+
+
+def entry_to_wire(entry: ConfigEntry) -> dict[str, Any]:
+    """Plain snake_case dict for replication/persistence; ``parse_config_entry`` reads it back."""
+    out: dict[str, Any] = {"kind": entry.kind, "name": entry.name}
+    if isinstance(entry, ProxyDefaults):
+        out["config"] = thaw_value(entry.config)
+    else:
+        out["protocol"] = entry.protocol
+    out["mesh_gateway"] = {"mode": entry.mesh_gateway.value}
+    return out
