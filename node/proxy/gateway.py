@@ -1,0 +1,331 @@
+"""The mesh gateway listener: route TLS by SNI without terminating it.
+
+Rule: the gateway never holds a key or a certificate. Per connection it reads the
+ClientHello into a buffer (bounded by ``MAX_HELLO_BYTES`` and ``hello_timeout``), asks the
+injected router where the SNI goes under the current ``GatewayPlan``, dials one healthy
+endpoint (random start, the next on refusal, at most ``MAX_DIAL_ATTEMPTS``), writes the
+buffered hello to it first, and hands both sockets to a splice ``Relay``. Anything else
+(no SNI, garbage, foreign trust domain, unknown service or DC, slow sender, over the
+connection limit) is closed, counted by reason and logged; nothing a client sends can
+stop the listener.
+
+The hot path avoids asyncio streams and tasks: the listening socket is read in batches
+of ``ACCEPT_BATCH`` accepts, each connection is a few callbacks on raw non-blocking
+sockets, and timeouts are enforced by one sweep per listener instead of a timer each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import ipaddress
+import logging
+import random
+import socket
+from collections.abc import Callable
+
+from node.clock import Clock, MonotonicClock
+from node.errors import ProxyError
+from node.proxy.metrics import ListenerStats
+from node.proxy.plan import Endpoint, GatewayPlan, Route, RouteKind, route_gateway
+from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Relay
+from node.proxy.sni import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
+
+__all__ = [
+    "ACCEPT_BATCH",
+    "HELLO_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "MAX_DIAL_ATTEMPTS",
+    "Router",
+    "GatewayListener",
+    "bind_listener",
+]
+
+log = logging.getLogger(__name__)
+
+ACCEPT_BATCH = 64  # accepts per readiness callback; bounds one callback's work
+HELLO_TIMEOUT = 5.0  # seconds for the whole ClientHello to arrive
+IDLE_TIMEOUT = 600.0  # seconds without a byte either way before a relay is closed
+MAX_CONNECTIONS = 10_000  # open (incl. not yet routed) connections per listener
+MAX_DIAL_ATTEMPTS = 3  # endpoints tried per connection before giving up
+SWEEP_INTERVAL = 0.25  # seconds between timeout sweeps
+LISTEN_BACKLOG = 4096
+
+Router = Callable[[GatewayPlan, str], Route]
+
+
+def bind_listener(address: str, port: int, what: str) -> socket.socket:
+    """A non-blocking listening socket, or ``ProxyError`` saying why it cannot be bound."""
+    host = address or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ProxyError(f"{what}: cannot listen on {host}:{port}: {reason}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+@functools.lru_cache(maxsize=4096)
+def _family_of(address: str) -> socket.AddressFamily | None:
+    """AF_INET/AF_INET6 for an IP literal; None for anything that would need DNS."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+class _Pending:
+    """A connection between accept and relay: reading the hello, then dialling."""
+
+    __slots__ = ("gw", "sock", "fd", "buf", "deadline", "endpoints", "start", "attempt", "up")
+
+    def __init__(self, gw: GatewayListener, sock: socket.socket, deadline: float) -> None:
+        self.gw = gw
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = b""
+        self.deadline = deadline
+        self.endpoints: tuple[Endpoint, ...] = ()
+        self.start = 0
+        self.attempt = 0
+        self.up: socket.socket | None = None
+
+    def on_hello(self) -> None:
+        try:
+            data = self.sock.recv(MAX_HELLO_BYTES - len(self.buf))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.gw.reject(self, "reset_before_hello")
+            return
+        if not data:
+            self.gw.reject(self, "closed_before_hello")
+            return
+        self.buf = self.buf + data if self.buf else data
+        result = parse_client_hello(self.buf)
+        status = result.status
+        if status is HelloStatus.NEED_MORE:
+            return
+        self.gw.loop.remove_reader(self.fd)
+        if status is HelloStatus.SNI:
+            assert result.server_name is not None
+            self.gw.route(self, result.server_name)
+        elif status is HelloStatus.NO_SNI:
+            self.gw.reject(self, "no_sni", reading=False)
+        else:
+            self.gw.reject(self, "bad_hello", detail=result.reason, reading=False)
+
+    def on_connect(self) -> None:
+        up = self.up
+        assert up is not None
+        self.gw.loop.remove_writer(up.fileno())
+        err = up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            up.close()
+            self.up = None
+            self.gw.dial_next(self, errno.errorcode.get(err, str(err)))
+            return
+        self.gw.connected(self)
+
+
+class GatewayListener:
+    """One mesh gateway listening socket, routing by SNI under a swappable plan."""
+
+    def __init__(
+        self,
+        plan: GatewayPlan,
+        *,
+        stats: ListenerStats,
+        pool: PipePool | None = None,
+        router: Router = route_gateway,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+        hello_timeout: float = HELLO_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        use_splice: bool = SPLICE_SUPPORTED,
+    ) -> None:
+        self.plan = plan
+        self.stats = stats
+        self.loop = asyncio.get_running_loop()
+        self._pool = (pool or PipePool()) if use_splice else None
+        self._router = router
+        self._rng = rng or random.Random()
+        self._clock = clock or MonotonicClock()
+        self.hello_timeout = hello_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self._sock: socket.socket | None = None
+        self._pending: dict[_Pending, None] = {}
+        self._relays: dict[Relay, tuple[int, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); useful when the plan asked for port 0."""
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def connections(self) -> int:
+        """Connections held now (routing or relaying)."""
+        return len(self._pending) + len(self._relays)
+
+    def start(self, sock: socket.socket | None = None) -> None:
+        """Listen (on ``sock`` if given, else the plan's address); ``ProxyError`` if we cannot."""
+        plan = self.plan
+        self._sock = sock or bind_listener(plan.bind_address, plan.bind_port, plan.name)
+        self.loop.add_reader(self._sock.fileno(), self._on_accept)
+        self._schedule_sweep()
+
+    def update(self, plan: GatewayPlan) -> None:
+        """Route new connections by ``plan``; open ones are untouched."""
+        self.plan = plan
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; open connections run until they end."""
+        if self._sock is not None:
+            self.loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        """Stop listening and close every connection now."""
+        self.stop_accepting()
+        for conn in list(self._pending):
+            self._drop(conn)
+        for relay in list(self._relays):
+            relay.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    # --- accepting ---------------------------------------------------------------
+    def _on_accept(self) -> None:
+        lsock = self._sock
+        if lsock is None:
+            return
+        stats = self.stats
+        deadline = self._clock.monotonic() + self.hello_timeout
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE/ENFILE: leave the rest in the backlog
+                log.warning(
+                    "gateway accept failed", extra={"listener": self.plan.name, "error": str(exc)}
+                )
+                return
+            stats.opened += 1
+            if len(self._pending) + len(self._relays) >= self.max_connections:
+                stats.reject("connection_limit")
+                stats.closed += 1
+                sock.close()
+                continue
+            stats.active += 1
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Pending(self, sock, deadline)
+            self._pending[conn] = None
+            self.loop.add_reader(conn.fd, conn.on_hello)
+
+    # --- routing and dialling ----------------------------------------------------
+    def route(self, conn: _Pending, server_name: str) -> None:
+        decision = self._router(self.plan, server_name)
+        if decision.kind is RouteKind.REJECT:
+            self.reject(conn, decision.reason, detail=server_name, reading=False)
+            return
+        conn.endpoints = decision.endpoints
+        n = len(decision.endpoints)
+        conn.start = self._rng.randrange(n) if n > 1 else 0
+        conn.deadline = self._clock.monotonic() + self.plan.connect_timeout
+        self.dial_next(conn, "")
+
+    def dial_next(self, conn: _Pending, last_error: str) -> None:
+        eps = conn.endpoints
+        while conn.attempt < min(len(eps), MAX_DIAL_ATTEMPTS):
+            ep = eps[(conn.start + conn.attempt) % len(eps)]
+            conn.attempt += 1
+            family = _family_of(ep.address)
+            if family is None:
+                last_error = f"endpoint {ep} is not an IP address"
+                continue
+            up = socket.socket(family, socket.SOCK_STREAM)
+            up.setblocking(False)
+            up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = up.connect_ex((ep.address, ep.port))
+            if err in (0, errno.EINPROGRESS):
+                conn.up = up
+                self.loop.add_writer(up.fileno(), conn.on_connect)
+                return
+            up.close()
+            last_error = errno.errorcode.get(err, str(err))
+        self.reject(conn, "upstream_unavailable", detail=last_error, reading=False)
+
+    def connected(self, conn: _Pending) -> None:
+        del self._pending[conn]
+        assert conn.up is not None
+        relay = Relay(
+            self.loop,
+            conn.sock,
+            conn.up,
+            stats=self.stats,
+            pool=self._pool,
+            on_close=self._relay_closed,
+        )
+        self._relays[relay] = (0, self._clock.monotonic())
+        relay.start(conn.buf)
+
+    def _relay_closed(self, relay: Relay) -> None:
+        self._relays.pop(relay, None)
+
+    # --- rejecting and timeouts --------------------------------------------------
+    def reject(
+        self, conn: _Pending, reason: str, *, detail: str = "", reading: bool = True
+    ) -> None:
+        """Close a connection that will not be relayed, counted under ``reason``."""
+        self.stats.reject(reason)
+        log.info(
+            "gateway closed connection",
+            extra={"listener": self.plan.name, "reason": reason, "detail": detail},
+        )
+        self._drop(conn, reading=reading)
+
+    def _drop(self, conn: _Pending, *, reading: bool = True) -> None:
+        if self._pending.pop(conn, 0) is None:
+            if reading:
+                self.loop.remove_reader(conn.fd)
+            if conn.up is not None:
+                self.loop.remove_writer(conn.up.fileno())
+                conn.up.close()
+            conn.sock.close()
+            self.stats.active -= 1
+            self.stats.closed += 1
+
+    def _schedule_sweep(self) -> None:
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self._clock.monotonic()
+        for conn in [c for c in self._pending if c.deadline <= now]:
+            if conn.up is not None:
+                self.reject(conn, "connect_timeout", reading=False)
+            else:
+                self.reject(conn, "hello_timeout", detail=f"{len(conn.buf)} bytes")
+        for relay, (moved, since) in list(self._relays.items()):
+            if relay.moved != moved:
+                self._relays[relay] = (relay.moved, now)
+            elif now - since >= self.idle_timeout:
+                self.stats.reject("idle_timeout")
+                relay.close()
+        if self._sock is not None or self._pending or self._relays:
+            self._schedule_sweep()
+        else:
+            self._sweeper = None

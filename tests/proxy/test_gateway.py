@@ -1,0 +1,243 @@
+"""Mesh gateway on loopback: routing by SNI, rejections by reason, relay behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from types import MappingProxyType
+
+import pytest
+from proxy_helpers import TD, Backend, client_hello, read_until_closed, wait_for
+
+from node.connect.names import datacenter_sni, service_sni
+from node.proxy.gateway import GatewayListener
+from node.proxy.metrics import ListenerStats
+from node.proxy.plan import Endpoint, GatewayPlan
+from node.proxy.relay import SPLICE_SUPPORTED, PipePool
+
+
+def ep(port: int) -> Endpoint:
+    return Endpoint(address="127.0.0.1", port=port)
+
+
+def free_port() -> int:
+    """A port nobody listens on (bound then closed)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+def make_plan(
+    services: dict[str, tuple[Endpoint, ...]], dcs: dict[str, tuple[Endpoint, ...]]
+) -> GatewayPlan:
+    return GatewayPlan(
+        name="gw:default",
+        bind_address="127.0.0.1",
+        bind_port=0,
+        local_dc="dc1",
+        trust_domain=TD,
+        services=MappingProxyType(services),
+        datacenters=MappingProxyType(dcs),
+        connect_timeout=1.0,
+    )
+
+
+async def start_gateway(plan: GatewayPlan, **kw: object) -> GatewayListener:
+    gw = GatewayListener(plan, stats=ListenerStats(plan.name, "mesh-gateway"), **kw)  # type: ignore[arg-type]
+    gw.start()
+    return gw
+
+
+async def roundtrip(gw: GatewayListener, sni: str | None, payload: bytes = b"ping") -> bytes:
+    reader, writer = await asyncio.open_connection(*gw.address)
+    try:
+        writer.write(client_hello(sni) + payload)
+        await writer.drain()
+        writer.write_eof()
+    except OSError:
+        pass  # the gateway may close first; reading shows what happened
+    try:
+        data = await read_until_closed(reader)
+    except ConnectionResetError:
+        data = b""
+    writer.close()
+    return data
+
+
+@pytest.mark.parametrize("use_splice", [True, False] if SPLICE_SUPPORTED else [False])
+async def test_GatewayListener_routes_local_service(use_splice: bool) -> None:
+    backend = await Backend().start()
+    gw = await start_gateway(make_plan({"api": (ep(backend.port),)}, {}), use_splice=use_splice)
+    hello = client_hello(service_sni("api", "default", "dc1", TD))
+    reader, writer = await asyncio.open_connection(*gw.address)
+    writer.write(hello + b"x" * 300_000)
+    writer.write_eof()
+    data = await read_until_closed(reader)
+    # The backend got the hello byte for byte, then the payload; the echo and the
+    # backend's reply after our half-close came back.
+    assert bytes(backend.received) == hello + b"x" * 300_000
+    assert data == hello + b"x" * 300_000 + b"<bye>"
+    await wait_for(lambda: gw.stats.closed == 1, what="relay closed")
+    s = gw.stats
+    assert (s.opened, s.active, s.closed) == (1, 0, 1)
+    assert s.bytes_in == len(hello) + 300_000
+    assert s.bytes_out == len(data)
+    assert not s.rejected
+    writer.close()
+    gw.close()
+    await backend.aclose()
+
+
+async def test_GatewayListener_routes_remote_dc_to_its_gateway() -> None:
+    remote_gw = await Backend().start()
+    gw = await start_gateway(make_plan({}, {"dc2": (ep(remote_gw.port),)}))
+    for sni in (service_sni("api", "default", "dc2", TD), datacenter_sni("dc2", TD)):
+        data = await roundtrip(gw, sni)
+        assert data.endswith(b"ping<bye>")
+    assert remote_gw.connections == 2
+    gw.close()
+    await remote_gw.aclose()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (client_hello(service_sni("nope", "default", "dc1", TD)), "unknown_service"),
+        (client_hello(service_sni("api", "default", "dc9", TD)), "unknown_dc"),
+        (client_hello("api.default.dc1.internal.other.consul"), "foreign_sni"),
+        (client_hello(None), "no_sni"),
+        (b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", "bad_hello"),
+        (b"\x16\x03\x01\x40\x00" + b"\x01" * 100, "bad_hello"),
+    ],
+)
+async def test_GatewayListener_rejects(payload: bytes, reason: str) -> None:
+    backend = await Backend().start()
+    gw = await start_gateway(make_plan({"api": (ep(backend.port),)}, {"dc2": (ep(backend.port),)}))
+    reader, writer = await asyncio.open_connection(*gw.address)
+    writer.write(payload)
+    assert await read_until_closed(reader) == b""
+    await wait_for(lambda: gw.stats.closed == 1)
+    assert dict(gw.stats.rejected) == {reason: 1}
+    assert backend.connections == 0
+    # The gateway keeps serving afterwards.
+    assert (await roundtrip(gw, service_sni("api", "default", "dc1", TD))).endswith(b"ping<bye>")
+    writer.close()
+    gw.close()
+    await backend.aclose()
+
+
+async def test_GatewayListener_slow_sender_bounded_wait() -> None:
+    backend = await Backend().start()
+    gw = await start_gateway(make_plan({"api": (ep(backend.port),)}, {}), hello_timeout=0.3)
+    hello = client_hello(service_sni("api", "default", "dc1", TD))
+    reader, writer = await asyncio.open_connection(*gw.address)
+    writer.write(hello[:20])  # never finishes the hello
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await read_until_closed(reader, timeout=3) == b""
+    assert loop.time() - t0 < 2.0
+    assert dict(gw.stats.rejected) == {"hello_timeout": 1}
+    assert backend.connections == 0
+    writer.close()
+    gw.close()
+    await backend.aclose()
+
+
+async def test_GatewayListener_never_reads_more_than_the_bound() -> None:
+    backend = await Backend().start()
+    gw = await start_gateway(make_plan({"api": (ep(backend.port),)}, {}))
+    # A record header promising a 16 KiB handshake message, then a flood.
+    reader, writer = await asyncio.open_connection(*gw.address)
+    writer.write(b"\x16\x03\x01\x3f\xff\x01\x00\x3f\xfb" + b"\x00" * 40_000)
+    with _reset_is_close():
+        assert await read_until_closed(reader) == b""
+    await wait_for(lambda: gw.stats.closed == 1)
+    assert dict(gw.stats.rejected) == {"bad_hello": 1}
+    writer.close()
+    gw.close()
+    await backend.aclose()
+
+
+class _reset_is_close:
+    """A reset instead of a FIN is also a close (we had unread bytes in flight)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> bool:
+        return isinstance(a[1], ConnectionResetError)
+
+
+async def test_GatewayListener_tries_next_endpoint_on_refusal() -> None:
+    backend = await Backend().start()
+    dead = free_port()
+    plan = make_plan({"api": (ep(dead), ep(backend.port))}, {})
+    gw = await start_gateway(plan, rng=random.Random(0))
+    for _ in range(4):
+        assert (await roundtrip(gw, service_sni("api", "default", "dc1", TD))).endswith(
+            b"ping<bye>"
+        )
+    assert backend.connections == 4
+    # With only dead endpoints: closed, counted.
+    gw.update(make_plan({"api": (ep(dead),)}, {}))
+    assert await roundtrip(gw, service_sni("api", "default", "dc1", TD)) == b""
+    await wait_for(lambda: gw.stats.rejected["upstream_unavailable"] == 1)
+    gw.close()
+    await backend.aclose()
+
+
+async def test_GatewayListener_update_applies_to_new_connections_only() -> None:
+    b1, b2 = await Backend().start(), await Backend().start()
+    gw = await start_gateway(make_plan({"api": (ep(b1.port),)}, {}))
+    sni = service_sni("api", "default", "dc1", TD)
+    reader, writer = await asyncio.open_connection(*gw.address)
+    writer.write(client_hello(sni))
+    await wait_for(lambda: b1.connections == 1)
+    gw.update(make_plan({"api": (ep(b2.port),)}, {}))
+    assert (await roundtrip(gw, sni)).endswith(b"ping<bye>")
+    assert (b1.connections, b2.connections) == (1, 1)
+    # The connection opened under the old plan still works.
+    writer.write(b"still-here")
+    writer.write_eof()
+    assert (await read_until_closed(reader)).endswith(b"still-here<bye>")
+    writer.close()
+    gw.close()
+    await b1.aclose()
+    await b2.aclose()
+
+
+async def test_GatewayListener_connection_limit_and_idle_timeout() -> None:
+    backend = await Backend().start()
+    gw = await start_gateway(
+        make_plan({"api": (ep(backend.port),)}, {}), max_connections=1, idle_timeout=0.3
+    )
+    sni = service_sni("api", "default", "dc1", TD)
+    r1, w1 = await asyncio.open_connection(*gw.address)
+    w1.write(client_hello(sni))
+    await wait_for(lambda: backend.connections == 1)
+    assert await roundtrip(gw, sni) == b""
+    assert gw.stats.rejected["connection_limit"] == 1
+    # The idle relay is closed by the sweep.
+    await read_until_closed(r1, timeout=3)
+    assert gw.stats.rejected["idle_timeout"] == 1
+    w1.close()
+    gw.close()
+    await backend.aclose()
+
+
+@pytest.mark.skipif(not SPLICE_SUPPORTED, reason="splice is Linux-only")
+async def test_PipePool_reuses_pipes() -> None:
+    backend = await Backend().start()
+    pool = PipePool()
+    gw = await start_gateway(make_plan({"api": (ep(backend.port),)}, {}), pool=pool)
+    sni = service_sni("api", "default", "dc1", TD)
+    for _ in range(5):
+        await roundtrip(gw, sni)
+        await wait_for(lambda: gw.connections == 0)
+    assert pool.idle == 2  # two pipes per relay, reused every time
+    gw.close()
+    pool.close()
+    await backend.aclose()
