@@ -208,14 +208,17 @@ def _configure_agent(p: argparse.ArgumentParser) -> None:
 
 
 def agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The command-line flags that override config-file values, as config keys."""
-    keys = ("node_name", "datacenter", "data_dir", "bind_addr", "client_addr", "server")
-    overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    if args.http_port is not None:
-        overrides["ports"] = {"http": args.http_port}
-    if args.log_level is not None:
-        overrides["log_level"] = args.log_level
-    return overrides
+    """The command-line flags that override config files, by flag name (``None`` = not given)."""
+    return {
+        "node": args.node_name,
+        "datacenter": args.datacenter,
+        "data-dir": args.data_dir,
+        "bind": args.bind_addr,
+        "client": args.client_addr,
+        "http-port": args.http_port,
+        "server": args.server,
+        "log-level": args.log_level,
+    }
 
 
 def _run_agent(ctx: Context) -> int:
@@ -223,12 +226,9 @@ def _run_agent(ctx: Context) -> int:
     from node.agent import run_agent
 
     args = ctx.args
-    if not args.dev and not args.config_paths and args.data_dir is None:
-        raise CLIError("agent needs -dev, -config-file/-config-dir or -data-dir")
+    setup_logging("INFO", ctx.err)  # config warnings are logged while loading
     cfg = config_mod.load(args.config_paths, dev=args.dev, overrides=agent_overrides(args))
     setup_logging(cfg.log_level, ctx.err)
-    for warning in cfg.warnings:
-        logging.getLogger("node.config").warning(warning)
     run_agent(cfg)
     return EXIT_OK
 
@@ -244,7 +244,7 @@ def _run_validate(ctx: Context) -> int:
     from node import config as config_mod
 
     result = config_mod.validate(ctx.args.paths)
-    for warning in getattr(result, "warnings", ()) or ():
+    for warning in result.warnings:
         print(f"warning: {warning}", file=ctx.err)
     ctx.say("Configuration is valid!")
     return EXIT_OK
@@ -301,31 +301,26 @@ def _configure_services_file(p: argparse.ArgumentParser) -> None:
 
 
 def read_service_file(path: str) -> list[dict[str, Any]]:
-    """The service definitions in an HCL/JSON file (``service {}`` or ``services = []``)."""
+    """The service blocks of an HCL/JSON file, validated, as raw mappings to send."""
     from node import config as config_mod
+    from node.hcl import load_document, normalize_blocks
 
-    doc = config_mod.load_document(path)
+    text = config_mod.read_source(path)
+    config_mod.load_services_document(text, path)  # names file and key on any error
+    doc = normalize_blocks(load_document(text, path))
     services: list[dict[str, Any]] = []
-    single = doc.get("service")
-    if isinstance(single, list):
-        services.extend(single)
-    elif isinstance(single, dict):
-        services.append(single)
-    many = doc.get("services") or []
-    services.extend(many if isinstance(many, list) else [many])
-    if not services:
-        raise CLIError(f"{path}: no service or services block found")
+    for key in ("service", "services"):
+        value = doc.get(key)
+        services.extend(value if isinstance(value, list) else [value] if value else [])
     return services
 
 
 def _run_services_register(ctx: Context) -> int:
     path = ctx.args.target
-    if not Path(path).is_file():
-        raise CLIError(f"{path}: no such file")
     client = ctx.client()
     for svc in read_service_file(path):
         client.put("/v1/agent/service/register", svc)
-        ctx.say(f"Registered service: {svc.get('name') or svc.get('Name')}")
+        ctx.say(f"Registered service: {_service_field(svc, 'name')}")
     return EXIT_OK
 
 
@@ -342,8 +337,16 @@ def _run_services_deregister(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _service_field(svc: Mapping[str, Any], name: str) -> Any:
+    """A key of a raw service block in any casing (files may use ``ID`` or ``id``)."""
+    for key, value in svc.items():
+        if str(key).replace("_", "").lower() == name:
+            return value
+    return None
+
+
 def _service_id(svc: Mapping[str, Any]) -> str:
-    sid = svc.get("id") or svc.get("ID") or svc.get("name") or svc.get("Name")
+    sid = _service_field(svc, "id") or _service_field(svc, "name")
     if not isinstance(sid, str) or not sid:
         raise CLIError("a service in the file has neither id nor name")
     return sid

@@ -1,0 +1,298 @@
+"""Consul 1.6 JSON shapes, in and out.
+
+Rule: every Consul JSON shape lives here and nowhere else. Out: domain values → plain
+dicts with PascalCase keys, as Consul's ``api`` structs marshal them. In: request bodies
+are decoded to dicts and handed to the domain parsers (``parse_service``,
+``parse_check``), which accept PascalCase, snake_case or any casing, as Go's decoder
+does; anything malformed becomes ``InvalidRequest`` naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from node.catalog.model import (
+    CheckDefinition,
+    CheckState,
+    MeshGatewayMode,
+    NodeRecord,
+    ProxyConfig,
+    ServiceDefinition,
+    ServiceInstance,
+    ServiceKind,
+    TaggedAddress,
+    Upstream,
+    parse_check,
+    parse_service,
+)
+from node.errors import InvalidRequest
+
+__all__ = [
+    "decode_json",
+    "decode_service",
+    "decode_check",
+    "decode_check_update",
+    "encode_agent_service",
+    "encode_node_service",
+    "encode_check",
+    "encode_node",
+    "encode_catalog_service",
+    "encode_health_entry",
+    "encode_member",
+    "encode_tagged_addresses",
+]
+
+# ---------------------------------------------------------------------------- in
+
+
+def decode_json(body: bytes, *, what: str) -> Any:
+    """Parse a request body; 400 naming ``what`` and the position on bad JSON."""
+    if not body.strip():
+        raise InvalidRequest(f"Request decode failed: {what}: empty body")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"Request decode failed: {what}: {exc}") from None
+
+
+def _require_object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            f"Request decode failed: {what}: expected a JSON object, got {type(value).__name__}"
+        )
+    return value
+
+
+def decode_service(body: bytes) -> ServiceDefinition:
+    """A /v1/agent/service/register body → a validated ServiceDefinition."""
+    return parse_service(_require_object(decode_json(body, what="service"), "service"))
+
+
+def decode_check(body: bytes) -> CheckDefinition:
+    """A /v1/agent/check/register body → a validated CheckDefinition."""
+    return parse_check(_require_object(decode_json(body, what="check"), "check"))
+
+
+def decode_check_update(body: bytes) -> tuple[str, str]:
+    """A /v1/agent/check/update body ``{"Status", "Output"}`` → (status, output)."""
+    raw = _require_object(decode_json(body, what="check update"), "check update")
+    fields = {k.replace("_", "").lower(): v for k, v in raw.items()}
+    unknown = sorted(
+        k for k, v in raw.items() if k.replace("_", "").lower() not in ("status", "output")
+    )
+    if unknown:
+        raise InvalidRequest(
+            f"Request decode failed: unknown field {unknown[0]!r}", field=unknown[0]
+        )
+    status, output = fields.get("status", ""), fields.get("output", "")
+    if not isinstance(status, str) or not isinstance(output, str):
+        raise InvalidRequest("Status and Output must be strings", field="Status")
+    return status, output
+
+
+# ---------------------------------------------------------------------------- out: services
+
+
+def encode_tagged_addresses(tagged: Mapping[str, TaggedAddress]) -> dict[str, Any]:
+    """Service tagged addresses: ``{"lan": {"Address", "Port"}}``."""
+    return {k: {"Address": v.address, "Port": v.port} for k, v in tagged.items()}
+
+
+def _mesh_gateway(mode: MeshGatewayMode) -> dict[str, str]:
+    # Consul marshals the unset mode as an empty object.
+    return {"Mode": str(mode)} if mode is not MeshGatewayMode.DEFAULT else {}
+
+
+def _upstream(up: Upstream) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "DestinationType": up.destination_type,
+        "DestinationName": up.destination_name,
+        "Datacenter": up.datacenter,
+        "LocalBindAddress": up.local_bind_address,
+        "LocalBindPort": up.local_bind_port,
+        "Config": dict(up.config),
+        "MeshGateway": _mesh_gateway(up.mesh_gateway),
+    }
+    if up.destination_namespace:
+        out["DestinationNamespace"] = up.destination_namespace
+    return out
+
+
+def encode_proxy(proxy: ProxyConfig) -> dict[str, Any]:
+    """The ``Proxy`` block of a connect-proxy or mesh-gateway."""
+    out: dict[str, Any] = {
+        "DestinationServiceName": proxy.destination_service_name,
+        "DestinationServiceID": proxy.destination_service_id,
+        "LocalServiceAddress": proxy.local_service_address,
+        "LocalServicePort": proxy.local_service_port,
+        "Config": _thaw(proxy.config),
+        "Upstreams": [_upstream(up) for up in proxy.upstreams],
+        "MeshGateway": _mesh_gateway(proxy.mesh_gateway),
+        "Expose": _thaw(proxy.expose),
+    }
+    return out
+
+
+def _thaw(value: Any) -> Any:
+    # Frozen maps/tuples from the model back to JSON-able dicts/lists.
+    if isinstance(value, Mapping):
+        return {str(k): _thaw(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _service_body(svc: ServiceInstance) -> dict[str, Any]:
+    """Fields shared by AgentService and NodeService (``Service`` is the name)."""
+    out: dict[str, Any] = {
+        "Kind": str(svc.kind),
+        "ID": svc.id,
+        "Service": svc.name,
+        "Tags": list(svc.tags),
+        "Meta": dict(svc.meta),
+        "Port": svc.port,
+        "Address": svc.address,
+        "Weights": {"Passing": svc.weights.passing, "Warning": svc.weights.warning},
+        "EnableTagOverride": svc.enable_tag_override,
+    }
+    if svc.tagged_addresses:
+        out["TaggedAddresses"] = encode_tagged_addresses(svc.tagged_addresses)
+    if svc.kind is not ServiceKind.TYPICAL and svc.proxy is not None:
+        out["Proxy"] = encode_proxy(svc.proxy)
+    if svc.connect_native:
+        out["Connect"] = {"Native": True}
+    return out
+
+
+def encode_agent_service(svc: ServiceInstance) -> dict[str, Any]:
+    """/v1/agent/services values and /v1/agent/service/:id (Consul ``AgentService``)."""
+    return _service_body(svc)
+
+
+def encode_node_service(svc: ServiceInstance, index: int) -> dict[str, Any]:
+    """A service inside /v1/catalog/node/:node and /v1/health/* (``NodeService``)."""
+    out = _service_body(svc)
+    out["CreateIndex"] = index
+    out["ModifyIndex"] = index
+    return out
+
+
+# ---------------------------------------------------------------------------- out: checks, nodes
+
+
+def encode_check(node: str, check: CheckState, index: int = 0) -> dict[str, Any]:
+    """Consul ``HealthCheck`` (agent/checks values, health endpoints)."""
+    definition: dict[str, Any] = {}
+    if check.interval:
+        definition["Interval"] = _go_duration(check.interval)
+    if check.timeout:
+        definition["Timeout"] = _go_duration(check.timeout)
+    return {
+        "Node": node,
+        "CheckID": check.id,
+        "Name": check.name,
+        "Status": str(check.status),
+        "Notes": check.notes,
+        "Output": check.output,
+        "ServiceID": check.service_id,
+        "ServiceName": check.service_name,
+        "ServiceTags": list(check.service_tags),
+        "Type": "" if check.kind.value == "serf" else check.kind.value,
+        "Definition": definition,
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    }
+
+
+def _go_duration(seconds: float) -> str:
+    # Consul prints durations with Go's time.Duration.String; "10s", "1m30s", "500ms".
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{secs:g}s"
+    if minutes or hours:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return text
+
+
+def encode_node(node: NodeRecord, index: int = 0) -> dict[str, Any]:
+    """Consul ``Node`` (catalog/nodes entries, the Node of a health entry)."""
+    return {
+        "ID": node.node_id,
+        "Node": node.name,
+        "Address": node.address,
+        "Datacenter": node.datacenter,
+        "TaggedAddresses": _node_tagged(node),
+        "Meta": dict(node.meta),
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    }
+
+
+def _node_tagged(node: NodeRecord) -> dict[str, str]:
+    # Consul always fills lan and wan for a node (wan defaults to the lan address).
+    tagged = {"lan": node.address, "wan": node.address}
+    tagged.update(node.tagged_addresses)
+    return tagged
+
+
+def encode_catalog_service(
+    node: NodeRecord, svc: ServiceInstance, index: int = 0
+) -> dict[str, Any]:
+    """One entry of /v1/catalog/service/:name (Consul ``ServiceNode``)."""
+    out: dict[str, Any] = {
+        "ID": node.node_id,
+        "Node": node.name,
+        "Address": node.address,
+        "Datacenter": node.datacenter,
+        "TaggedAddresses": _node_tagged(node),
+        "NodeMeta": dict(node.meta),
+        "ServiceKind": str(svc.kind),
+        "ServiceID": svc.id,
+        "ServiceName": svc.name,
+        "ServiceTags": list(svc.tags),
+        "ServiceAddress": svc.address,
+        "ServiceTaggedAddresses": encode_tagged_addresses(svc.tagged_addresses),
+        "ServiceWeights": {"Passing": svc.weights.passing, "Warning": svc.weights.warning},
+        "ServiceMeta": dict(svc.meta),
+        "ServicePort": svc.port,
+        "ServiceEnableTagOverride": svc.enable_tag_override,
+        "ServiceProxy": encode_proxy(svc.proxy or ProxyConfig()),
+        "ServiceConnect": {"Native": True} if svc.connect_native else {},
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    }
+    return out
+
+
+def encode_health_entry(
+    node: NodeRecord, svc: ServiceInstance, checks: Iterable[CheckState], index: int = 0
+) -> dict[str, Any]:
+    """One entry of /v1/health/service/:name: ``{Node, Service, Checks}``."""
+    return {
+        "Node": encode_node(node, index),
+        "Service": encode_node_service(svc, index),
+        "Checks": [encode_check(node.name, c, index) for c in checks],
+    }
+
+
+def encode_member(member: Mapping[str, Any]) -> dict[str, Any]:
+    """One /v1/agent/members entry (serf member + protocol versions Consul 1.6 reports)."""
+    return {
+        "Name": member["name"],
+        "Addr": member["addr"],
+        "Port": member["port"],
+        "Tags": dict(member["tags"]),
+        "Status": member["status"],
+        "ProtocolMin": 1,
+        "ProtocolMax": 5,
+        "ProtocolCur": 2,
+        "DelegateMin": 2,
+        "DelegateMax": 5,
+        "DelegateCur": 4,
+    }

@@ -1,0 +1,113 @@
+"""The read pipeline every GET endpoint uses.
+
+Rule: a read is ``(name, args) → query(store, **args) → (value, index) → codec → bytes``.
+``serve_read`` is the only place that decides local vs. forwarded (``?dc=``), runs the
+blocking wait and builds the response with Consul's headers. Encoded bodies are cached
+per ``(name, args)`` and the notifier's index at encoding time: while nothing in the
+catalog has changed, the same request costs one dict lookup, and when one change wakes
+a thousand blocked watchers of the same query, the body is encoded once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from node.api.blocking import QueryOptions, consul_headers, parse_query_options, run_blocking
+from node.api.state import AGENT, RNG
+
+__all__ = ["ReadSpec", "ResponseCache", "serve_read", "dump_json", "CACHE_ENTRIES"]
+
+CACHE_ENTRIES = 4096  # distinct (query, args) bodies kept; LRU beyond that
+
+Query = Callable[..., tuple[Any, int]]
+Encoder = Callable[[Any], Any]
+
+
+def dump_json(value: Any) -> bytes:
+    """Compact JSON bytes (what Consul sends, minus its pretty-printing option)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadSpec:
+    """One read endpoint: a name (also used to forward it), the query and the encoder.
+
+    ``query(agent, **args) -> (value, index)`` and ``encode(agent, value) -> JSON-able``.
+    """
+
+    name: str
+    query: Query
+    encode: Encoder
+
+
+class ResponseCache:
+    """Encoded bodies keyed by ``(name, args)``, valid while the catalog index is unchanged."""
+
+    __slots__ = ("_entries", "_limit", "hits", "misses")
+
+    def __init__(self, limit: int = CACHE_ENTRIES) -> None:
+        self._entries: OrderedDict[Hashable, tuple[int, int, bytes]] = OrderedDict()
+        self._limit = limit
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable, store_index: int) -> tuple[int, bytes] | None:
+        """The cached ``(query index, body)`` if it was built at ``store_index``."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != store_index:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return entry[1], entry[2]
+
+    def put(self, key: Hashable, store_index: int, index: int, body: bytes) -> None:
+        """Remember a body encoded when the catalog was at ``store_index``."""
+        self._entries[key] = (store_index, index, body)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+
+def _local_query(
+    request: web.Request, spec: ReadSpec, args: Mapping[str, Any]
+) -> Callable[[], tuple[bytes, int]]:
+    agent = request.app[AGENT]
+    cache: ResponseCache = agent.response_cache
+    key = (spec.name, tuple(sorted(args.items())))
+
+    def run() -> tuple[bytes, int]:
+        store_index = agent.notifier.index
+        hit = cache.get(key, store_index)
+        if hit is not None:
+            return hit[1], hit[0]
+        value, index = spec.query(agent, **args)
+        body = dump_json(spec.encode(agent, value))
+        cache.put(key, store_index, index, body)
+        return body, index
+
+    return run
+
+
+async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, Any]) -> web.Response:
+    """Answer a GET: forward other datacenters, else a (blocking) local query."""
+    agent = request.app[AGENT]
+    opts: QueryOptions = parse_query_options(request.query)
+    if opts.dc is not None and opts.dc != agent.config.datacenter:
+        value, index = await agent.forward_read(opts.dc, spec.name, dict(args), opts)
+        body = dump_json(spec.encode(agent, value))
+    else:
+        body, index = await run_blocking(
+            _local_query(request, spec, args),
+            opts,
+            agent.notifier,
+            rng=request.app[RNG],
+            monotonic=agent.clock.monotonic,
+        )
+    return web.Response(body=body, headers=consul_headers(index))
