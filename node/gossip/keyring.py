@@ -102,6 +102,9 @@ class Keyring:
         """All installed keys, primary first."""
         return tuple(self._keys)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._ciphers
+
     def keys_base64(self) -> tuple[str, ...]:
         """All installed keys in base64, primary first."""
         return tuple(encode_key(k) for k in self._keys)

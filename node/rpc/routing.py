@@ -1,0 +1,60 @@
+"""Choosing a server to call, from gossip members and their tags.
+
+Rule: only a member that is *alive* and whose tags say ``role = "server"`` in the
+requested ``dc`` with a valid ``port`` is a candidate; the RPC address is the member's
+gossip host with that port. Choice among candidates is random (``rng`` passed in) so
+load spreads and a test can seed it. Pure.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from node.gossip.messages import Address, MemberStatus
+from node.gossip.state import Member
+
+__all__ = [
+    "TAG_DC",
+    "TAG_ROLE",
+    "TAG_RPC_PORT",
+    "ROLE_SERVER",
+    "ROLE_NODE",
+    "rpc_address",
+    "servers",
+    "pick_server",
+]
+
+TAG_DC = "dc"
+TAG_ROLE = "role"
+TAG_RPC_PORT = "port"
+ROLE_SERVER = "server"
+ROLE_NODE = "node"
+
+
+def rpc_address(member: Member) -> Address | None:
+    """The member's RPC address from its ``port`` tag, or ``None`` if absent/invalid."""
+    port = member.tags.get(TAG_RPC_PORT, "")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return (member.addr[0], int(port))
+
+
+def servers(members: Iterable[Member], dc: str) -> list[Address]:
+    """RPC addresses of every alive server of ``dc``, in member order."""
+    found: list[Address] = []
+    for m in members:
+        if m.status is not MemberStatus.ALIVE or m.tags.get(TAG_ROLE) != ROLE_SERVER:
+            continue
+        if m.tags.get(TAG_DC) != dc:
+            continue
+        addr = rpc_address(m)
+        if addr is not None:
+            found.append(addr)
+    return found
+
+
+def pick_server(members: Iterable[Member], dc: str, rng: random.Random) -> Address | None:
+    """One random alive server of ``dc``, or ``None`` when there is none."""
+    candidates = servers(members, dc)
+    return rng.choice(candidates) if candidates else None
