@@ -36,6 +36,16 @@ from node.catalog.model import (
     parse_service,
     sidecar_id_for,
 )
+from node.catalog.queries import (
+    CheckEntry,
+    HealthEntry,
+    NodeInfo,
+    NodeServices,
+    QueryResult,
+    ServiceNode,
+)
+from node.catalog.store import CatalogStore, ItemIndex, NodeEntry
+from node.catalog.watch import IndexNotifier
 
 __all__ = [
     "DEFAULT_CHECK_TIMEOUT",
@@ -66,4 +76,14 @@ __all__ = [
     "parse_mesh_gateway_mode",
     "parse_service",
     "sidecar_id_for",
+    "CheckEntry",
+    "HealthEntry",
+    "NodeInfo",
+    "NodeServices",
+    "QueryResult",
+    "ServiceNode",
+    "CatalogStore",
+    "ItemIndex",
+    "NodeEntry",
+    "IndexNotifier",
 ]
