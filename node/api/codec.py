@@ -10,14 +10,14 @@ does; anything malformed becomes ``InvalidRequest`` naming what was wrong.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from node.catalog.model import (
     CheckDefinition,
+    CheckKind,
     CheckState,
     MeshGatewayMode,
-    NodeRecord,
     ProxyConfig,
     ServiceDefinition,
     ServiceInstance,
@@ -27,6 +27,7 @@ from node.catalog.model import (
     parse_check,
     parse_service,
 )
+from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo, NodeServices, ServiceNode
 from node.errors import InvalidRequest
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "encode_agent_service",
     "encode_node_service",
     "encode_check",
+    "encode_check_entry",
     "encode_node",
+    "encode_node_services",
     "encode_catalog_service",
     "encode_health_entry",
     "encode_member",
@@ -171,18 +174,18 @@ def encode_agent_service(svc: ServiceInstance) -> dict[str, Any]:
     return _service_body(svc)
 
 
-def encode_node_service(svc: ServiceInstance, index: int) -> dict[str, Any]:
+def encode_node_service(svc: ServiceInstance, create: int, modify: int) -> dict[str, Any]:
     """A service inside /v1/catalog/node/:node and /v1/health/* (``NodeService``)."""
     out = _service_body(svc)
-    out["CreateIndex"] = index
-    out["ModifyIndex"] = index
+    out["CreateIndex"] = create
+    out["ModifyIndex"] = modify
     return out
 
 
 # ---------------------------------------------------------------------------- out: checks, nodes
 
 
-def encode_check(node: str, check: CheckState, index: int = 0) -> dict[str, Any]:
+def encode_check(node: str, check: CheckState, create: int = 0, modify: int = 0) -> dict[str, Any]:
     """Consul ``HealthCheck`` (agent/checks values, health endpoints)."""
     definition: dict[str, Any] = {}
     if check.interval:
@@ -199,15 +202,20 @@ def encode_check(node: str, check: CheckState, index: int = 0) -> dict[str, Any]
         "ServiceID": check.service_id,
         "ServiceName": check.service_name,
         "ServiceTags": list(check.service_tags),
-        "Type": "" if check.kind.value == "serf" else check.kind.value,
+        "Type": "" if check.kind is CheckKind.SERF else str(check.kind),
         "Definition": definition,
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        "CreateIndex": create,
+        "ModifyIndex": modify,
     }
 
 
+def encode_check_entry(entry: CheckEntry) -> dict[str, Any]:
+    """A check from a catalog query, with its own indexes."""
+    return encode_check(entry.node, entry.check, entry.create_index, entry.modify_index)
+
+
 def _go_duration(seconds: float) -> str:
-    # Consul prints durations with Go's time.Duration.String; "10s", "1m30s", "500ms".
+    # Consul prints durations with Go's time.Duration.String: "10s", "1m30s", "500ms".
     if seconds < 1:
         return f"{round(seconds * 1000)}ms"
     minutes, secs = divmod(seconds, 60)
@@ -220,7 +228,14 @@ def _go_duration(seconds: float) -> str:
     return text
 
 
-def encode_node(node: NodeRecord, index: int = 0) -> dict[str, Any]:
+def _node_tagged(node: NodeInfo) -> dict[str, str]:
+    # Consul always fills lan and wan for a node (wan defaults to the lan address).
+    tagged = {"lan": node.address, "wan": node.address}
+    tagged.update(node.tagged_addresses)
+    return tagged
+
+
+def encode_node(node: NodeInfo) -> dict[str, Any]:
     """Consul ``Node`` (catalog/nodes entries, the Node of a health entry)."""
     return {
         "ID": node.node_id,
@@ -229,23 +244,15 @@ def encode_node(node: NodeRecord, index: int = 0) -> dict[str, Any]:
         "Datacenter": node.datacenter,
         "TaggedAddresses": _node_tagged(node),
         "Meta": dict(node.meta),
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        "CreateIndex": node.create_index,
+        "ModifyIndex": node.modify_index,
     }
 
 
-def _node_tagged(node: NodeRecord) -> dict[str, str]:
-    # Consul always fills lan and wan for a node (wan defaults to the lan address).
-    tagged = {"lan": node.address, "wan": node.address}
-    tagged.update(node.tagged_addresses)
-    return tagged
-
-
-def encode_catalog_service(
-    node: NodeRecord, svc: ServiceInstance, index: int = 0
-) -> dict[str, Any]:
+def encode_catalog_service(entry: ServiceNode) -> dict[str, Any]:
     """One entry of /v1/catalog/service/:name (Consul ``ServiceNode``)."""
-    out: dict[str, Any] = {
+    node, svc = entry.node, entry.service
+    return {
         "ID": node.node_id,
         "Node": node.name,
         "Address": node.address,
@@ -264,20 +271,28 @@ def encode_catalog_service(
         "ServiceEnableTagOverride": svc.enable_tag_override,
         "ServiceProxy": encode_proxy(svc.proxy or ProxyConfig()),
         "ServiceConnect": {"Native": True} if svc.connect_native else {},
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        "CreateIndex": entry.create_index,
+        "ModifyIndex": entry.modify_index,
     }
-    return out
 
 
-def encode_health_entry(
-    node: NodeRecord, svc: ServiceInstance, checks: Iterable[CheckState], index: int = 0
-) -> dict[str, Any]:
+def encode_node_services(value: NodeServices) -> dict[str, Any]:
+    """/v1/catalog/node/:node: ``{Node, Services: {id: NodeService}}``."""
+    return {
+        "Node": encode_node(value.node),
+        "Services": {
+            sn.service.id: encode_node_service(sn.service, sn.create_index, sn.modify_index)
+            for sn in value.services
+        },
+    }
+
+
+def encode_health_entry(entry: HealthEntry) -> dict[str, Any]:
     """One entry of /v1/health/service/:name: ``{Node, Service, Checks}``."""
     return {
-        "Node": encode_node(node, index),
-        "Service": encode_node_service(svc, index),
-        "Checks": [encode_check(node.name, c, index) for c in checks],
+        "Node": encode_node(entry.node),
+        "Service": encode_node_service(entry.service, entry.create_index, entry.modify_index),
+        "Checks": [encode_check_entry(c) for c in entry.checks],
     }
 
 

@@ -44,6 +44,9 @@ class ReadSpec:
     name: str
     query: Query
     encode: Encoder
+    #: Whether the answer depends only on the catalog store (so its index can key a
+    #: cache). Answers from gossip membership or config (members, leader) are not.
+    cacheable: bool = True
 
 
 class ResponseCache:
@@ -83,6 +86,9 @@ def _local_query(
     key = (spec.name, tuple(sorted(args.items())))
 
     def run() -> tuple[bytes, int]:
+        if not spec.cacheable:
+            value, index = spec.query(agent, **args)
+            return dump_json(spec.encode(agent, value)), index
         store_index = agent.notifier.index
         hit = cache.get(key, store_index)
         if hit is not None:

@@ -23,10 +23,16 @@ def _identity(agent: Any, value: Any) -> Any:
 
 
 LEADER = ReadSpec(
-    name="status.leader", query=lambda a: (a.leader(), a.notifier.index), encode=_identity
+    name="status.leader",
+    query=lambda a: (a.leader(), a.notifier.index),
+    encode=_identity,
+    cacheable=False,
 )
 PEERS = ReadSpec(
-    name="status.peers", query=lambda a: (a.peers(), a.notifier.index), encode=_identity
+    name="status.peers",
+    query=lambda a: (a.peers(), a.notifier.index),
+    encode=_identity,
+    cacheable=False,
 )
 
 

@@ -1,0 +1,107 @@
+"""The HTTP API application: ``make_app(agent)`` and the server that runs it.
+
+Rule: this module only assembles — routes come from one module per area (agent,
+catalog, health, status), errors go through ``errors.error_middleware``, Consul's JSON
+shapes live in ``codec``. The agent passed in must offer what ``AgentAPI`` lists;
+``node.agent.Agent`` is the real one, tests may build it without running it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from node.api import agent as agent_routes
+from node.api import catalog as catalog_routes
+from node.api import health as health_routes
+from node.api import status as status_routes
+from node.api.errors import error_middleware
+from node.api.state import AGENT, RNG
+
+__all__ = ["AgentAPI", "make_app", "HTTPServer", "MAX_BODY_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a registration bigger than this is a mistake, not data
+SHUTDOWN_GRACE = 2.0  # seconds in-flight requests get when the server stops
+
+
+class AgentAPI(Protocol):
+    """What the handlers use from the agent (attributes and methods)."""
+
+    config: Any  # node.config.AgentConfig
+    store: Any  # node.catalog.CatalogStore
+    local: Any  # node.catalog.LocalState
+    notifier: Any  # node.catalog.IndexNotifier (``index``, ``wait``)
+    clock: Any  # node.clock.Clock
+    response_cache: Any  # node.api.read.ResponseCache
+    node_id: str
+
+    def members(self, *, wan: bool = False) -> Sequence[Mapping[str, Any]]: ...
+    def leader(self) -> str: ...
+    def peers(self) -> list[str]: ...
+    def datacenters(self) -> list[str]: ...
+    async def forward_read(
+        self, dc: str, name: str, args: dict[str, Any], opts: Any
+    ) -> tuple[Any, int]: ...
+
+
+def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Application:
+    """Build the aiohttp application serving Consul's HTTP API for ``agent``."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[AGENT] = agent
+    app[RNG] = rng or random.Random()
+    for module in (agent_routes, catalog_routes, health_routes, status_routes):
+        app.router.add_routes(module.routes)
+    return app
+
+
+class HTTPServer:
+    """Runs an application on ``host:port``; ``port`` 0 picks a free one."""
+
+    __slots__ = ("_app", "_host", "_port", "_runner", "_stopped")
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``; only valid after ``start``."""
+        if self._runner is None or not self._runner.addresses:
+            raise RuntimeError("HTTP server is not listening")
+        host, port = self._runner.addresses[0][:2]
+        return str(host), int(port)
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and start accepting; return the bound address."""
+        self._runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        return self.address
+
+    async def serve(self) -> None:
+        """Serve until cancelled (starting first if needed), then close and drain."""
+        if self._runner is None:
+            await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop listening and finish in-flight requests (bounded by SHUTDOWN_GRACE)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await asyncio.shield(runner.cleanup())

@@ -1,0 +1,112 @@
+"""``/v1/health/*``: service instances with their checks, and checks by node or state.
+
+Rule: like ``catalog``, one ``ReadSpec`` per endpoint over ``node.catalog.queries``.
+``?passing`` keeps only instances whose every check (node checks included) passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node.api import codec
+from node.api.read import ReadSpec, serve_read
+from node.catalog import queries
+from node.catalog.model import Health
+from node.errors import InvalidRequest
+
+__all__ = ["routes", "SERVICE", "CHECKS", "NODE", "STATE"]
+
+routes = web.RouteTableDef()
+
+_STATES = frozenset({"any", *(h.value for h in Health if h is not Health.MAINTENANCE)})
+
+
+def _result(result: queries.QueryResult[Any]) -> tuple[Any, int]:
+    return result.value, result.index
+
+
+def _entries(agent: Any, value: Any) -> list[dict[str, Any]]:
+    del agent
+    return [codec.encode_health_entry(e) for e in value]
+
+
+def _checks(agent: Any, value: Any) -> list[dict[str, Any]]:
+    del agent
+    return [codec.encode_check_entry(c) for c in value]
+
+
+def _health_service(
+    agent: Any, name: str, tag: str | None, passing: bool, connect: bool
+) -> tuple[Any, int]:
+    return _result(
+        queries.health_service(agent.store, name, tag=tag, passing=passing, connect=connect)
+    )
+
+
+SERVICE = ReadSpec(name="health.service", query=_health_service, encode=_entries)
+CHECKS = ReadSpec(
+    name="health.checks",
+    query=lambda a, name: _result(queries.checks_for_service(a.store, name)),
+    encode=_checks,
+)
+NODE = ReadSpec(
+    name="health.node",
+    query=lambda a, node: _result(queries.node_checks(a.store, node)),
+    encode=_checks,
+)
+STATE = ReadSpec(
+    name="health.state",
+    query=lambda a, state: _result(queries.checks_in_state(a.store, state)),
+    encode=_checks,
+)
+
+
+def _passing(request: web.Request) -> bool:
+    # Consul: a bare ``?passing`` or any value but "false"/"0" filters.
+    if "passing" not in request.query:
+        return False
+    return request.query["passing"].lower() not in ("0", "false")
+
+
+def _service_args(request: web.Request, *, connect: bool) -> dict[str, Any]:
+    return {
+        "name": request.match_info["name"],
+        "tag": request.query.get("tag"),
+        "passing": _passing(request),
+        "connect": connect,
+    }
+
+
+@routes.get("/v1/health/service/{name}")
+async def health_service(request: web.Request) -> web.Response:
+    """Instances of a service with node and checks (``?passing``, ``?tag=``)."""
+    return await serve_read(request, SERVICE, _service_args(request, connect=False))
+
+
+@routes.get("/v1/health/connect/{name}")
+async def health_connect(request: web.Request) -> web.Response:
+    """Connect-capable instances for a service, with health."""
+    return await serve_read(request, SERVICE, _service_args(request, connect=True))
+
+
+@routes.get("/v1/health/checks/{name}")
+async def health_checks(request: web.Request) -> web.Response:
+    """The checks of every instance of a service."""
+    return await serve_read(request, CHECKS, {"name": request.match_info["name"]})
+
+
+@routes.get("/v1/health/node/{node}")
+async def health_node(request: web.Request) -> web.Response:
+    """Every check of a node."""
+    return await serve_read(request, NODE, {"node": request.match_info["node"]})
+
+
+@routes.get("/v1/health/state/{state}")
+async def health_state(request: web.Request) -> web.Response:
+    """Checks in a state: passing, warning, critical or any."""
+    state = request.match_info["state"]
+    if state not in _STATES:
+        raise InvalidRequest(f"Unsupported state: {state}", field="state")
+    return await serve_read(request, STATE, {"state": state})
