@@ -166,12 +166,14 @@ def _describe_syntax_error(e: lark.exceptions.UnexpectedInput) -> str:
         return f"unexpected character {json.dumps(e.char)}"
     if isinstance(e, lark.exceptions.UnexpectedToken):
         token = e.token
+        # Some terminals swallow the whitespace that follows them ("@\n\n"): show the word.
+        words = str(token.value).split()
         if token.type == "$END":
             found = "end of file"
-        elif token.type == "NL_OR_COMMENT":
+        elif token.type == "NL_OR_COMMENT" or not words:
             found = "end of line"
         else:
-            found = json.dumps(str(token.value)[:40])
+            found = json.dumps(words[0][:40])
         expected = sorted({_TOKEN_NAMES[t] for t in e.expected if t in _TOKEN_NAMES})
         if expected and len(e.expected) <= _MAX_EXPECTED_SHOWN:
             return f"unexpected {found}, expected {' or '.join(expected)}"
