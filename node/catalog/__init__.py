@@ -6,6 +6,8 @@ records with modify indexes), ``queries`` (the reads behind the HTTP API). async
 check runner) and ``watch`` (the index notifier behind blocking queries).
 """
 
+from node.catalog.checks import CheckRunner
+from node.catalog.local import LocalState, NodeIdentity, load_node_id
 from node.catalog.model import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_OUTPUT_MAX_SIZE,
@@ -86,4 +88,8 @@ __all__ = [
     "ItemIndex",
     "NodeEntry",
     "IndexNotifier",
+    "LocalState",
+    "NodeIdentity",
+    "load_node_id",
+    "CheckRunner",
 ]

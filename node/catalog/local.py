@@ -1,0 +1,449 @@
+"""This node's own services and checks: the authoritative copy, persisted in ``data_dir``.
+
+Rule: every write is computed on copies, validated as a whole, persisted, and only then
+swapped in and published to the store as a ``NodeRecord`` with a higher version; a
+rejected or failed write changes nothing. Registration definitions live in one file
+(``local-catalog.json``) written with ``atomic_write``, so what a call acknowledged
+survives SIGKILL. Check *results* from the runner are published but not persisted (they
+are recomputed after a restart); TTL updates are persisted, as Consul does.
+``data_dir=None`` keeps everything in memory (``-dev``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from node.catalog.model import (
+    SIDECAR_MAX_PORT,
+    SIDECAR_MIN_PORT,
+    CheckDefinition,
+    CheckKind,
+    CheckState,
+    Health,
+    NodeRecord,
+    ServiceDefinition,
+    SidecarPorts,
+    expand_sidecar,
+    parse_check,
+    parse_service,
+    sidecar_id_for,
+)
+from node.catalog.store import CatalogStore
+from node.clock import Clock, MonotonicClock
+from node.errors import ConfigError, InvalidRequest, NotFound
+from node.persist import atomic_write, read_or_none
+
+__all__ = ["LocalState", "NodeIdentity", "STATE_FILE", "NODE_ID_FILE", "load_node_id"]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "local-catalog.json"
+NODE_ID_FILE = "node-id"
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeIdentity:
+    """The node-level fields this node publishes."""
+
+    name: str
+    datacenter: str
+    address: str
+    node_id: str = ""
+    tagged_addresses: Mapping[str, str] = field(default_factory=dict)
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+def load_node_id(data_dir: str | Path | None) -> str:
+    """The node's UUID: read from ``data_dir/node-id``, made (and saved) once if missing."""
+    if data_dir is None:
+        return str(uuid.uuid4())
+    path = Path(data_dir) / NODE_ID_FILE
+    raw = read_or_none(path)
+    if raw is not None:
+        text = raw.decode("utf-8", "replace").strip()
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            raise ConfigError(f"{path} does not hold a UUID: {text[:40]!r}") from None
+    node_id = str(uuid.uuid4())
+    atomic_write(path, node_id.encode())
+    return node_id
+
+
+@dataclass(slots=True)
+class _State:
+    """Mutable working copy of everything LocalState owns (copied per write)."""
+
+    services: dict[str, ServiceDefinition]
+    checks: dict[str, CheckDefinition]
+    status: dict[str, tuple[Health, str]]
+    sidecars: dict[str, str]  # sidecar id -> parent id
+    ports: dict[str, int]
+
+    def copy(self) -> _State:
+        return _State(
+            dict(self.services), dict(self.checks), dict(self.status), dict(self.sidecars),
+            dict(self.ports),
+        )  # fmt: skip
+
+
+class LocalState:
+    """The node's own registrations; publishes them to the store on every change."""
+
+    def __init__(
+        self,
+        *,
+        identity: NodeIdentity,
+        store: CatalogStore,
+        data_dir: str | Path | None = None,
+        clock: Clock | None = None,
+        sidecar_ports: tuple[int, int] = (SIDECAR_MIN_PORT, SIDECAR_MAX_PORT),
+    ) -> None:
+        self._clock = clock or MonotonicClock()
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        node_id = identity.node_id or load_node_id(self._data_dir)
+        self._identity = replace(identity, node_id=node_id)
+        self._store = store
+        self._port_range = sidecar_ports
+        self._state = _State({}, {}, {}, {}, {})
+        self._version = 0
+        self._critical_since: dict[str, float] = {}
+        self._ttl_deadline: dict[str, float] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._load()
+        self._publish()
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def node_id(self) -> str:
+        """This node's UUID."""
+        return self._identity.node_id
+
+    @property
+    def identity(self) -> NodeIdentity:
+        """Node-level fields as published."""
+        return self._identity
+
+    @property
+    def version(self) -> int:
+        """Version of the last published record."""
+        return self._version
+
+    def services(self) -> Mapping[str, ServiceDefinition]:
+        """Registered services (sidecars expanded; each with its current checks)."""
+        return MappingProxyType(
+            {sid: self._with_checks(svc) for sid, svc in self._state.services.items()}
+        )
+
+    def service(self, service_id: str) -> ServiceDefinition:
+        """One registered service; ``NotFound`` when unknown."""
+        svc = self._state.services.get(service_id)
+        if svc is None:
+            raise NotFound(f'Unknown service ID "{service_id}"')
+        return self._with_checks(svc)
+
+    def checks(self) -> Mapping[str, CheckDefinition]:
+        """Every registered check by ID."""
+        return MappingProxyType(dict(self._state.checks))
+
+    def check_state(self, check_id: str) -> CheckState:
+        """The published state of one check; ``NotFound`` when unknown."""
+        if check_id not in self._state.checks:
+            raise NotFound(f'Unknown check ID "{check_id}"')
+        return self._check_state(self._state, check_id)
+
+    def is_sidecar(self, service_id: str) -> bool:
+        """Whether ``service_id`` was made by sidecar expansion."""
+        return service_id in self._state.sidecars
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every change of the set of checks (for the runner)."""
+        self._listeners.append(callback)
+
+    def record(self) -> NodeRecord:
+        """The NodeRecord currently published."""
+        return self._build_record(self._state, self._version)
+
+    # ------------------------------------------------------------------ writes
+
+    def register_service(
+        self, definition: ServiceDefinition, *, replace_existing_checks: bool = False
+    ) -> tuple[ServiceDefinition, ...]:
+        """Register (or update) a service and its sidecar; returns what was registered.
+
+        Without ``replace_existing_checks`` checks of an existing registration that the
+        new definition does not mention are kept (Consul's default).
+        """
+        work = self._state.copy()
+        ports = SidecarPorts(lo=self._port_range[0], hi=self._port_range[1], assigned=work.ports)
+        ports.set_in_use({sid: svc.port for sid, svc in work.services.items() if svc.port})
+        parts = expand_sidecar(definition, allocate_port=ports.allocate)
+        old_sidecar = sidecar_id_for(definition.id)
+        if len(parts) == 1 and work.sidecars.get(old_sidecar) == definition.id:
+            self._remove_service(work, old_sidecar)
+        for part in parts:
+            self._put_service(work, part, replace_existing_checks)
+        if len(parts) == 2:
+            work.sidecars[parts[1].id] = definition.id
+        work.ports = dict(ports.assigned)
+        self._commit(work, persist=True)
+        return tuple(self.service(p.id) for p in parts)
+
+    def deregister_service(self, service_id: str) -> None:
+        """Remove a service, its checks and its sidecar; ``NotFound`` when unknown."""
+        work = self._state.copy()
+        if service_id not in work.services:
+            raise NotFound(f'Unknown service ID "{service_id}"')
+        self._remove_service(work, service_id)
+        sidecar = sidecar_id_for(service_id)
+        if work.sidecars.get(sidecar) == service_id:
+            self._remove_service(work, sidecar)
+        self._commit(work, persist=True)
+
+    def register_check(self, check: CheckDefinition) -> None:
+        """Register (or replace) a check; its ``service_id`` must be registered here."""
+        work = self._state.copy()
+        if check.service_id and check.service_id not in work.services:
+            raise InvalidRequest(
+                f'ServiceID "{check.service_id}" does not exist', field="service_id"
+            )
+        self._put_check(work, check)
+        self._commit(work, persist=True)
+
+    def deregister_check(self, check_id: str) -> None:
+        """Remove a check; ``NotFound`` when unknown."""
+        work = self._state.copy()
+        if check_id not in work.checks:
+            raise NotFound(f'Unknown check ID "{check_id}"')
+        del work.checks[check_id]
+        work.status.pop(check_id, None)
+        self._commit(work, persist=True)
+
+    def update_ttl(self, check_id: str, status: Health, output: str = "") -> None:
+        """``/v1/agent/check/pass|warn|fail|update``: set a TTL check and restart its timer."""
+        check = self._state.checks.get(check_id)
+        if check is None:
+            raise NotFound(f'Unknown check ID "{check_id}"')
+        if check.kind is not CheckKind.TTL:
+            raise InvalidRequest(f'CheckID "{check_id}" does not have associated TTL')
+        self._ttl_deadline[check_id] = self._clock.monotonic() + check.ttl
+        self._set_status(check_id, status, output, persist=True)
+
+    def set_check_status(self, check_id: str, status: Health, output: str) -> bool:
+        """A check result from the runner; publishes only if something changed."""
+        if check_id not in self._state.checks:
+            return False  # the check was removed while its probe ran
+        return self._set_status(check_id, status, output, persist=False)
+
+    def ttl_deadlines(self) -> Mapping[str, float]:
+        """TTL check ID → monotonic time at which it expires."""
+        return MappingProxyType(dict(self._ttl_deadline))
+
+    def expire_ttls(self, now: float) -> list[str]:
+        """Mark TTL checks whose deadline passed critical; returns their IDs."""
+        expired = [cid for cid, deadline in self._ttl_deadline.items() if deadline <= now]
+        for cid in expired:
+            del self._ttl_deadline[cid]
+            self.set_check_status(cid, Health.CRITICAL, "TTL expired")
+        return expired
+
+    def reap_critical(self, now: float) -> list[str]:
+        """Deregister services whose check is critical for longer than its
+        ``deregister_critical_service_after``; returns the removed service IDs."""
+        doomed: set[str] = set()
+        for cid, check in self._state.checks.items():
+            since = self._critical_since.get(cid)
+            after = check.deregister_critical_service_after
+            if after > 0 and check.service_id and since is not None and now - since >= after:
+                doomed.add(check.service_id)
+        removed = []
+        for service_id in sorted(doomed):
+            if service_id in self._state.services:
+                log.warning("deregistering critical service", extra={"service_id": service_id})
+                self.deregister_service(service_id)
+                removed.append(service_id)
+        return removed
+
+    def next_deadline(self) -> float | None:
+        """Earliest monotonic time at which ``expire_ttls`` or ``reap_critical`` has work."""
+        times = list(self._ttl_deadline.values())
+        for cid, since in self._critical_since.items():
+            check = self._state.checks.get(cid)
+            if check is not None and check.deregister_critical_service_after > 0:
+                times.append(since + check.deregister_critical_service_after)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _with_checks(self, svc: ServiceDefinition) -> ServiceDefinition:
+        checks = tuple(c for c in self._state.checks.values() if c.service_id == svc.id)
+        return replace(svc, checks=checks)
+
+    def _put_service(self, work: _State, svc: ServiceDefinition, replace_checks: bool) -> None:
+        if replace_checks:
+            for cid in [cid for cid, c in work.checks.items() if c.service_id == svc.id]:
+                if cid not in {c.id for c in svc.checks}:
+                    del work.checks[cid]
+                    work.status.pop(cid, None)
+        work.services[svc.id] = replace(svc, checks=())
+        for check in svc.checks:
+            self._put_check(work, check)
+
+    def _put_check(self, work: _State, check: CheckDefinition) -> None:
+        previous = work.checks.get(check.id)
+        work.checks[check.id] = check
+        # An unchanged re-registration keeps its current result instead of flapping.
+        if previous != check or check.id not in work.status:
+            work.status[check.id] = (check.status, "")
+
+    def _remove_service(self, work: _State, service_id: str) -> None:
+        work.services.pop(service_id, None)
+        work.sidecars.pop(service_id, None)
+        for cid in [cid for cid, c in work.checks.items() if c.service_id == service_id]:
+            del work.checks[cid]
+            work.status.pop(cid, None)
+
+    def _set_status(self, check_id: str, status: Health, output: str, *, persist: bool) -> bool:
+        check = self._state.checks[check_id]
+        output = _truncate(output, check.output_max_size)
+        if self._state.status.get(check_id) == (status, output):
+            return False
+        work = self._state.copy()
+        work.status[check_id] = (status, output)
+        self._commit(work, persist=persist)
+        return True
+
+    def _commit(self, work: _State, *, persist: bool) -> None:
+        checks_changed = work.checks != self._state.checks
+        version = self._next_version()
+        if persist:
+            self._persist(work, version)  # raises before anything is swapped in
+        self._state = work
+        self._version = version
+        self._track_timers()
+        self._store.upsert_node(self._build_record(work, version))
+        if checks_changed:
+            for callback in list(self._listeners):
+                callback()
+
+    def _next_version(self) -> int:
+        # Wall-clock microseconds keep versions growing across restarts without data_dir.
+        wall = int(self._clock.utcnow().timestamp() * 1_000_000)
+        return max(self._version + 1, wall)
+
+    def _track_timers(self) -> None:
+        now = self._clock.monotonic()
+        for cid in list(self._critical_since):
+            if self._state.status.get(cid, (Health.PASSING, ""))[0] is not Health.CRITICAL:
+                del self._critical_since[cid]
+        for cid, (status, _) in self._state.status.items():
+            if status is Health.CRITICAL:
+                self._critical_since.setdefault(cid, now)
+        for cid in list(self._ttl_deadline):
+            if cid not in self._state.checks:
+                del self._ttl_deadline[cid]
+        for cid, check in self._state.checks.items():
+            if check.kind is CheckKind.TTL:
+                self._ttl_deadline.setdefault(cid, now + check.ttl)
+
+    def _publish(self) -> None:
+        self._version = self._next_version()
+        self._track_timers()
+        self._store.upsert_node(self._build_record(self._state, self._version))
+
+    def _build_record(self, work: _State, version: int) -> NodeRecord:
+        ident = self._identity
+        return NodeRecord(
+            name=ident.name,
+            node_id=ident.node_id,
+            address=ident.address,
+            datacenter=ident.datacenter,
+            tagged_addresses=MappingProxyType(dict(ident.tagged_addresses)),
+            meta=MappingProxyType(dict(ident.meta)),
+            services=MappingProxyType({sid: s.instance() for sid, s in work.services.items()}),
+            checks=MappingProxyType({cid: self._check_state(work, cid) for cid in work.checks}),
+            version=version,
+        )
+
+    def _check_state(self, work: _State, check_id: str) -> CheckState:
+        check = work.checks[check_id]
+        status, output = work.status.get(check_id, (check.status, ""))
+        svc = work.services.get(check.service_id)
+        return CheckState(
+            id=check.id,
+            name=check.name,
+            kind=check.kind,
+            status=status,
+            output=output,
+            notes=check.notes,
+            service_id=check.service_id,
+            service_name=svc.name if svc else "",
+            service_tags=svc.tags if svc else (),
+            interval=check.interval,
+            timeout=check.timeout,
+        )
+
+    # ------------------------------------------------------------------ persistence
+
+    def _persist(self, work: _State, version: int) -> None:
+        if self._data_dir is None:
+            return
+        doc = {
+            "format": _FORMAT,
+            "version": version,
+            "services": [svc.to_raw() for svc in work.services.values()],
+            "checks": [check.to_raw() for check in work.checks.values()],
+            "ttl_status": {
+                cid: list(work.status[cid])
+                for cid, check in work.checks.items()
+                if check.kind is CheckKind.TTL and cid in work.status
+            },
+            "sidecars": work.sidecars,
+            "sidecar_ports": work.ports,
+        }
+        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        atomic_write(self._data_dir / STATE_FILE, data)
+
+    def _load(self) -> None:
+        if self._data_dir is None:
+            return
+        path = self._data_dir / STATE_FILE
+        raw = read_or_none(path)
+        if raw is None:
+            return
+        try:
+            self._state, self._version = _decode_state(json.loads(raw))
+        except (ValueError, TypeError, KeyError, InvalidRequest) as exc:
+            raise ConfigError(
+                f"cannot load saved services and checks: {exc}", file=str(path)
+            ) from exc
+
+
+def _decode_state(doc: Any) -> tuple[_State, int]:
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+        raise ValueError("unknown file format")
+    services = {s.id: s for s in (parse_service(raw) for raw in doc["services"])}
+    checks = {c.id: c for c in (parse_check(raw) for raw in doc["checks"])}
+    status = {cid: (c.status, "") for cid, c in checks.items()}
+    for cid, (state, output) in dict(doc.get("ttl_status", {})).items():
+        if cid in checks:
+            status[cid] = (Health(state), str(output))
+    sidecars = {str(k): str(v) for k, v in dict(doc.get("sidecars", {})).items()}
+    ports = {str(k): int(v) for k, v in dict(doc.get("sidecar_ports", {})).items()}
+    return _State(services, checks, status, sidecars, ports), int(doc["version"])
+
+
+def _truncate(output: str, limit: int) -> str:
+    encoded = output.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return output
+    return encoded[:limit].decode("utf-8", "ignore")
