@@ -198,6 +198,9 @@ class _Invalid(Exception):
     """A value failed a check; ``str()`` is the reason without file or key."""
 
 
+_MAX_SHOWN: Final = 80  # longest string value quoted in an error message
+
+
 def _describe(value: Any) -> str:
     """How a value is quoted in an error message."""
     if isinstance(value, bool):
@@ -205,7 +208,8 @@ def _describe(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        shown = value if len(value) <= _MAX_SHOWN else value[: _MAX_SHOWN - 3] + "..."
+        return json.dumps(shown, ensure_ascii=False)
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, Mapping):
@@ -388,18 +392,18 @@ class _Section:
     """The keys one level of config accepts: name → checker, plus Consul-only names."""
 
     keys: Mapping[str, tuple[str, Callable[[Any, _Reader, str], Any]]]
-    consul_only: frozenset[str]
+    consul_only: Mapping[str, str]  # canonical key → spelled-out name
 
     @classmethod
     def build(
         cls, keys: Mapping[str, Callable[[Any, _Reader, str], Any]], consul_only: Sequence[str]
     ) -> _Section:
         table = {canonical_key(name): (name, check) for name, check in keys.items()}
-        return cls(table, frozenset(consul_only))
+        return cls(table, {canonical_key(name): name for name in consul_only})
 
     def suggestions(self) -> list[str]:
         """Every spelled-out key name, for "did you mean"."""
-        return [name for name, _ in self.keys.values()] + sorted(self.consul_only)
+        return [name for name, _ in self.keys.values()] + sorted(self.consul_only.values())
 
 
 def _scalar(check: Scalar) -> Callable[[Any, _Reader, str], Any]:
@@ -539,6 +543,8 @@ class _Reader:
 
     def section(self, raw: Any, path: str, schema: _Section) -> dict[str, Any]:
         """Check every key of one object against ``schema``; return name → checked value."""
+        if isinstance(raw, list) and len(raw) > 1 and all(isinstance(v, Mapping) for v in raw):
+            raise self.fail(path, f"expected one block, got {len(raw)}")
         if not isinstance(raw, Mapping):
             what = "a block" if path else "an object at the top level"
             raise self.fail(path, f"expected {what}, got {_describe(raw)}")
@@ -548,15 +554,16 @@ class _Reader:
             canon = canonical_key(str(key))
             if canon in schema.keys:
                 name, check = schema.keys[canon]
-                checked = self._convert(check, value, key_path)
+                checked = self.convert(check, value, key_path)
                 _put(out, _RENAMED.get(name, name), checked)
-            elif canon in {canonical_key(k) for k in schema.consul_only}:
+            elif canon in schema.consul_only:
                 self.warnings.append((key_path, self._ignored(key_path)))
             else:
                 raise self.fail(key_path, _unknown_key_reason(str(key), schema))
         return out
 
-    def _convert(self, check: Callable[[Any, _Reader, str], Any], value: Any, path: str) -> Any:
+    def convert(self, check: Callable[[Any, _Reader, str], Any], value: Any, path: str) -> Any:
+        """Run one checker; its ``_Invalid`` becomes a ``ConfigError`` at ``path``."""
         try:
             return check(value, self, path)
         except _Invalid as e:
@@ -649,7 +656,7 @@ def _check_ca_config(value: Any, reader: _Reader, path: str) -> dict[str, Any]:
         raise _Invalid(f"expected a block, got {_describe(value)}")
     for key, item in value.items():
         if canonical_key(str(key)) == "leafcertttl":
-            ttl = reader._convert(_scalar(_as_duration), item, f"{path}.{key}")
+            ttl = reader.convert(_scalar(_as_duration), item, f"{path}.{key}")
             if not MIN_LEAF_CERT_TTL <= ttl < MAX_LEAF_CERT_TTL:
                 reason = f"must be at least 1h and less than 8760h, got {_describe(item)}"
                 raise reader.fail(f"{path}.{key}", reason)
@@ -768,11 +775,11 @@ def _check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         if target is None:
             raise reader.fail(shown, "unknown flag")
         if target == ("dev",):
-            tree["dev"] = reader._convert(_scalar(_as_bool), value, shown)
+            tree["dev"] = reader.convert(_scalar(_as_bool), value, shown)
             continue
         schema = _agent_section() if len(target) == 1 else _ports_section()
         _, check = schema.keys[canonical_key(target[-1])]
-        checked = reader._convert(check, value, shown)
+        checked = reader.convert(check, value, shown)
         tree = _merge(tree, _nest(target, checked))
     return tree
 
@@ -785,13 +792,19 @@ def _nest(path: Sequence[str], value: Any) -> dict[str, Any]:
 
 
 def load(
-    paths: Sequence[str], *, dev: bool = False, overrides: Mapping[str, Any] = MappingProxyType({})
+    paths: Sequence[str],
+    *,
+    dev: bool = False,
+    overrides: Mapping[str, Any] = MappingProxyType({}),
+    log_warnings: bool = True,
 ) -> AgentConfig:
     """Read, check and merge config files and flags into one ``AgentConfig``.
 
     ``paths`` are files or directories (``-config-dir``); ``overrides`` are flags
     (``node``, ``datacenter``, ``data-dir``, ``bind``, ``client``, ``http-port``, ``server``,
     ``dev``, ...; ``None`` values are ignored) and win over every file.
+    Warnings for Consul-only keys are in ``AgentConfig.warnings`` and, unless
+    ``log_warnings`` is false, logged once each.
     Raises ``ConfigError`` naming the file, the key path and what was expected.
     """
     tree: dict[str, Any] = {}
@@ -806,7 +819,7 @@ def load(
             warnings.setdefault(key_path, message)
     tree = _merge(tree, _check_overrides(overrides))
     is_dev = bool(tree.pop("dev", False)) or dev
-    for message in warnings.values():
+    for message in warnings.values() if log_warnings else ():
         log.warning(message)
     return _build(tree, dev=is_dev, warnings=tuple(warnings.values()), sources=tuple(files))
 
@@ -815,11 +828,12 @@ def validate(paths: Sequence[str]) -> AgentConfig:
     """Check config files without starting anything (``meshnode validate``).
 
     Returns the config, or raises ``ConfigError``. As with Consul's ``validate``, the
-    files must stand on their own: ``data_dir`` is required.
+    files must stand on their own: ``data_dir`` is required. Warnings are returned in
+    ``AgentConfig.warnings``, not logged: the caller prints them.
     """
     if not paths:
         raise ConfigError("no config files or directories given")
-    return load(paths)
+    return load(paths, log_warnings=False)
 
 
 def _build(
@@ -828,42 +842,55 @@ def _build(
     """Apply defaults (dev-mode ones first) and cross-key rules to the merged tree."""
     datacenter = tree.get("datacenter", "dc1")
     server = tree.get("server", dev)
-    bind_addr = tree.get("bind_addr", "127.0.0.1" if dev else "0.0.0.0")
-    advertise = tree.get("advertise_addr", _advertisable(bind_addr))
     data_dir = tree.get("data_dir")
     if data_dir is None and not dev:
-        raise ConfigError(
-            "required: set data_dir in a config file, pass -data-dir, or use -dev", key="data_dir"
-        )
-    ports = Ports(**tree.get("ports", {}))
-    if ports.sidecar_min_port > ports.sidecar_max_port:
-        reason = (
-            f"must not be greater than ports.sidecar_max_port "
-            f"({ports.sidecar_min_port} > {ports.sidecar_max_port})"
-        )
-        raise ConfigError(reason, key="ports.sidecar_min_port")
-    connect_raw = dict(tree.get("connect", {}))
-    connect_raw["ca_config"] = _freeze(connect_raw.get("ca_config", {}))
+        reason = "required: set data_dir in a config file, pass -data-dir, or use -dev"
+        raise ConfigError(reason, key="data_dir")
     scalars = {k: v for k, v in tree.items() if k in _SCALAR_FIELDS}
+    bind_addr, advertise_addr, advertise_addr_wan = _addresses(tree, dev=dev)
     return AgentConfig(
         **scalars,
+        bind_addr=bind_addr,
+        advertise_addr=advertise_addr,
+        advertise_addr_wan=advertise_addr_wan,
         datacenter=datacenter,
         primary_datacenter=tree.get("primary_datacenter", datacenter),
         node_name=tree.get("node_name") or platform.node() or "meshnode",
         data_dir=data_dir,
         server=server,
         dev=dev,
-        bind_addr=bind_addr,
-        advertise_addr=advertise,
-        advertise_addr_wan=tree.get("advertise_addr_wan", advertise),
-        ports=ports,
-        connect=ConnectConfig(**connect_raw),
+        ports=_build_ports(tree.get("ports", {})),
+        connect=_build_connect(tree.get("connect", {})),
         services=tree.get("services", ()),
         config_entries_bootstrap=tree.get("config_entries", {}).get("bootstrap", ()),
         leave_on_terminate=tree.get("leave_on_terminate", not server),
         warnings=warnings,
         sources=sources,
     )
+
+
+def _addresses(tree: Mapping[str, Any], *, dev: bool) -> tuple[str, str, str]:
+    """Bind, advertise and WAN advertise addresses; each defaults to the one before it."""
+    bind_addr: str = tree.get("bind_addr", "127.0.0.1" if dev else "0.0.0.0")
+    advertise: str = tree.get("advertise_addr", _advertisable(bind_addr))
+    return bind_addr, advertise, tree.get("advertise_addr_wan", advertise)
+
+
+def _build_ports(raw: Mapping[str, int]) -> Ports:
+    ports = Ports(**raw)
+    if ports.sidecar_min_port > ports.sidecar_max_port:
+        reason = (
+            f"must not be greater than ports.sidecar_max_port "
+            f"({ports.sidecar_min_port} > {ports.sidecar_max_port})"
+        )
+        raise ConfigError(reason, key="ports.sidecar_min_port")
+    return ports
+
+
+def _build_connect(raw: Mapping[str, Any]) -> ConnectConfig:
+    fields = dict(raw)
+    fields["ca_config"] = _freeze(fields.get("ca_config", {}))
+    return ConnectConfig(**fields)
 
 
 #: Fields copied from the merged tree as they are (already checked, no default logic).

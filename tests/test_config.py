@@ -313,6 +313,13 @@ def test_load_real_consul_file_warns_once_per_unimplemented_key(
     assert config.retry_join == ("10.0.0.6", "10.0.0.7") * 2
 
 
+def test_validate_returns_warnings_without_logging(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="node.config"):
+        config = validate([str(FIXTURES / "consul-agent.hcl")])
+    assert len(config.warnings) == 6
+    assert caplog.records == []
+
+
 def test_load_consul_only_keys_are_matched_like_other_keys(write: WriteFile) -> None:
     config = load([write("a.hcl", 'data_dir = "/d"\nDNS_Config { only_passing = true }\n')])
     assert len(config.warnings) == 1 and "DNS_Config" in config.warnings[0]
@@ -346,6 +353,9 @@ def test_error_unknown_nested_key(write: WriteFile) -> None:
     ("text", "message"),
     [
         ('ports {\n  http = "abc"\n}\n', 'ports.http: expected an integer, got "abc"'),
+        ('ports {\n  http = "8500"\n}\n', 'ports.http: expected an integer, got "8500"'),
+        ("ports {\n  http = 1\n}\nports {\n  http = 2\n}\n", "ports: expected one block, got 2"),
+        ("datacenter = \"" + "x" * 100 + "!\"\n", 'datacenter: expected a name of letters, digits, "-" and "_", got "' + "x" * 77 + '..."'),
         ("ports {\n  http = 8500.5\n}\n", "ports.http: expected an integer, got 8500.5"),
         ("ports = 5\n", "ports: expected a block, got 5"),
         ('server = "yes"\n', 'server: expected true or false, got "yes"'),
