@@ -16,7 +16,7 @@ from node.api import codec
 from node.api.read import ReadSpec, serve_read
 from node.api.state import AGENT
 from node.catalog.model import Health
-from node.errors import InvalidRequest, NotFound
+from node.errors import InvalidRequest
 
 __all__ = ["routes"]
 
@@ -31,18 +31,17 @@ def _ok() -> web.Response:
 
 
 def _services(agent: Any) -> tuple[Any, int]:
-    return agent.local.services(), agent.notifier.index
+    services = {sid: d.instance() for sid, d in agent.local.services().items()}
+    return services, agent.notifier.index
 
 
 def _service(agent: Any, service_id: str) -> tuple[Any, int]:
-    svc = agent.local.services().get(service_id)
-    if svc is None:
-        raise NotFound(f"unknown service ID: {service_id}")
-    return svc, agent.notifier.index
+    return agent.local.service(service_id).instance(), agent.notifier.index  # NotFound → 404
 
 
 def _checks(agent: Any) -> tuple[Any, int]:
-    return agent.local.check_states(), agent.notifier.index
+    local = agent.local
+    return {cid: local.check_state(cid) for cid in local.checks()}, agent.notifier.index
 
 
 def _members(agent: Any, wan: bool) -> tuple[Any, int]:
@@ -151,7 +150,7 @@ def _flag(request: web.Request, name: str) -> bool:
 async def service_register(request: web.Request) -> web.Response:
     """Register (or replace) a local service with its checks and sidecar."""
     definition = codec.decode_service(await request.read())
-    request.app[AGENT].local.add_service(
+    request.app[AGENT].local.register_service(
         definition, replace_existing_checks=_flag(request, "replace-existing-checks")
     )
     return _ok()
@@ -160,7 +159,7 @@ async def service_register(request: web.Request) -> web.Response:
 @routes.put("/v1/agent/service/deregister/{service_id}")
 async def service_deregister(request: web.Request) -> web.Response:
     """Remove a local service, its checks and its sidecar; 404 when unknown."""
-    request.app[AGENT].local.remove_service(request.match_info["service_id"])
+    request.app[AGENT].local.deregister_service(request.match_info["service_id"])
     return _ok()
 
 
@@ -168,14 +167,14 @@ async def service_deregister(request: web.Request) -> web.Response:
 async def check_register(request: web.Request) -> web.Response:
     """Add a check to this node (optionally bound to a local service)."""
     definition = codec.decode_check(await request.read())
-    request.app[AGENT].local.add_check(definition)
+    request.app[AGENT].local.register_check(definition)
     return _ok()
 
 
 @routes.put("/v1/agent/check/deregister/{check_id}")
 async def check_deregister(request: web.Request) -> web.Response:
     """Remove a check; 404 when unknown."""
-    request.app[AGENT].local.remove_check(request.match_info["check_id"])
+    request.app[AGENT].local.deregister_check(request.match_info["check_id"])
     return _ok()
 
 
