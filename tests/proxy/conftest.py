@@ -9,14 +9,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from proxy_helpers import TD, TestCA  # noqa: E402
+from proxy_helpers import TD, MeshTestCA  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def ca() -> TestCA:
-    return TestCA(TD)
+def ca() -> MeshTestCA:
+    return MeshTestCA(TD)
 
 
 @pytest.fixture(scope="session")
-def other_ca() -> TestCA:
-    return TestCA(TD)  # same trust domain, different key: must not be trusted
+def other_ca() -> MeshTestCA:
+    return MeshTestCA(TD)  # same trust domain, different key: must not be trusted

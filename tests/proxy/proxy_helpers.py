@@ -30,7 +30,7 @@ def client_hello(server_name: str | None) -> bytes:
 
 
 @dataclass
-class TestCA:
+class MeshTestCA:
     """A self-signed EC root that issues SPIFFE leaves (for tests only)."""
 
     trust_domain: str
@@ -190,9 +190,12 @@ async def wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> 
 
 
 async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
-    """Everything the peer sends until it closes (bounded by ``timeout``)."""
+    """Everything the peer sends until it closes or resets (bounded by ``timeout``)."""
     out = bytearray()
     async with asyncio.timeout(timeout):
-        while chunk := await reader.read(65536):
-            out += chunk
+        try:
+            while chunk := await reader.read(65536):
+                out += chunk
+        except ConnectionResetError:
+            pass  # closed with unread data in flight: a reset is a close too
     return bytes(out)
