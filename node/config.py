@@ -387,7 +387,7 @@ Scalar = Callable[[Any, bool], Any]
 # --- schema -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Section:
     """The keys one level of config accepts: name → checker, plus Consul-only names."""
 
@@ -399,7 +399,7 @@ class _Section:
         cls, keys: Mapping[str, Callable[[Any, _Reader, str], Any]], consul_only: Sequence[str]
     ) -> _Section:
         table = {canonical_key(name): (name, check) for name, check in keys.items()}
-        return cls(table, {canonical_key(name): name for name in consul_only})
+        return cls(keys=table, consul_only={canonical_key(name): name for name in consul_only})
 
     def suggestions(self) -> list[str]:
         """Every spelled-out key name, for "did you mean"."""
