@@ -120,6 +120,9 @@ async def agent_services(request: web.Request) -> web.Response:
 @routes.get("/v1/agent/service/{service_id}")
 async def agent_service(request: web.Request) -> web.Response:
     """One local service by ID; 404 when unknown."""
+    if request.match_info["service_id"] == "register":
+        # As in Consul, the fixed path wins over the ID: a GET of it is a wrong method.
+        raise web.HTTPMethodNotAllowed(request.method, ["PUT"])
     return await serve_read(request, SERVICE, {"service_id": request.match_info["service_id"]})
 
 
