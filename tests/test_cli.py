@@ -16,7 +16,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "config"
 
 
 def test_format_table_aligns_columns_like_consul() -> None:
-    text = cli.format_table(["Node", "Address", "Status"], [["n1", "127.0.0.1:8301", "alive"], ["longer", "x", "y"]])
+    text = cli.format_table(
+        ["Node", "Address", "Status"], [["n1", "127.0.0.1:8301", "alive"], ["longer", "x", "y"]]
+    )
     assert text.splitlines() == [
         "Node    Address         Status",
         "n1      127.0.0.1:8301  alive",
@@ -36,8 +38,12 @@ def test_http_addr_precedence_flag_then_meshnode_then_consul_env() -> None:
 
 def test_parser_accepts_single_and_double_dash_flags() -> None:
     parser = cli.build_parser()
-    one = parser.parse_args(["agent", "-dev", "-node", "n1", "-http-port", "0", "-config-file", "a.hcl"])
-    two = parser.parse_args(["agent", "--dev", "--node=n1", "--http-port", "0", "--config-dir", "d"])
+    one = parser.parse_args(
+        ["agent", "-dev", "-node", "n1", "-http-port", "0", "-config-file", "a.hcl"]
+    )
+    two = parser.parse_args(
+        ["agent", "--dev", "--node=n1", "--http-port", "0", "--config-dir", "d"]
+    )
     assert one.dev and two.dev
     assert one.node_name == two.node_name == "n1"
     assert one.http_port == two.http_port == 0
@@ -87,7 +93,9 @@ def test_validate_good_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert "Configuration is valid!" in capsys.readouterr().out
 
 
-def test_validate_bad_file_names_file_and_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_validate_bad_file_names_file_and_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     conf = tmp_path / "bad.hcl"
     conf.write_text(f'data_dir = "{tmp_path}"\nports {{ http = "abc" }}\n')
     assert cli.main(["validate", str(conf)]) == 1
@@ -105,7 +113,9 @@ def test_unreachable_node_is_one_clear_line(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_services_register_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["services", "register", "/nonexistent/web.hcl", "-http-addr", "127.0.0.1:9"]) == 1
+    assert (
+        cli.main(["services", "register", "/nonexistent/web.hcl", "-http-addr", "127.0.0.1:9"]) == 1
+    )
     assert "/nonexistent/web.hcl" in capsys.readouterr().err
 
 
@@ -113,13 +123,18 @@ def test_read_service_file_returns_raw_blocks() -> None:
     services = cli.read_service_file(str(FIXTURES / "inline-sidecar.hcl"))
     assert len(services) == 1
     assert services[0]["name"] == "web"
-    assert services[0]["connect"]["sidecar_service"]["proxy"]["upstreams"][0]["local_bind_port"] == 10000
+    assert (
+        services[0]["connect"]["sidecar_service"]["proxy"]["upstreams"][0]["local_bind_port"]
+        == 10000
+    )
 
 
 def test_key_value_formatter_appends_extra_context() -> None:
     import logging
 
-    record = logging.makeLogRecord({"name": "node.agent", "levelname": "INFO", "msg": "http server listening"})
+    record = logging.makeLogRecord(
+        {"name": "node.agent", "levelname": "INFO", "msg": "http server listening"}
+    )
     record.addr = "127.0.0.1:8500"
     record.reason = "two words"
     text = cli.KeyValueFormatter().format(record)
