@@ -48,3 +48,36 @@ __all__ = [
 ]
 
 # --- gossip-runtime: re-exports of runtime/transport/keyring below this line (owned by gossip-runtime) ---
+from node.gossip.keyring import (  # noqa: E402
+    ENCRYPTION_OVERHEAD,
+    Keyring,
+    encode_key,
+    generate_key,
+    parse_key,
+)
+from node.gossip.runtime import GossipRuntime, resolve, with_encryption_overhead  # noqa: E402
+from node.gossip.transport import (  # noqa: E402
+    MemoryNetwork,
+    MemoryTransport,
+    NetTransport,
+    Packet,
+    Stream,
+    Transport,
+)
+
+__all__ += [
+    "ENCRYPTION_OVERHEAD",
+    "Keyring",
+    "encode_key",
+    "generate_key",
+    "parse_key",
+    "GossipRuntime",
+    "resolve",
+    "with_encryption_overhead",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "NetTransport",
+    "Packet",
+    "Stream",
+    "Transport",
+]
