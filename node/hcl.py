@@ -148,7 +148,7 @@ def _load_json(text: str, filename: str) -> dict[str, Any]:
 
 def _load_hcl(text: str, filename: str) -> dict[str, Any]:
     try:
-        raw = hcl2.loads(rewrite_hcl1(text), serialization_options=_OPTIONS)
+        raw = hcl2.loads(rewrite_hcl1(text, filename), serialization_options=_OPTIONS)
     except lark.exceptions.UnexpectedInput as e:
         reason = f"line {e.line}, column {e.column}: syntax error: {_describe_syntax_error(e)}"
         raise ConfigError(reason, file=filename) from None
@@ -238,26 +238,30 @@ _BODY, _BLOCK, _OBJECT, _TUPLE, _PAREN = "body", "block", "object", "tuple", "pa
 _CLOSERS: Final = {"}": (_BLOCK, _OBJECT), "]": (_TUPLE,), ")": (_PAREN,)}
 
 
-def rewrite_hcl1(text: str) -> str:
+def rewrite_hcl1(text: str, filename: str | None = None) -> str:
     """Turn HCL1's ``ident {`` inside an object constructor into HCL2's ``ident={``.
 
     Strings (with their ``${ }`` interpolations), comments and heredocs are copied
     unchanged. When a space separates the name from ``{`` it is replaced by ``=``, so
     line and column numbers of later syntax errors still point at the user's text.
+    The same block name twice in one object would silently keep only the last one after
+    the rewrite, so that is a ``ConfigError`` instead.
     """
-    return _Rewriter(text).run()
+    return _Rewriter(text, filename).run()
 
 
 class _Rewriter:
     """A small HCL scanner: it tracks only what kind of ``{ }`` it is in, nothing else."""
 
-    __slots__ = ("_text", "_out", "_i", "_stack", "_prev", "_item_start")
+    __slots__ = ("_text", "_file", "_out", "_i", "_stack", "_names", "_prev", "_item_start")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, filename: str | None) -> None:
         self._text = text
+        self._file = filename
         self._out: list[str] = []
         self._i = 0
         self._stack: list[str] = [_BODY]
+        self._names: list[set[str]] = [set()]  # block names rewritten in each open frame
         self._prev = ""  # class of the last significant token: ident, string, value or a char
         self._item_start = False  # at the start of an item of an object constructor
 
@@ -302,6 +306,7 @@ class _Rewriter:
 
     def _ident(self, end: int) -> None:
         nested_block = self._stack[-1] == _OBJECT and self._item_start
+        start = self._i
         self._token(end, "ident")
         if not nested_block:
             return
@@ -310,6 +315,7 @@ class _Rewriter:
             j += 1
         if j < len(text) and text[j] == "{":
             # HCL1 block inside an object constructor: make it an attribute.
+            self._claim(text[start:end], start)
             if j > end:
                 self._out.append("=" + text[end + 1 : j])
                 self._i = j
@@ -317,20 +323,36 @@ class _Rewriter:
                 self._out.append("=")
             self._prev = "="
 
+    def _claim(self, name: str, at: int) -> None:
+        if name in self._names[-1]:
+            line = self._text.count("\n", 0, at) + 1
+            column = at - (self._text.rfind("\n", 0, at) + 1) + 1
+            reason = (
+                f"line {line}, column {column}: block {json.dumps(name)} is repeated inside "
+                f"one list element; write {name} = [{{ ... }}, {{ ... }}] instead"
+            )
+            raise ConfigError(reason, file=self._file)
+        self._names[-1].add(name)
+
     def _punct(self, ch: str) -> None:
         top = self._stack[-1]
         if ch == "{":
             is_block = top in (_BODY, _BLOCK) and self._prev in ("ident", "string")
-            self._stack.append(_BLOCK if is_block else _OBJECT)
+            self._push(_BLOCK if is_block else _OBJECT)
         elif ch == "[":
-            self._stack.append(_TUPLE)
+            self._push(_TUPLE)
         elif ch == "(":
-            self._stack.append(_PAREN)
+            self._push(_PAREN)
         elif ch in _CLOSERS and len(self._stack) > 1 and top in _CLOSERS[ch]:
             self._stack.pop()
+            self._names.pop()
         self._copy(self._i + 1)
         self._prev = ch
         self._item_start = self._stack[-1] == _OBJECT and ch in "{,"
+
+    def _push(self, frame: str) -> None:
+        self._stack.append(frame)
+        self._names.append(set())
 
 
 def _line_end(text: str, i: int) -> int:

@@ -99,6 +99,20 @@ def test_rewrite_hcl1_nested_blocks_inside_rewritten_blocks() -> None:
     assert _load(text) == {"l": [{"a": {"b": {"c": 1}}}]}
 
 
+def test_rewrite_hcl1_repeated_block_in_one_object_is_an_error_not_data_loss() -> None:
+    text = "l = [{\n  c { a = 1 }\n  c { a = 2 }\n}, { c { a = 3 } }]\n"
+    with pytest.raises(ConfigError) as exc:
+        load_document(text, "x.hcl")
+    assert str(exc.value) == (
+        'x.hcl: line 3, column 3: block "c" is repeated inside one list element; '
+        "write c = [{ ... }, { ... }] instead"
+    )
+    # The same name in sibling or nested objects is fine.
+    assert _load("l = [{ c { c { a = 1 } } }, { c { a = 2 } }]\n") == {
+        "l": [{"c": {"c": {"a": 1}}}, {"c": {"a": 2}}]
+    }
+
+
 def test_rewrite_hcl1_leaves_top_level_and_block_bodies_alone() -> None:
     text = 'service {\n  proxy {\n    mesh_gateway { mode = "local" }\n  }\n}\n'
     assert rewrite_hcl1(text) == text
@@ -106,7 +120,11 @@ def test_rewrite_hcl1_leaves_top_level_and_block_bodies_alone() -> None:
 
 @given(st.text(alphabet=st.sampled_from(list('ab {}[]="#/*\n<-EOF$,')), max_size=60))
 def test_rewrite_hcl1_only_ever_replaces_or_inserts_equals(text: str) -> None:
-    out = rewrite_hcl1(text)
+    try:
+        out = rewrite_hcl1(text)
+    except ConfigError as e:
+        assert "is repeated inside one list element" in str(e)
+        return
 
     def strip(s: str) -> str:
         return s.replace("=", "").replace(" ", "")
