@@ -166,10 +166,11 @@ class Agent:
     async def _bind_listeners(self) -> None:
         host, port = await self.http.start()
         self.bound["http"] = (host, port)
-        log.info("http server listening", extra={"addr": f"{host}:{port}"})
+        # The file first, then the log line: whoever saw the line can read the file.
         if self.config.data_dir and not self.config.dev:
             ports = {name: addr[1] for name, addr in self.bound.items()}
             atomic_write(Path(self.config.data_dir) / PORTS_FILE, json.dumps(ports).encode())
+        log.info("http server listening", extra={"addr": f"{host}:{port}"})
 
     async def _supervise(self, component: Component) -> None:
         # A component that fails takes the node down (TaskGroup), but says why first.
