@@ -203,7 +203,7 @@ def upstream_endpoints(snap: ConfigSnapshot, up: UpstreamSpec) -> tuple[Endpoint
 def _render_upstream(snap: ConfigSnapshot, up: UpstreamSpec) -> UpstreamPlan:
     target_dc = up.datacenter or snap.local_dc
     return UpstreamPlan(
-        name=f"{snap.proxy_id}:upstream:{up.service}",
+        name=f"{snap.proxy_id}:upstream:{up.service}.{target_dc}:{up.bind_port}",
         bind_address=up.bind_address,
         bind_port=up.bind_port,
         target_service=up.service,
