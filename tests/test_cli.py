@@ -141,10 +141,112 @@ def test_key_value_formatter_appends_extra_context() -> None:
     assert text.endswith('node.agent: http server listening addr=127.0.0.1:8500 reason="two words"')
 
 
+# ---------------------------------------------------------------------------- against a node
+
+
+@pytest.fixture
+async def node_addr(aiohttp_server: Any) -> str:
+    """A dev agent's API served by an aiohttp test server; returns host:port."""
+    from node.agent import Agent
+    from node.api.app import make_app
+    from node.config import load
+
+    agent = Agent(load([], dev=True, overrides={"node": "cli1", "http-port": 0}))
+    server = await aiohttp_server(make_app(agent))
+    return f"{server.host}:{server.port}"
+
+
+async def _run_cli(argv: list[str], environ: dict[str, str] | None = None) -> int:
+    # The CLI's HTTP client is synchronous: run it off the loop that serves the API.
+    return await asyncio.to_thread(cli.main, argv, environ or {})
+
+
+async def test_members_table(node_addr: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await _run_cli(["members", "-http-addr", node_addr]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "Node",
+        "Address",
+        "Status",
+        "Type",
+        "Build",
+        "Protocol",
+        "DC",
+        "Segment",
+    ]
+    assert lines[1].split() == [
+        "cli1",
+        "127.0.0.1:8301",
+        "alive",
+        "server",
+        "0.1.0",
+        "2",
+        "dc1",
+        "<all>",
+    ]
+    # Columns line up: each header starts where its values start.
+    assert lines[0].index("Address") == lines[1].index("127.0.0.1")
+
+
+async def test_services_register_catalog_and_deregister(
+    node_addr: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    env = {"MESHNODE_HTTP_ADDR": node_addr}
+    path = str(FIXTURES / "inline-sidecar.hcl")
+    assert await _run_cli(["services", "register", path], env) == 0
+    assert capsys.readouterr().out.strip() == "Registered service: web"
+    assert await _run_cli(["catalog", "services"], env) == 0
+    assert capsys.readouterr().out.split() == ["web", "web-sidecar-proxy"]
+    json_file = tmp_path / "db.json"
+    json_file.write_text(
+        _json({"service": {"name": "db", "id": "db1", "port": 5432, "tags": ["primary"]}})
+    )
+    assert (
+        await _run_cli(["services", "register", str(json_file)], {"CONSUL_HTTP_ADDR": node_addr})
+        == 0
+    )
+    capsys.readouterr()
+    assert await _run_cli(["catalog", "services", "-tags"], env) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["db", "primary"] in rows
+    assert await _run_cli(["services", "deregister", str(json_file)], env) == 0
+    assert capsys.readouterr().out.strip() == "Deregistered service: db1"
+    assert await _run_cli(["services", "deregister", "web"], env) == 0
+    capsys.readouterr()
+    assert await _run_cli(["catalog", "services"], env) == 0
+    assert capsys.readouterr().out.split() == []
+
+
+async def test_services_deregister_unknown_fails_with_one_line(
+    node_addr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _run_cli(["services", "deregister", "ghost", "-http-addr", node_addr]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "HTTP 404" in err and "ghost" in err
+
+
+async def test_services_register_invalid_file_names_key(
+    node_addr: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.hcl"
+    bad.write_text('service {\n  name = "x"\n  port = "eighty"\n}\n')
+    assert await _run_cli(["services", "register", str(bad), "-http-addr", node_addr]) == 1
+    err = capsys.readouterr().err
+    assert "bad.hcl" in err and "port" in err
+
+
+async def test_catalog_nodes_and_datacenters(
+    node_addr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _run_cli(["catalog", "nodes", "-http-addr", node_addr]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["Node", "ID", "Address", "DC"]
+    assert lines[1].split()[0] == "cli1" and lines[1].split()[2:] == ["127.0.0.1", "dc1"]
+    assert len(lines[1].split()[1]) == 8  # short node ID, as Consul prints
+    assert await _run_cli(["catalog", "datacenters", "-http-addr", node_addr]) == 0
+    assert capsys.readouterr().out.split() == ["dc1"]
+
+
 def _json(value: Any) -> str:
     return json.dumps(value)
-
-
-async def _run_cli(argv: list[str]) -> int:
-    # The CLI's HTTP client is synchronous: run it off the loop that serves the API.
-    return await asyncio.to_thread(cli.main, argv, {})
