@@ -111,7 +111,7 @@ class CheckRunner:
     """Runs the checks of a ``LocalState`` until cancelled."""
 
     __slots__ = ("_local", "_store", "_notifier", "_clock", "_rng", "_changed", "_tasks",
-                 "_session", "_sleep")  # fmt: skip
+                 "_session", "_sleep", "_timer_wake")  # fmt: skip
 
     def __init__(
         self,
@@ -130,9 +130,14 @@ class CheckRunner:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._changed = asyncio.Event()
+        self._timer_wake = asyncio.Event()
         self._tasks: dict[str, tuple[CheckDefinition, asyncio.Task[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
-        local.add_listener(self._changed.set)
+        local.add_listener(self._on_checks_changed)
+
+    def _on_checks_changed(self) -> None:
+        self._changed.set()
+        self._timer_wake.set()  # a new TTL check may expire before the timer's next wake-up
 
     @property
     def running(self) -> frozenset[str]:
@@ -204,9 +209,12 @@ class CheckRunner:
 
     async def _timer_loop(self) -> None:
         while True:
+            self._timer_wake.clear()
             now = self._clock.monotonic()
             self._local.expire_ttls(now)
             self._local.reap_critical(now)
             deadline = self._local.next_deadline()
             delay = _MAX_TIMER_SLEEP if deadline is None else deadline - self._clock.monotonic()
-            await self._sleep(min(max(delay, 0.0), _MAX_TIMER_SLEEP))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(max(delay, 0.0), _MAX_TIMER_SLEEP)):
+                    await self._timer_wake.wait()
