@@ -22,7 +22,7 @@ Time is always an input (``now``: aware UTC ``datetime``); no asyncio here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -692,6 +692,37 @@ class CAServer:
             "chain": list(self._chain_pems),
             "root_id": self._root_id,
         }
+
+    @classmethod
+    def from_private_material(
+        cls,
+        material: Mapping[str, Any],
+        *,
+        datacenter: str,
+        trust_domain: str,
+        is_registered: RegisteredCheck,
+        leaf_ttl: timedelta = DEFAULT_LEAF_CERT_TTL,
+    ) -> CAServer:
+        """Rebuild a CA from ``export_private_material`` output (restart, another server)."""
+        try:
+            key_pem, cert_pem = material["private_key"], material["signing_cert"]
+            chain, root_id = list(material["chain"]), str(material["root_id"])
+        except (KeyError, TypeError):
+            raise InvalidRequest(
+                "CA material lacks private_key/signing_cert/chain/root_id"
+            ) from None
+        if not all(isinstance(p, str) for p in chain):
+            raise InvalidRequest("CA material chain must be a list of PEM strings")
+        return cls(
+            key=load_private_key(key_pem, what="CA private key"),
+            cert=_single_cert(cert_pem, "signing certificate"),
+            root_id=root_id,
+            chain_pems=chain,
+            datacenter=datacenter,
+            trust_domain=trust_domain,
+            is_registered=is_registered,
+            leaf_ttl=leaf_ttl,
+        )
 
     def __repr__(self) -> str:
         role = "root" if self._is_root else "intermediate"
