@@ -218,6 +218,8 @@ class GossipRuntime:
         """Broadcast our leave and wait (at most ``timeout`` s) until it has been sent."""
         self._execute(self._protocol.leave(self._clock.monotonic()))
         self.kick()
+        if self._protocol.num_live() <= 1:
+            return  # nobody to tell
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while self._protocol.broadcasts_pending:

@@ -21,7 +21,7 @@ from node.gossip.config import GossipConfig
 from node.gossip.keyring import Keyring
 from node.gossip.messages import Ack, Alive, MemberStatus, MessageType, encode, make_compound
 from node.gossip.protocol import GossipProtocol
-from node.gossip.runtime import GossipRuntime, _is_priority, with_encryption_overhead
+from node.gossip.runtime import GossipRuntime, _is_priority, resolve, with_encryption_overhead
 from node.gossip.state import Member
 from node.gossip.transport import MemoryNetwork, MemoryTransport, NetTransport
 from node.testing.clock import FakeClock
@@ -250,6 +250,73 @@ async def test_garbage_and_callback_errors_never_stop_the_loops(cluster: Cluster
     assert stats.get("core_dropped_malformed", 0) + stats.get("core_dropped_unknown_type", 0) >= 3
 
 
+async def test_random_bytes_with_a_keyring_are_all_dropped_and_counted(cluster: Cluster) -> None:
+    a = cluster.add("a", keyring=Keyring(K1))
+    b = cluster.add("b", keyring=Keyring(K1))
+    rng = random.Random(42)
+    blobs = [rng.randbytes(rng.randrange(0, 1400)) for _ in range(300)]
+    blobs += [b"\x01" + blob for blob in blobs[:100]]  # right version byte, wrong everything else
+    for blob in blobs:
+        b.transport.write_to(blob, a.addr)
+    await cluster.until(
+        lambda: a.runtime.stats.get("dropped_undecryptable", 0) == len(blobs),
+        within=10,
+        what="every blob dropped",
+    )
+    assert await b.runtime.join([a.addr]) == 1  # still serving
+
+
+class FlakyProtocol(GossipProtocol):
+    """A core whose inputs blow up once each, to prove the loops survive a bug."""
+
+    __slots__ = ("blown",)
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.blown: set[str] = set()
+
+    def _once(self, what: str) -> None:
+        if what not in self.blown:
+            self.blown.add(what)
+            raise RuntimeError(f"bug in {what}")
+
+    def receive_packet(self, data, source, now):  # type: ignore[no-untyped-def]
+        self._once("packet")
+        return super().receive_packet(data, source, now)
+
+    def tick(self, now):  # type: ignore[no-untyped-def]
+        self._once("tick")
+        return super().tick(now)
+
+    def receive_stream(self, data, source, now):  # type: ignore[no-untyped-def]
+        self._once("stream")
+        return super().receive_stream(data, source, now)
+
+
+async def test_core_exceptions_are_logged_and_the_loops_go_on(cluster: Cluster) -> None:
+    good = cluster.add("good")
+    t = cluster.net.transport()
+    flaky = FlakyProtocol(
+        config=CONFIG, name="flaky", addr=t.local_addr, tags={}, rng=random.Random(3),
+        now=cluster.clock.monotonic(),
+    )  # fmt: skip
+    runtime = GossipRuntime(protocol=flaky, transport=t, clock=cluster.clock, keyring=None)
+    cluster.nodes.append(Node(runtime, t, asyncio.ensure_future(runtime.run())))
+    assert await good.runtime.join([t.local_addr]) == 0  # first stream hits the bug
+    assert await good.runtime.join([t.local_addr]) == 1
+    await cluster.until(
+        lambda: (
+            {m.name for m in runtime.members()} == {"good", "flaky"}
+            and flaky.blown == {"packet", "tick", "stream"}
+        ),
+        within=30,
+        what="recovery",
+    )
+    stats = runtime.stats
+    assert stats["tick_errors"] == 1 and stats["packet_errors"] == 1
+    assert stats["inbound_stream_failures"] == 1
+
+
 async def test_inbound_stream_cap(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     import node.gossip.runtime as runtime_module
 
@@ -262,6 +329,19 @@ async def test_inbound_stream_cap(cluster: Cluster, monkeypatch: pytest.MonkeyPa
         await refused.read_frame(timeout=5)
     assert a.runtime.stats["streams_refused_busy"] == 1
     silent.close()
+
+
+async def test_leave_alone_returns_at_once(cluster: Cluster) -> None:
+    lonely = cluster.add("lonely")
+    real_start = asyncio.get_running_loop().time()
+    await lonely.runtime.leave(timeout=30)
+    assert asyncio.get_running_loop().time() - real_start < 5
+
+
+async def test_resolve_turns_names_into_ip_literals() -> None:
+    assert await resolve(("127.0.0.1", 8301)) == ("127.0.0.1", 8301)
+    host, port = await resolve(("localhost", 8301))
+    assert port == 8301 and host in ("127.0.0.1", "::1")
 
 
 def test_priority_classification() -> None:
