@@ -257,6 +257,8 @@ def parse_intention(
     for key in ("source_ns", "destination_ns", "source_type"):
         if fields.get(key) in (None, ""):
             fields.pop(key, None)
+    fields.setdefault("source_name", "")
+    fields.setdefault("destination_name", "")
     return Intention(
         id=intention_id,
         action=action,

@@ -16,8 +16,7 @@ documented "gateways for all Connect services with the name web"). Consul's serv
 consult the *target's* service-defaults while compiling the discovery chain; meshnode
 leaves that out so the answer has one documented order.
 
-Prepared-query upstreams take only their own mode (Consul applies inheritance to
-service-type upstreams only). Whether a gateway is actually used also depends on the
+Whether a gateway is actually used also depends on the
 target datacenter: the same datacenter never goes through one (``same_datacenter``).
 
 Pure: no I/O.
@@ -114,10 +113,7 @@ def resolve_upstreams(
     inherited = [(conf.mesh_gateway, DecidedBy.PROXY), *central]
     out = []
     for up in conf.upstreams:
-        levels = [(up.mesh_gateway, DecidedBy.UPSTREAM)]
-        if up.destination_type != "prepared_query":
-            levels += inherited
-        mode, level = _first_set(levels)
+        mode, level = _first_set([(up.mesh_gateway, DecidedBy.UPSTREAM), *inherited])
         same = up.datacenter in ("", local_datacenter)
         out.append(ResolvedUpstream(upstream=up, mode=mode, decided_by=level, same_datacenter=same))
     return tuple(out)
