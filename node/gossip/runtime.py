@@ -226,6 +226,16 @@ class GossipRuntime:
                     self._ticked.clear()
                     await self._ticked.wait()
 
+    def update_tags(self, tags: Mapping[str, str]) -> None:
+        """Announce new tags (e.g. a changed RPC port) to the pool."""
+        self._execute(self._protocol.update_tags(tags, self._clock.monotonic()))
+        self.kick()
+
+    def force_leave(self, name: str) -> None:
+        """Mark a failed member as left (``meshnode force-leave``) and tell the pool."""
+        self._execute(self._protocol.force_leave(name, self._clock.monotonic()))
+        self.kick()
+
     # ------------------------------------------------------------------ loops
 
     async def _guarded(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -37,6 +37,7 @@ from node.rpc.routing import (
     TAG_RPC_PORT,
     pick_server,
     rpc_address,
+    rpc_targets,
     servers,
 )
 from node.rpc.server import Handler, KeyringProvider, RPCServer
@@ -62,5 +63,6 @@ __all__ = [
     "ROLE_NODE",
     "rpc_address",
     "servers",
+    "rpc_targets",
     "pick_server",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "ROLE_NODE",
     "rpc_address",
     "servers",
+    "rpc_targets",
     "pick_server",
 ]
 
@@ -52,6 +53,16 @@ def servers(members: Iterable[Member], dc: str) -> list[Address]:
         if addr is not None:
             found.append(addr)
     return found
+
+
+def rpc_targets(members: Iterable[Member]) -> dict[str, Address]:
+    """Name → RPC address of every alive member that advertises a ``port`` (any role)."""
+    targets: dict[str, Address] = {}
+    for m in members:
+        addr = rpc_address(m) if m.status is MemberStatus.ALIVE else None
+        if addr is not None:
+            targets[m.name] = addr
+    return targets
 
 
 def pick_server(members: Iterable[Member], dc: str, rng: random.Random) -> Address | None:

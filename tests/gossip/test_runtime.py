@@ -168,6 +168,32 @@ async def test_graceful_leave_is_seen_as_left(cluster: Cluster) -> None:
     )
 
 
+async def test_update_tags_and_force_leave_reach_the_pool(cluster: Cluster) -> None:
+    nodes = [cluster.add(f"n{i}") for i in range(3)]
+    for node in nodes[1:]:
+        await node.runtime.join([nodes[0].addr])
+    await cluster.until(lambda: cluster.converged(nodes, 3), within=60, what="convergence")
+    nodes[1].runtime.update_tags({"dc": "dc1", "role": "server", "port": "8300"})
+    await cluster.until(
+        lambda: all(
+            next(m for m in n.runtime.members() if m.name == "n1").tags.get("role") == "server"
+            for n in nodes
+        ),
+        within=30,
+        what="tag propagation",
+    )
+    await nodes[2].kill()
+    await cluster.until(
+        lambda: nodes[0].view()["n2"] is MemberStatus.DEAD, within=60, what="detection"
+    )
+    nodes[0].runtime.force_leave("n2")
+    await cluster.until(
+        lambda: all(n.view()["n2"] is MemberStatus.LEFT for n in nodes[:2]),
+        within=30,
+        what="force-leave propagation",
+    )
+
+
 async def test_join_counts_only_answering_addresses(cluster: Cluster) -> None:
     a, b = cluster.add("a"), cluster.add("b")
     assert await b.runtime.join([a.addr, ("127.0.0.1", 1), ("127.0.0.1", 2)]) == 1

@@ -20,6 +20,7 @@ from node.rpc import (
     keyring_handler,
     keyring_op_cluster,
     pick_server,
+    rpc_targets,
     servers,
 )
 from node.rpc.codec import (
@@ -61,6 +62,15 @@ def test_servers_filters_alive_servers_of_the_dc_with_valid_port() -> None:
     assert servers(MEMBERS, "dc1") == [("10.0.0.1", 8300)]
     assert servers(MEMBERS, "dc2") == [("10.0.1.1", 9300), ("10.0.1.2", 9300)]
     assert servers(MEMBERS, "dc3") == []
+
+
+def test_rpc_targets_lists_every_alive_member_with_a_port() -> None:
+    assert rpc_targets(MEMBERS) == {
+        "s1.dc1": ("10.0.0.1", 8300),
+        "s1.dc2": ("10.0.1.1", 9300),
+        "s2.dc2": ("10.0.1.2", 9300),
+        "c1.dc2": ("10.0.1.9", 9300),
+    }
 
 
 def test_pick_server_is_random_among_candidates_and_seedable() -> None:
