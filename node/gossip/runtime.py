@@ -110,6 +110,7 @@ class GossipRuntime:
         on_member_change: MemberCallback | None = None,
         verify_incoming: bool = True,
         verify_outgoing: bool = True,
+        pool: str = "",
     ) -> None:
         self._protocol = protocol
         self._transport = transport
@@ -118,6 +119,10 @@ class GossipRuntime:
         self._on_member_change = on_member_change
         self._verify_incoming = verify_incoming
         self._verify_outgoing = verify_outgoing
+        # The pool name ("lan"/"wan") is authenticated too: a sealed LAN packet replayed
+        # to a WAN port (same key) does not open.
+        self._packet_label = PACKET_LABEL + pool.encode()
+        self._stream_label = STREAM_LABEL + pool.encode()
         self._config = _config_of(protocol)
         if (
             keyring is not None
@@ -280,7 +285,7 @@ class GossipRuntime:
     async def _packet_loop(self) -> None:
         while True:
             packet = await self._transport.recv_packet()
-            plain = self._open(packet.payload, PACKET_LABEL, "packet", packet.source)
+            plain = self._open(packet.payload, self._packet_label, "packet", packet.source)
             if plain is None:
                 continue
             try:
@@ -307,7 +312,7 @@ class GossipRuntime:
         source = stream.remote
         try:
             data = await stream.read_frame(timeout=self._config.tcp_timeout)
-            plain = self._open(data, STREAM_LABEL, "stream", source)
+            plain = self._open(data, self._stream_label, "stream", source)
             if plain is None:
                 return
             reply, actions = self._protocol.receive_stream(plain, source, self._clock.monotonic())
@@ -315,7 +320,7 @@ class GossipRuntime:
             self._kick.set()
             if reply is not None:
                 async with asyncio.timeout(self._config.tcp_timeout):
-                    await stream.write_frame(self._seal(reply, STREAM_LABEL))
+                    await stream.write_frame(self._seal(reply, self._stream_label))
         except (TimeoutError, RemoteProtocolError, OSError) as exc:
             self._stats["inbound_stream_failures"] += 1
             log.debug("gossip stream from %s:%s failed: %s", source[0], source[1], exc)
@@ -340,7 +345,7 @@ class GossipRuntime:
                 log.info("gossip: forgot %s (%s)", action.member.name, action.member.status)
 
     def _send_packet(self, action: SendPacket) -> None:
-        payload = self._seal(action.payload, PACKET_LABEL)
+        payload = self._seal(action.payload, self._packet_label)
         if not self._transport.write_to(payload, action.to, priority=_is_priority(action.payload)):
             self._stats["packets_not_sent"] += 1
 
@@ -362,11 +367,11 @@ class GossipRuntime:
             async with asyncio.timeout(self._config.tcp_timeout):
                 stream = await self._transport.dial(action.to, self._config.tcp_timeout)
                 try:
-                    await stream.write_frame(self._seal(action.payload, STREAM_LABEL))
+                    await stream.write_frame(self._seal(action.payload, self._stream_label))
                     data = await stream.read_frame(timeout=self._config.tcp_timeout)
                 finally:
                     stream.close()
-            plain = self._open(data, STREAM_LABEL, "stream reply", action.to)
+            plain = self._open(data, self._stream_label, "stream reply", action.to)
         except (TimeoutError, RemoteProtocolError, OSError) as exc:
             self._stats["outbound_stream_failures"] += 1
             log.debug("gossip stream to %s failed: %s", where, exc)

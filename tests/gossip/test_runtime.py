@@ -12,6 +12,7 @@ import dataclasses
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,7 @@ class Cluster:
         keyring: Keyring | None = None,
         config: GossipConfig = CONFIG,
         callback: Callable[[Member, MemberStatus | None], None] | None = None,
-        **kw: bool,
+        **kw: Any,
     ) -> Node:
         transport = self.net.transport()
         if keyring is not None:
@@ -217,6 +218,15 @@ async def test_wrong_key_never_joins_and_drops_are_counted(cluster: Cluster) -> 
     assert a.runtime.stats["dropped_undecryptable"] >= 3
     # the plaintext node could not read a's encrypted reply either
     assert "a" not in plain.view()
+
+
+async def test_pools_with_the_same_key_do_not_accept_each_others_bytes(cluster: Cluster) -> None:
+    lan = cluster.add("lan", keyring=Keyring(K1), pool="lan")
+    wan = cluster.add("wan", keyring=Keyring(K1), pool="wan")
+    assert await wan.runtime.join([lan.addr]) == 0
+    assert lan.runtime.stats["dropped_undecryptable"] == 1
+    other_lan = cluster.add("lan2", keyring=Keyring(K1), pool="lan")
+    assert await other_lan.runtime.join([lan.addr]) == 1
 
 
 async def test_verify_incoming_off_accepts_plaintext_members(cluster: Cluster) -> None:
