@@ -3,7 +3,8 @@
 Pure layer: ``model`` (values, parsers, sidecar expansion), ``store`` (replicated node
 records with modify indexes), ``queries`` (the reads behind the HTTP API). asyncio layer:
 ``local`` (this node's own registrations and their persistence), ``checks`` (the health
-check runner) and ``watch`` (the index notifier behind blocking queries).
+check runner) and ``watch`` (the index notifier behind blocking queries). ``sync`` (pure)
+is the gossip delegate that replicates node records across the datacenter.
 """
 
 from node.catalog.checks import CheckRunner
@@ -47,6 +48,7 @@ from node.catalog.queries import (
     ServiceNode,
 )
 from node.catalog.store import CatalogStore, ItemIndex, NodeEntry
+from node.catalog.sync import CatalogSync, SyncMessage, encode_update
 from node.catalog.watch import IndexNotifier
 
 __all__ = [
@@ -92,4 +94,7 @@ __all__ = [
     "NodeIdentity",
     "load_node_id",
     "CheckRunner",
+    "CatalogSync",
+    "SyncMessage",
+    "encode_update",
 ]

@@ -118,6 +118,8 @@ class LocalState:
         self._critical_since: dict[str, float] = {}
         self._ttl_deadline: dict[str, float] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._record_listeners: list[Callable[[NodeRecord | None, NodeRecord], None]] = []
+        self._published: NodeRecord | None = None
         self._load()
         self._publish()
 
@@ -168,6 +170,19 @@ class LocalState:
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after every change of the set of checks (for the runner)."""
         self._listeners.append(callback)
+
+    def add_record_listener(
+        self, callback: Callable[[NodeRecord | None, NodeRecord], None]
+    ) -> None:
+        """Call ``callback(old, new)`` after every published record (for gossip sync)."""
+        self._record_listeners.append(callback)
+
+    def republish_above(self, version: int) -> None:
+        """A peer holds a record of ours at ``version`` or later (our clock went back, or
+        an older incarnation of this node); publish again with a higher version."""
+        if version >= self._version:
+            self._version = version
+            self._publish()
 
     def record(self) -> NodeRecord:
         """The NodeRecord currently published."""
@@ -330,7 +345,7 @@ class LocalState:
         self._state = work
         self._version = version
         self._track_timers()
-        self._store.upsert_node(self._build_record(work, version))
+        self._emit(self._build_record(work, version))
         if checks_changed:
             for callback in list(self._listeners):
                 callback()
@@ -358,7 +373,13 @@ class LocalState:
     def _publish(self) -> None:
         self._version = self._next_version()
         self._track_timers()
-        self._store.upsert_node(self._build_record(self._state, self._version))
+        self._emit(self._build_record(self._state, self._version))
+
+    def _emit(self, record: NodeRecord) -> None:
+        old, self._published = self._published, record
+        self._store.upsert_node(record)
+        for callback in list(self._record_listeners):
+            callback(old, record)
 
     def _build_record(self, work: _State, version: int) -> NodeRecord:
         ident = self._identity
