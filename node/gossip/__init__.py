@@ -50,9 +50,12 @@ __all__ = [
 # --- gossip-runtime: re-exports of runtime/transport/keyring below this line (owned by gossip-runtime) ---
 from node.gossip.keyring import (  # noqa: E402
     ENCRYPTION_OVERHEAD,
+    LAN_KEYRING_FILE,
+    WAN_KEYRING_FILE,
     Keyring,
     encode_key,
     generate_key,
+    open_keyring,
     parse_key,
 )
 from node.gossip.runtime import GossipRuntime, resolve, with_encryption_overhead  # noqa: E402
@@ -67,9 +70,12 @@ from node.gossip.transport import (  # noqa: E402
 
 __all__ += [
     "ENCRYPTION_OVERHEAD",
+    "LAN_KEYRING_FILE",
+    "WAN_KEYRING_FILE",
     "Keyring",
     "encode_key",
     "generate_key",
+    "open_keyring",
     "parse_key",
     "GossipRuntime",
     "resolve",

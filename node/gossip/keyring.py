@@ -34,6 +34,9 @@ __all__ = [
     "parse_key",
     "encode_key",
     "generate_key",
+    "LAN_KEYRING_FILE",
+    "WAN_KEYRING_FILE",
+    "open_keyring",
 ]
 
 #: memberlist's encryptionVersion 1: AES-GCM without PKCS7 padding.
@@ -44,6 +47,9 @@ TAG_SIZE = 16
 ENCRYPTION_OVERHEAD = 1 + NONCE_SIZE + TAG_SIZE
 #: AES-128, AES-192, AES-256 (memberlist ValidateKey).
 KEY_SIZES = (16, 24, 32)
+#: Where the agent keeps its keyrings, relative to ``data_dir`` (Consul's names).
+LAN_KEYRING_FILE = "serf/local.keyring"
+WAN_KEYRING_FILE = "serf/remote.keyring"
 
 
 def parse_key(text: str | bytes) -> bytes:
@@ -182,3 +188,26 @@ class Keyring:
     def __repr__(self) -> str:
         # Never print key material.
         return f"Keyring(keys={len(self._keys)})"
+
+
+def open_keyring(
+    path: str | os.PathLike[str], encrypt: str | None
+) -> tuple[Keyring | None, str | None]:
+    """The keyring an agent starts with, and a warning to log (or ``None``).
+
+    As Consul: a persisted keyring file wins over the ``encrypt`` setting (it holds the
+    result of later rotations); without a file, ``encrypt`` seeds a new one, saved at once.
+    """
+    ring = Keyring.load(path)
+    if ring is not None:
+        if encrypt is not None and parse_key(encrypt) not in ring:
+            return (
+                ring,
+                f"{path}: keyring file exists; ignoring the 'encrypt' key, which is not in it",
+            )
+        return ring, None
+    if encrypt is None:
+        return None, None
+    ring = Keyring(parse_key(encrypt))
+    ring.save(path)
+    return ring, None

@@ -16,6 +16,7 @@ from node.gossip.keyring import (
     NONCE_SIZE,
     Keyring,
     generate_key,
+    open_keyring,
     parse_key,
 )
 
@@ -150,3 +151,24 @@ def test_load_rejects_bad_files_naming_the_file(tmp_path, content: bytes, messag
     with pytest.raises(ConfigError, match=message) as info:
         Keyring.load(path)
     assert str(path) in str(info.value)
+
+
+def test_open_keyring_file_wins_over_encrypt(tmp_path) -> None:
+    path = tmp_path / "serf" / "local.keyring"
+    assert open_keyring(path, None) == (None, None)
+    assert not path.exists()
+    ring, warning = open_keyring(path, base64.b64encode(K1).decode())
+    assert ring is not None and ring.keys() == (K1,) and warning is None
+    assert Keyring.load(path).keys() == (K1,)  # type: ignore[union-attr]
+    # a rotation was persisted; the config still says K1 ...
+    ring.install(K2)
+    ring.use(K2)
+    ring.remove(K1)
+    ring.save(path)
+    again, warning = open_keyring(path, base64.b64encode(K1).decode())
+    assert again is not None and again.keys() == (K2,)
+    assert warning is not None and "ignoring the 'encrypt' key" in warning
+    same, warning = open_keyring(path, base64.b64encode(K2).decode())
+    assert same is not None and warning is None
+    with pytest.raises(InvalidRequest, match="not valid base64"):
+        open_keyring(tmp_path / "other", "???")
