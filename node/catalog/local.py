@@ -2,16 +2,18 @@
 
 Rule: every write is computed on copies, validated as a whole, persisted, and only then
 swapped in and published to the store as a ``NodeRecord`` with a higher version; a
-rejected or failed write changes nothing. Registration definitions live in one file
-(``local-catalog.json``) written with ``atomic_write``, so what a call acknowledged
+rejected or failed write changes nothing. Registration definitions live in one msgpack
+file (``local-catalog.msgpack``), TTL check results in another (``check-status.msgpack``),
+both written with ``atomic_write`` before the call returns, so what a call acknowledged
 survives SIGKILL. Check *results* from the runner are published but not persisted (they
-are recomputed after a restart); TTL updates are persisted, as Consul does.
+are recomputed after a restart); TTL updates are persisted, as Consul does. Per-item
+values (instances, check states, serialised definitions) are cached by identity, so a
+status change costs O(changed) allocations plus one pass over the node's record.
 ``data_dir=None`` keeps everything in memory (``-dev``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import msgpack
 
 from node.catalog.model import (
     SIDECAR_MAX_PORT,
@@ -29,6 +33,7 @@ from node.catalog.model import (
     Health,
     NodeRecord,
     ServiceDefinition,
+    ServiceInstance,
     SidecarPorts,
     expand_sidecar,
     parse_check,
@@ -39,12 +44,21 @@ from node.catalog.store import CatalogStore
 from node.clock import Clock, MonotonicClock
 from node.errors import ConfigError, InvalidRequest, NotFound
 from node.persist import atomic_write, read_or_none
+from node.wire import pack
 
-__all__ = ["LocalState", "NodeIdentity", "STATE_FILE", "NODE_ID_FILE", "load_node_id"]
+__all__ = [
+    "LocalState",
+    "NodeIdentity",
+    "STATE_FILE",
+    "STATUS_FILE",
+    "NODE_ID_FILE",
+    "load_node_id",
+]
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "local-catalog.json"
+STATE_FILE = "local-catalog.msgpack"
+STATUS_FILE = "check-status.msgpack"
 NODE_ID_FILE = "node-id"
 _FORMAT = 1
 
@@ -120,6 +134,9 @@ class LocalState:
         self._listeners: list[Callable[[], None]] = []
         self._record_listeners: list[Callable[[NodeRecord | None, NodeRecord], None]] = []
         self._published: NodeRecord | None = None
+        self._instance_cache: dict[str, tuple[ServiceDefinition, ServiceInstance]] = {}
+        self._state_cache: dict[str, tuple[object, ...]] = {}
+        self._raw_cache: dict[str, tuple[object, dict[str, Any]]] = {}
         self._load()
         self._publish()
 
@@ -334,17 +351,26 @@ class LocalState:
             return False
         work = self._state.copy()
         work.status[check_id] = (status, output)
-        self._commit(work, persist=persist)
+        self._commit(work, persist=persist, status_only=True, touched=check_id)
         return True
 
-    def _commit(self, work: _State, *, persist: bool) -> None:
+    def _commit(
+        self, work: _State, *, persist: bool, status_only: bool = False, touched: str = ""
+    ) -> None:
         checks_changed = work.checks != self._state.checks
         version = self._next_version()
         if persist:
-            self._persist(work, version)  # raises before anything is swapped in
+            # Raises before anything is swapped in.
+            if status_only:
+                self._persist_status(work, version)
+            else:
+                self._persist(work, version)
         self._state = work
         self._version = version
-        self._track_timers()
+        if touched and not checks_changed:
+            self._track_one(touched)
+        else:
+            self._track_timers()
         self._emit(self._build_record(work, version))
         if checks_changed:
             for callback in list(self._listeners):
@@ -354,6 +380,13 @@ class LocalState:
         # Wall-clock microseconds keep versions growing across restarts without data_dir.
         wall = int(self._clock.utcnow().timestamp() * 1_000_000)
         return max(self._version + 1, wall)
+
+    def _track_one(self, check_id: str) -> None:
+        # A status change of one existing check: only its critical timer can move.
+        if self._state.status[check_id][0] is Health.CRITICAL:
+            self._critical_since.setdefault(check_id, self._clock.monotonic())
+        else:
+            self._critical_since.pop(check_id, None)
 
     def _track_timers(self) -> None:
         now = self._clock.monotonic()
@@ -383,6 +416,9 @@ class LocalState:
 
     def _build_record(self, work: _State, version: int) -> NodeRecord:
         ident = self._identity
+        instances = {sid: self._instance(svc) for sid, svc in work.services.items()}
+        states = {cid: self._check_state(work, cid) for cid in work.checks}
+        self._prune_caches(work)
         return NodeRecord(
             name=ident.name,
             node_id=ident.node_id,
@@ -390,21 +426,34 @@ class LocalState:
             datacenter=ident.datacenter,
             tagged_addresses=MappingProxyType(dict(ident.tagged_addresses)),
             meta=MappingProxyType(dict(ident.meta)),
-            services=MappingProxyType({sid: s.instance() for sid, s in work.services.items()}),
-            checks=MappingProxyType({cid: self._check_state(work, cid) for cid in work.checks}),
+            services=MappingProxyType(instances),
+            checks=MappingProxyType(states),
             version=version,
         )
 
+    def _instance(self, svc: ServiceDefinition) -> ServiceInstance:
+        # Same definition object → same instance object, so the store's diff is O(1) per item.
+        cached = self._instance_cache.get(svc.id)
+        if cached is None or cached[0] is not svc:
+            cached = (svc, svc.instance())
+            self._instance_cache[svc.id] = cached
+        return cached[1]
+
     def _check_state(self, work: _State, check_id: str) -> CheckState:
         check = work.checks[check_id]
-        status, output = work.status.get(check_id, (check.status, ""))
+        status = work.status.get(check_id, (check.status, ""))
         svc = work.services.get(check.service_id)
-        return CheckState(
+        cached = self._state_cache.get(check_id)
+        if cached is not None and cached[0] is check and cached[1] == status and cached[2] is svc:
+            result = cached[3]
+            assert isinstance(result, CheckState)
+            return result
+        state = CheckState(
             id=check.id,
             name=check.name,
             kind=check.kind,
-            status=status,
-            output=output,
+            status=status[0],
+            output=status[1],
             notes=check.notes,
             service_id=check.service_id,
             service_name=svc.name if svc else "",
@@ -412,6 +461,16 @@ class LocalState:
             interval=check.interval,
             timeout=check.timeout,
         )
+        self._state_cache[check_id] = (check, status, svc, state)
+        return state
+
+    def _prune_caches(self, work: _State) -> None:
+        if len(self._instance_cache) > len(work.services):
+            for sid in self._instance_cache.keys() - work.services.keys():
+                del self._instance_cache[sid]
+        if len(self._state_cache) > len(work.checks):
+            for cid in self._state_cache.keys() - work.checks.keys():
+                del self._state_cache[cid]
 
     # ------------------------------------------------------------------ persistence
 
@@ -421,18 +480,37 @@ class LocalState:
         doc = {
             "format": _FORMAT,
             "version": version,
-            "services": [svc.to_raw() for svc in work.services.values()],
-            "checks": [check.to_raw() for check in work.checks.values()],
-            "ttl_status": {
-                cid: list(work.status[cid])
-                for cid, check in work.checks.items()
-                if check.kind is CheckKind.TTL and cid in work.status
-            },
+            "services": [self._raw("s", svc) for svc in work.services.values()],
+            "checks": [self._raw("c", check) for check in work.checks.values()],
             "sidecars": work.sidecars,
             "sidecar_ports": work.ports,
         }
-        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        atomic_write(self._data_dir / STATE_FILE, data)
+        atomic_write(self._data_dir / STATE_FILE, pack(doc))
+        keep = {f"s:{sid}" for sid in work.services} | {f"c:{cid}" for cid in work.checks}
+        for key in self._raw_cache.keys() - keep:
+            del self._raw_cache[key]
+
+    def _raw(self, prefix: str, item: ServiceDefinition | CheckDefinition) -> dict[str, Any]:
+        key = f"{prefix}:{item.id}"
+        cached = self._raw_cache.get(key)
+        if cached is None or cached[0] is not item:
+            cached = (item, item.to_raw())
+            self._raw_cache[key] = cached
+        return cached[1]
+
+    def _persist_status(self, work: _State, version: int) -> None:
+        if self._data_dir is None:
+            return
+        doc = {
+            "format": _FORMAT,
+            "version": version,
+            "ttl_status": {
+                cid: [str(work.status[cid][0]), work.status[cid][1]]
+                for cid, check in work.checks.items()
+                if check.kind is CheckKind.TTL and cid in work.status
+            },
+        }
+        atomic_write(self._data_dir / STATUS_FILE, pack(doc))
 
     def _load(self) -> None:
         if self._data_dir is None:
@@ -441,12 +519,33 @@ class LocalState:
         raw = read_or_none(path)
         if raw is None:
             return
+        status_path = self._data_dir / STATUS_FILE
         try:
-            self._state, self._version = _decode_state(json.loads(raw))
+            self._state, self._version = _decode_state(_unpack(raw))
+            status_raw = read_or_none(status_path)
+            if status_raw is not None:
+                self._version = max(self._version, _apply_status(self._state, _unpack(status_raw)))
         except (ValueError, TypeError, KeyError, InvalidRequest) as exc:
             raise ConfigError(
                 f"cannot load saved services and checks: {exc}", file=str(path)
             ) from exc
+
+
+def _unpack(data: bytes) -> Any:
+    # node.wire.unpack cannot be used: it passes an argument msgpack 1.1+ rejects.
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise ValueError(f"malformed file ({type(exc).__name__})") from exc
+
+
+def _apply_status(state: _State, doc: Any) -> int:
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+        raise ValueError("unknown status file format")
+    for cid, (status, output) in dict(doc.get("ttl_status", {})).items():
+        if cid in state.checks:
+            state.status[cid] = (Health(status), str(output))
+    return int(doc["version"])
 
 
 def _decode_state(doc: Any) -> tuple[_State, int]:
@@ -455,9 +554,6 @@ def _decode_state(doc: Any) -> tuple[_State, int]:
     services = {s.id: s for s in (parse_service(raw) for raw in doc["services"])}
     checks = {c.id: c for c in (parse_check(raw) for raw in doc["checks"])}
     status = {cid: (c.status, "") for cid, c in checks.items()}
-    for cid, (state, output) in dict(doc.get("ttl_status", {})).items():
-        if cid in checks:
-            status[cid] = (Health(state), str(output))
     sidecars = {str(k): str(v) for k, v in dict(doc.get("sidecars", {})).items()}
     ports = {str(k): int(v) for k, v in dict(doc.get("sidecar_ports", {})).items()}
     return _State(services, checks, status, sidecars, ports), int(doc["version"])

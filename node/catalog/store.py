@@ -235,10 +235,9 @@ class CatalogStore:
             topics |= self._all_service_topics(old.record)
         else:
             entry = self._build_entry(name, old, record, nxt, topics)
-            if old is not None:
-                self._unindex(name, old)
+            old_services = old.record.services if old is not None else {}
             self._entries[name] = entry
-            self._index_entry(name, entry)
+            self._reindex(name, old_services, record.services)
         if topics:
             self._index = nxt
             for topic in topics:
@@ -288,7 +287,7 @@ class CatalogStore:
         result: dict[str, ItemIndex] = {}
         for sid in old.keys() | new.keys():
             before, after = old.get(sid), new.get(sid)
-            if before == after and sid in old_idx:
+            if (before is after or before == after) and sid in old_idx:
                 result[sid] = old_idx[sid]
                 continue
             topics |= {TOPIC_SERVICES, topic_node(node)}
@@ -313,7 +312,7 @@ class CatalogStore:
         result: dict[str, ItemIndex] = {}
         for cid in old.keys() | new.keys():
             before, after = old.get(cid), new.get(cid)
-            if before == after and cid in old_idx:
+            if (before is after or before == after) and cid in old_idx:
                 result[cid] = old_idx[cid]
                 continue
             topics |= {TOPIC_CHECKS, topic_node(node)}
@@ -332,21 +331,36 @@ class CatalogStore:
             topics.update(_service_topics(svc))
         return topics
 
-    def _index_entry(self, node: str, entry: NodeEntry) -> None:
-        for sid, svc in entry.record.services.items():
-            self._by_service.setdefault(svc.name.lower(), set()).add((node, sid))
-            self._by_kind.setdefault(str(svc.kind), set()).add((node, sid))
-            target = svc.connect_target()
-            if target is not None:
-                self._by_connect.setdefault(target, set()).add((node, sid))
+    def _reindex(
+        self,
+        node: str,
+        old: Mapping[str, ServiceInstance],
+        new: Mapping[str, ServiceInstance],
+    ) -> None:
+        """Update the name/connect/kind indexes for the services that changed."""
+        for sid in old.keys() | new.keys():
+            before, after = old.get(sid), new.get(sid)
+            if before is after:
+                continue
+            if before is not None:
+                self._index_service(node, sid, before, add=False)
+            if after is not None:
+                self._index_service(node, sid, after, add=True)
 
     def _unindex(self, node: str, entry: NodeEntry) -> None:
         for sid, svc in entry.record.services.items():
-            _discard(self._by_service, svc.name.lower(), (node, sid))
-            _discard(self._by_kind, str(svc.kind), (node, sid))
-            target = svc.connect_target()
-            if target is not None:
-                _discard(self._by_connect, target, (node, sid))
+            self._index_service(node, sid, svc, add=False)
+
+    def _index_service(self, node: str, sid: str, svc: ServiceInstance, *, add: bool) -> None:
+        keys = [(self._by_service, svc.name.lower()), (self._by_kind, str(svc.kind))]
+        target = svc.connect_target()
+        if target is not None:
+            keys.append((self._by_connect, target))
+        for index, key in keys:
+            if add:
+                index.setdefault(key, set()).add((node, sid))
+            else:
+                _discard(index, key, (node, sid))
 
 
 def _check_topics(
