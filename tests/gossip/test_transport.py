@@ -9,6 +9,7 @@ import pytest
 
 from node.errors import LocalProtocolError, RemoteProtocolError
 from node.gossip.transport import (
+    ACCEPT_QUEUE_LIMIT,
     MAX_PACKET_BYTES,
     SEND_QUEUE_LIMIT,
     MemoryNetwork,
@@ -114,6 +115,29 @@ async def test_net_stream_read_timeout_and_size_cap() -> None:
         client.close()
         server.close()
     finally:
+        await a.close()
+        await b.close()
+
+
+async def test_net_accept_queue_is_bounded() -> None:
+    a, b = await _pair()
+    conns = []
+    try:
+        for _ in range(ACCEPT_QUEUE_LIMIT + 3):
+            conns.append(await asyncio.open_connection(*b.local_addr))
+        async with asyncio.timeout(5):
+            while b.stats.get("streams_refused", 0) < 3:
+                await asyncio.sleep(0.01)
+        assert b.stats["streams_refused"] == 3
+        # exactly the queue's worth is waiting to be accepted
+        for _ in range(ACCEPT_QUEUE_LIMIT):
+            (await b.accept()).close()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await b.accept()
+    finally:
+        for _, writer in conns:
+            writer.close()
         await a.close()
         await b.close()
 

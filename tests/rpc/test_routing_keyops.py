@@ -6,6 +6,8 @@ import random
 from types import MappingProxyType
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from node.errors import CertificateExpired, InvalidRequest, NotFound, RemoteProtocolError, RPCError
 from node.gossip.keyring import Keyring, encode_key
@@ -107,6 +109,15 @@ def test_codec_error_mapping() -> None:
 def test_decode_request_rejects_bad_bodies(body: bytes, message: str) -> None:
     with pytest.raises(RemoteProtocolError, match=message):
         decode_request(body)
+
+
+@given(st.binary(max_size=300))
+def test_decoders_raise_only_remote_protocol_error_on_garbage(body: bytes) -> None:
+    for decoder in (decode_request, decode_reply):
+        try:
+            decoder(body)
+        except RemoteProtocolError:
+            pass
 
 
 def test_decode_reply_rejects_bad_bodies() -> None:
