@@ -22,13 +22,15 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import random
 import socket
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from node.clock import Clock
+from node.clock import Clock, MonotonicClock
 from node.errors import ConfigError, RemoteProtocolError
 from node.gossip.config import GossipConfig
+from node.gossip.delegate import Delegate
 from node.gossip.keyring import ENCRYPTION_OVERHEAD, Keyring
 from node.gossip.messages import Address, MemberStatus, MessageType, split_compound
 from node.gossip.protocol import (
@@ -40,7 +42,7 @@ from node.gossip.protocol import (
     SendStream,
 )
 from node.gossip.state import Member
-from node.gossip.transport import Stream, Transport
+from node.gossip.transport import NetTransport, Stream, Transport
 
 __all__ = [
     "MAX_INBOUND_STREAMS",
@@ -50,6 +52,7 @@ __all__ = [
     "MemberCallback",
     "with_encryption_overhead",
     "resolve",
+    "open_pool",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,6 +149,16 @@ class GossipRuntime:
     def protocol(self) -> GossipProtocol:
         """The core this runtime drives (read it; feed it only through the runtime)."""
         return self._protocol
+
+    @property
+    def config(self) -> GossipConfig:
+        """The core's configuration."""
+        return self._config
+
+    @property
+    def transport(self) -> Transport:
+        """The transport (its owner closes it after ``run`` ends)."""
+        return self._transport
 
     @property
     def keyring(self) -> Keyring | None:
@@ -427,6 +440,55 @@ class GossipRuntime:
                 count,
             )
             return None
+
+
+async def open_pool(
+    *,
+    name: str,
+    bind: Address,
+    advertise: Address | None,
+    config: GossipConfig,
+    tags: Mapping[str, str],
+    keyring: Keyring | None,
+    pool: str,
+    delegate: Delegate | None = None,
+    on_member_change: MemberCallback | None = None,
+    verify_incoming: bool = True,
+    verify_outgoing: bool = True,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+) -> GossipRuntime:
+    """Bind a ``NetTransport`` on ``bind`` and build the core and its runtime.
+
+    The core advertises ``advertise`` (a port of 0 there, or ``advertise=None``, means the
+    bound port — useful with ``bind`` port 0). The encryption overhead is reserved in
+    the packet budget when needed. The caller runs ``runtime.run()`` and closes
+    ``runtime.transport`` afterwards.
+    """
+    transport = await NetTransport.bind(bind[0], bind[1], max_packet=config.udp_buffer_size)
+    host, port = advertise if advertise is not None else transport.local_addr
+    if keyring is not None and verify_outgoing:
+        config = with_encryption_overhead(config)
+    clock = clock if clock is not None else MonotonicClock()
+    protocol = GossipProtocol(
+        config=config,
+        name=name,
+        addr=(host, port or transport.local_addr[1]),
+        tags=tags,
+        rng=rng if rng is not None else random.Random(),
+        now=clock.monotonic(),
+        delegate=delegate,
+    )
+    return GossipRuntime(
+        protocol=protocol,
+        transport=transport,
+        clock=clock,
+        keyring=keyring,
+        on_member_change=on_member_change,
+        verify_incoming=verify_incoming,
+        verify_outgoing=verify_outgoing,
+        pool=pool,
+    )
 
 
 def _config_of(protocol: GossipProtocol) -> GossipConfig:

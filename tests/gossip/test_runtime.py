@@ -16,13 +16,18 @@ from typing import Any
 
 import pytest
 
-from node.clock import MonotonicClock
 from node.errors import ConfigError, RemoteProtocolError
 from node.gossip.config import GossipConfig
 from node.gossip.keyring import Keyring
 from node.gossip.messages import Ack, Alive, MemberStatus, MessageType, encode, make_compound
 from node.gossip.protocol import GossipProtocol
-from node.gossip.runtime import GossipRuntime, _is_priority, resolve, with_encryption_overhead
+from node.gossip.runtime import (
+    GossipRuntime,
+    _is_priority,
+    open_pool,
+    resolve,
+    with_encryption_overhead,
+)
 from node.gossip.state import Member
 from node.gossip.transport import MemoryNetwork, MemoryTransport, NetTransport
 from node.testing.clock import FakeClock
@@ -439,16 +444,15 @@ async def net_nodes() -> AsyncIterator[Callable[..., object]]:
     started: list[NetNode] = []
 
     async def start(name: str, keyring: Keyring | None = None) -> NetNode:
-        transport = await NetTransport.bind("127.0.0.1", 0)
-        config = with_encryption_overhead(FAST) if keyring is not None else FAST
-        protocol = GossipProtocol(
-            config=config, name=name, addr=transport.local_addr, tags={"role": "node"},
-            rng=random.Random(name), now=MonotonicClock().monotonic(),
+        runtime = await open_pool(
+            name=name, bind=("127.0.0.1", 0), advertise=("127.0.0.1", 0), config=FAST,
+            tags={"role": "node"}, keyring=keyring, pool="lan", rng=random.Random(name),
         )  # fmt: skip
-        runtime = GossipRuntime(
-            protocol=protocol, transport=transport, clock=MonotonicClock(), keyring=keyring
-        )
-        node = NetNode(runtime, transport, asyncio.ensure_future(runtime.run()))
+        assert isinstance(runtime.transport, NetTransport)
+        assert runtime.protocol.local_addr == runtime.transport.local_addr
+        if keyring is not None:
+            assert runtime.config.packet_overhead == 29
+        node = NetNode(runtime, runtime.transport, asyncio.ensure_future(runtime.run()))
         started.append(node)
         return node
 
