@@ -58,7 +58,7 @@ from node.gossip.keyring import (  # noqa: E402
     open_keyring,
     parse_key,
 )
-from node.gossip.runtime import GossipRuntime, resolve, with_encryption_overhead  # noqa: E402
+from node.gossip.runtime import GossipRuntime, open_pool, resolve, with_encryption_overhead  # noqa: E402
 from node.gossip.transport import (  # noqa: E402
     MemoryNetwork,
     MemoryTransport,
@@ -78,6 +78,7 @@ __all__ += [
     "open_keyring",
     "parse_key",
     "GossipRuntime",
+    "open_pool",
     "resolve",
     "with_encryption_overhead",
     "MemoryNetwork",
