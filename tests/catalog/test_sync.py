@@ -6,6 +6,8 @@ import datetime as dt
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.catalog import queries
 from node.catalog.local import LocalState, NodeIdentity
@@ -190,3 +192,12 @@ def test_encode_update_falls_back_to_digest_when_delta_is_too_big() -> None:
     _register_many(a, 60)
     payload = encode_update(old, a.local.record())
     assert payload[0] == SyncMessage.DIGEST
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(list(SyncMessage)))
+def test_CatalogSync_never_raises_on_fuzzed_payloads(data: bytes, kind: SyncMessage) -> None:
+    b = Peer("b")
+    b.sync.notify_msg(data)
+    b.sync.notify_msg(bytes([kind]) + data)
+    b.sync.merge_remote_state(data, True)
