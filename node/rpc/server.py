@@ -149,6 +149,9 @@ class RPCServer:
             await asyncio.wait((call, hangup), return_when=asyncio.FIRST_COMPLETED)
         finally:
             hangup.cancel()
+            # Let the cancelled read unregister from the reader before anyone reads again
+            # (``wait`` does not re-raise the read's cancellation, only our own).
+            await asyncio.wait((hangup,))
         if not call.done():
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -112,6 +112,24 @@ async def test_errors_round_trip_by_class(
     assert await RPCClient().call(server.addr, "Echo", 1, timeout=5) == {"echo": 1}
 
 
+async def test_sequential_calls_on_one_connection(server: RPCServer) -> None:
+    from node.rpc.codec import Request, decode_reply, encode_request
+    from node.wire import frame
+
+    reader, writer = await asyncio.open_connection(*server.addr)
+    try:
+        for i in range(3):
+            writer.write(frame(encode_request(Request(id=i, method="Echo", args=i))))
+            await writer.drain()
+            async with asyncio.timeout(5):
+                length = struct.unpack(">I", await reader.readexactly(4))[0]
+                reply = decode_reply(await reader.readexactly(length))
+            assert reply.id == i and reply.result == {"echo": i}
+    finally:
+        writer.close()
+    assert server.stats.get("internal_errors", 0) == 0
+
+
 async def test_unreachable_server() -> None:
     srv = await start()
     addr = srv.addr
