@@ -176,6 +176,11 @@ def _locate(
 
 def services(store: CatalogStore) -> QueryResult[Mapping[str, tuple[str, ...]]]:
     """Every service name with the union of its instances' tags (sorted)."""
+    index = store.topic_index(TOPIC_SERVICES)
+    return store.memoized(("services",), index, lambda: _services(store, index))
+
+
+def _services(store: CatalogStore, index: int) -> QueryResult[Mapping[str, tuple[str, ...]]]:
     names: dict[str, str] = {}
     tags: dict[str, set[str]] = {}
     for entry in store.entries().values():
@@ -183,7 +188,7 @@ def services(store: CatalogStore) -> QueryResult[Mapping[str, tuple[str, ...]]]:
             key = names.setdefault(svc.name.lower(), svc.name)
             tags.setdefault(key, set()).update(svc.tags)
     value = {name: tuple(sorted(tags[name])) for name in sorted(tags)}
-    return QueryResult(value=MappingProxyType(value), index=store.topic_index(TOPIC_SERVICES))
+    return QueryResult(value=MappingProxyType(value), index=index)
 
 
 def service_nodes(
@@ -191,8 +196,12 @@ def service_nodes(
 ) -> QueryResult[tuple[ServiceNode, ...]]:
     """Instances of ``name`` (or, with ``connect``, the Connect-capable ones for it)."""
     locations, index = _locate(store, name, connect)
-    found = tuple(_service_node(entry, sid) for entry, sid in _instances(store, locations, tag))
-    return QueryResult(value=found, index=index)
+
+    def compute() -> QueryResult[tuple[ServiceNode, ...]]:
+        found = tuple(_service_node(e, sid) for e, sid in _instances(store, locations, tag))
+        return QueryResult(value=found, index=index)
+
+    return store.memoized(("service_nodes", name.lower(), tag, connect), index, compute)
 
 
 def _health_entry(entry: NodeEntry, sid: str) -> HealthEntry:
@@ -221,10 +230,15 @@ def health_service(
 ) -> QueryResult[tuple[HealthEntry, ...]]:
     """Instances of ``name`` with node and checks; ``passing`` keeps all-passing ones only."""
     locations, index = _locate(store, name, connect)
-    found = [_health_entry(entry, sid) for entry, sid in _instances(store, locations, tag)]
-    if passing:
-        found = [h for h in found if h.status is Health.PASSING]
-    return QueryResult(value=tuple(found), index=index)
+
+    def compute() -> QueryResult[tuple[HealthEntry, ...]]:
+        found = [_health_entry(e, sid) for e, sid in _instances(store, locations, tag)]
+        if passing:
+            found = [h for h in found if h.status is Health.PASSING]
+        return QueryResult(value=tuple(found), index=index)
+
+    key = ("health_service", name.lower(), passing, tag, connect)
+    return store.memoized(key, index, compute)
 
 
 def services_of_kind(

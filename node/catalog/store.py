@@ -13,9 +13,10 @@ membership (``set_member_health``), never replicated. Pure: no asyncio, no clock
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from node.catalog.model import (
     SERF_CHECK_ID,
@@ -42,6 +43,10 @@ __all__ = [
     "TOPIC_CHECKS",
 ]
 
+T = TypeVar("T")
+
+#: Most query results kept by ``CatalogStore.memoized``.
+MEMO_LIMIT = 8192
 SERF_ALIVE_OUTPUT = "Agent alive and reachable"
 SERF_FAILED_OUTPUT = "Agent not live or unreachable"
 TOPIC_SERVICES = "services"
@@ -122,7 +127,7 @@ class CatalogStore:
     """All node records of the datacenter, with indexes for blocking queries."""
 
     __slots__ = ("_entries", "_index", "_topics", "_health", "_tombstones", "_on_change",
-                 "_by_service", "_by_connect", "_by_kind")  # fmt: skip
+                 "_by_service", "_by_connect", "_by_kind", "_memo")  # fmt: skip
 
     def __init__(self, *, on_change: Callable[[int], None] | None = None) -> None:
         self._entries: dict[str, NodeEntry] = {}
@@ -134,6 +139,7 @@ class CatalogStore:
         self._by_service: dict[str, set[tuple[str, str]]] = {}
         self._by_connect: dict[str, set[tuple[str, str]]] = {}
         self._by_kind: dict[str, set[tuple[str, str]]] = {}
+        self._memo: dict[Hashable, tuple[int, object]] = {}
 
     # -------------------------------------------------------------- reads
 
@@ -173,6 +179,21 @@ class CatalogStore:
     def locate_kind(self, kind: str) -> frozenset[tuple[str, str]]:
         """(node, service id) of every instance of ``kind``."""
         return frozenset(self._by_kind.get(kind, ()))
+
+    def memoized(self, key: Hashable, index: int, compute: Callable[[], T]) -> T:
+        """``compute()``, reused while ``index`` (the topic index it depends on) is unchanged.
+
+        Query results are frozen, so one value can be handed to every reader; blocking
+        queries that wake together then build their answer once.
+        """
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == index:
+            return hit[1]  # type: ignore[return-value]
+        value = compute()
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo.clear()  # crude but bounded; refilled by the next reads
+        self._memo[key] = (index, value)
+        return value
 
     # -------------------------------------------------------------- writes
 

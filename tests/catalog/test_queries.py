@@ -124,3 +124,16 @@ def test_query_index_reflects_only_what_was_read() -> None:
     store.upsert_node(replace(rec.record, checks=MappingProxyType(checks), version=2))
     assert queries.health_service(store, "web").index == store.index > web_index
     assert queries.services_of_kind(store, ServiceKind.MESH_GATEWAY).index == gw_index
+
+
+def test_query_results_are_reused_until_their_topic_changes() -> None:
+    store = _store()
+    first = queries.health_service(store, "web", passing=False)
+    assert queries.health_service(store, "web") is first
+    assert queries.services(store) is queries.services(store)
+    other = queries.health_service(store, "web", passing=True)
+    assert other is not first
+    store.set_member_health("n1", False)
+    again = queries.health_service(store, "web")
+    assert again is not first and again.index > first.index
+    assert {h.service.id: h.status for h in again.value}["web1"] is Health.CRITICAL
