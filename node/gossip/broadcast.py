@@ -24,100 +24,117 @@ def retransmit_limit(mult: int, n: int) -> int:
 
 
 class _Entry:
-    __slots__ = ("key", "payload", "transmits")
+    __slots__ = ("key", "payload", "live")
 
     def __init__(self, key: object, payload: bytes) -> None:
         self.key = key
         self.payload = payload
-        self.transmits = 0
+        self.live = True  # False once invalidated; dropped lazily when reached
 
 
 class TransmitLimitedQueue:
-    """Broadcasts waiting to be piggybacked, bucketed by how often they were sent."""
+    """Broadcasts waiting to be piggybacked, bucketed by how often they were sent.
 
-    __slots__ = ("_mult", "_levels", "_by_key", "_next_id")
+    ``_levels[t]`` is a stack (newest last) of entries sent ``t`` times; taking from the
+    top of the lowest non-empty level gives "fewest transmits, then newest" in O(1).
+    """
+
+    __slots__ = ("_mult", "_levels", "_by_key", "_count")
 
     def __init__(self, retransmit_mult: int) -> None:
         self._mult = retransmit_mult
-        # _levels[t] holds entries sent t times, insertion-ordered (oldest first).
-        self._levels: list[dict[int, _Entry]] = [{}]
-        self._by_key: dict[object, int] = {}
-        self._next_id = 0
+        self._levels: list[list[_Entry]] = [[]]
+        self._by_key: dict[object, _Entry] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(len(level) for level in self._levels)
+        return self._count
 
     def queue(self, payload: bytes, key: object | None = None) -> None:
         """Add a broadcast; one with the same non-None ``key`` is invalidated."""
         if key is not None:
-            old = self._by_key.pop(key, None)
-            if old is not None:
-                self._remove(old)
-        ident = self._next_id
-        self._next_id += 1
-        self._levels[0][ident] = _Entry(key, payload)
+            old = self._by_key.get(key)
+            if old is not None and old.live:
+                old.live = False
+                self._count -= 1
+        entry = _Entry(key, payload)
+        self._levels[0].append(entry)
         if key is not None:
-            self._by_key[key] = ident
-        if len(self._by_key) > MAX_QUEUE_DEPTH or len(self) > MAX_QUEUE_DEPTH:
-            self._prune(MAX_QUEUE_DEPTH)
-
-    def _remove(self, ident: int) -> None:
-        for level in self._levels:
-            if level.pop(ident, None) is not None:
-                return
+            self._by_key[key] = entry
+        self._count += 1
+        if self._count > MAX_QUEUE_DEPTH:
+            # Prune with headroom so a full queue is not rescanned on every insert.
+            self._prune(MAX_QUEUE_DEPTH - MAX_QUEUE_DEPTH // 8)
 
     def _prune(self, keep: int) -> None:
-        excess = len(self) - keep
+        # Drop the most-transmitted, oldest first: they have done most of their work.
         for level in reversed(self._levels):
-            for ident in list(level):
-                if excess <= 0:
+            for e in level:
+                if self._count <= keep:
                     return
-                self._drop(level, ident)
-                excess -= 1
+                if e.live:
+                    self._retire(e)
 
-    def _drop(self, level: dict[int, _Entry], ident: int) -> None:
-        entry = level.pop(ident)
-        if entry.key is not None and self._by_key.get(entry.key) == ident:
-            del self._by_key[entry.key]
+    def _retire(self, e: _Entry) -> None:
+        e.live = False
+        self._count -= 1
+        if e.key is not None and self._by_key.get(e.key) is e:
+            del self._by_key[e.key]
 
     def get_broadcasts(self, overhead: int, limit: int, n: int) -> list[bytes]:
         """Take broadcasts whose sizes plus ``overhead`` each fit in ``limit`` bytes."""
-        taken: list[tuple[int, int, _Entry]] = []
+        out: list[bytes] = []
+        if not self._count:
+            return out
+        max_tx = retransmit_limit(self._mult, n)
         free = limit
+        levels = self._levels
+        for t in range(len(levels)):
+            taken = self._take(levels[t], overhead, free)
+            if not taken:
+                continue
+            for e in taken:
+                free -= len(e.payload) + overhead
+                out.append(e.payload)
+            self._promote(taken, t + 1, max_tx)
+            if free <= overhead:
+                break
+        return out
+
+    def _take(self, level: list[_Entry], overhead: int, free: int) -> list[_Entry]:
+        """Pop the newest entries of one level that fit; skip (keep) a few that do not."""
+        taken: list[_Entry] = []
+        i = len(level) - 1
         misses = 0
-        for t, level in enumerate(self._levels):
-            # Newest first among equally-sent entries; mutate only after the scan.
-            for ident in reversed(level):
-                entry = level[ident]
-                size = len(entry.payload) + overhead
-                if size > free:
+        while i >= 0 and free > overhead:
+            e = level[i]
+            if not e.live:
+                del level[i]
+            else:
+                size = len(e.payload) + overhead
+                if size <= free:
+                    free -= size
+                    taken.append(e)
+                    del level[i]
+                else:
                     misses += 1
                     if misses >= _MISSES_BEFORE_STOP:
                         break
-                    continue
-                free -= size
-                taken.append((t, ident, entry))
-            if free <= overhead or misses >= _MISSES_BEFORE_STOP:
-                break
-        max_tx = retransmit_limit(self._mult, n)
-        for t, ident, entry in reversed(taken):  # oldest first keeps age order per level
-            self._promote(self._levels[t], ident, entry, t, max_tx)
-        return [entry.payload for _, _, entry in taken]
+            i -= 1
+        return taken
 
-    def _promote(
-        self, level: dict[int, _Entry], ident: int, e: _Entry, t: int, max_tx: int
-    ) -> None:
-        del level[ident]
-        e.transmits = t + 1
-        if e.transmits >= max_tx:
-            if e.key is not None and self._by_key.get(e.key) == ident:
-                del self._by_key[e.key]
+    def _promote(self, taken: list[_Entry], t: int, max_tx: int) -> None:
+        if t >= max_tx:
+            for e in taken:
+                self._retire(e)
             return
-        if len(self._levels) <= t + 1:
-            self._levels.append({})
-        self._levels[t + 1][ident] = e
+        if len(self._levels) <= t:
+            self._levels.append([])
+        # taken is newest-first; append oldest-first so the stack order keeps age order.
+        self._levels[t].extend(reversed(taken))
 
     def reset(self) -> None:
         """Forget everything queued."""
-        self._levels = [{}]
+        self._levels = [[]]
         self._by_key.clear()
+        self._count = 0

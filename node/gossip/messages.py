@@ -59,6 +59,7 @@ __all__ = [
     "UnknownMessageType",
     "MAX_U32",
     "push_entry",
+    "make_push_entry",
     "encode_push_pull",
 ]
 
@@ -276,8 +277,14 @@ def encode(msg: Message) -> bytes:
 
 def push_entry(node: PushNodeState) -> list[Any]:
     """The msgpack-ready form of one push-pull entry (cacheable by the caller)."""
-    code = _STATUS_CODES[node.status]
-    return [node.name, _addr(node.addr), node.meta, node.incarnation, code]
+    return make_push_entry(node.name, node.addr, node.meta, node.incarnation, node.status)
+
+
+def make_push_entry(
+    name: str, addr: Address, meta: bytes, incarnation: int, status: MemberStatus
+) -> list[Any]:
+    """``push_entry`` without building a ``PushNodeState`` first."""
+    return [name, [addr[0], addr[1]], meta, incarnation, _STATUS_CODES[status]]
 
 
 def encode_push_pull(join: bool, entries: Sequence[list[Any]], user_state: bytes) -> bytes:
@@ -451,6 +458,28 @@ def _decode_dead(b: Any) -> Dead:
 
 
 def _decode_push_entry(e: Any) -> PushNodeState:
+    # Fast path for well-formed entries (push-pulls carry thousands); anything odd
+    # falls through to the field-by-field checks that name the offending field.
+    if type(e) is list and len(e) == 5:
+        name, addr, meta, inc, code = e
+        if (
+            type(name) is str
+            and 0 < len(name) <= MAX_NAME_BYTES // 4
+            and type(addr) is list
+            and len(addr) == 2
+            and type(addr[0]) is str
+            and 0 < len(addr[0]) <= MAX_HOST_BYTES // 4
+            and type(addr[1]) is int
+            and 0 < addr[1] < 65536
+            and type(meta) is bytes
+            and len(meta) <= MAX_META_BYTES
+            and type(inc) is int
+            and 0 <= inc <= MAX_U32
+            and code in _CODE_STATUS
+            and type(code) is int
+        ):
+            return PushNodeState(name=name, addr=(addr[0], addr[1]), meta=meta,
+                                 incarnation=inc, status=_CODE_STATUS[code])  # fmt: skip
     f = _fields(e, 5, "push-pull.node")
     status = _CODE_STATUS.get(f[4]) if type(f[4]) is int else None
     if status is None:
@@ -537,6 +566,11 @@ class Decoder:
     def __init__(self, cache_size: int = 4096) -> None:
         self._cache: dict[bytes, Message] = {}
         self._size = cache_size
+
+    @property
+    def memo(self) -> Mapping[bytes, Message]:
+        """The memo itself, for a caller's fast-path lookup (read-only use)."""
+        return self._cache
 
     def decode_part(self, part: bytes, max_bytes: int) -> Message:
         """Decode one part, using the memo for broadcast kinds."""

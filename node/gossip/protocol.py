@@ -60,11 +60,17 @@ from node.gossip.messages import (
     encode_push_pull,
     encode_tags,
     make_compound,
-    push_entry,
+    make_push_entry,
     split_compound,
 )
-from node.gossip.messages import PushNodeState as _PushNodeState
-from node.gossip.state import Member, Verdict, judge_alive, judge_dead, judge_suspect
+from node.gossip.state import (
+    Member,
+    Verdict,
+    is_redundant_alive,
+    judge_alive,
+    judge_dead,
+    judge_suspect,
+)
 from node.gossip.suspicion import Suspicion, suspicion_timeouts
 
 __all__ = [
@@ -90,7 +96,18 @@ MAX_PACKET_BYTES = 65507
 PUSH_PULL_SCALE_THRESHOLD = 32
 
 _LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
+#: Distinct tag sets memoised per core before the memo is reset.
+_TAGS_MEMO_SIZE = 1024
 _USER_OVERHEAD = 1 + COMPOUND_PART_OVERHEAD  # type byte + length prefix
+
+# Enum members bound once: attribute lookups on the class are slow in hot paths.
+_ALIVE, _SUSPECT, _DEAD, _LEFT = (
+    MemberStatus.ALIVE,
+    MemberStatus.SUSPECT,
+    MemberStatus.DEAD,
+    MemberStatus.LEFT,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,7 +204,7 @@ class GossipProtocol:
         "_index", "_probe_list", "_probe_pos", "_queue", "_awareness", "_suspicions",
         "_probe", "_relays", "_streams", "_seq", "_ref", "_timers", "_next_probe",
         "_next_gossip", "_next_push_pull", "_next_reap", "_leaving", "_live", "_stats",
-        "_reaccused", "_entries", "_incarnation", "_meta", "_handlers",
+        "_reaccused", "_entries", "_incarnation", "_meta", "_handlers", "_tags_memo",
     )  # fmt: skip
 
     def __init__(
@@ -234,6 +251,7 @@ class GossipProtocol:
         self._entries: dict[str, list[Any]] = {}
         self._incarnation = 0
         self._meta = encode_tags(tags)
+        self._tags_memo: dict[bytes, Mapping[str, str]] = {}
         self._handlers: dict[type, Any] = {
             Ping: self._on_ping, PingReq: self._on_ping_req, Ack: self._on_ack,
             Nack: self._on_nack, Alive: self._on_alive, Suspect: self._on_suspect,
@@ -425,7 +443,7 @@ class GossipProtocol:
         self._at(p.ack_deadline, _T_ACK, seq)
         self._at(p.end, _T_END, seq)
         parts = [encode(Ping(seq=seq, node=target, source_addr=self._addr, source_node=self._name))]
-        if m.status is MemberStatus.SUSPECT:
+        if m.status is _SUSPECT:
             # Buddy system: tell the suspect directly so it can refute at once.
             parts.append(
                 encode(Suspect(incarnation=m.incarnation, node=target, accuser=self._name))
@@ -482,23 +500,37 @@ class GossipProtocol:
         except RemoteProtocolError:
             self._count("dropped_malformed")
             return out
+        memo_get = self._decoder.memo.get
+        members_get = self._members.get
+        handlers = self._handlers
         for part in parts:
-            try:
-                if part[:1] == b"\x07":
-                    raise RemoteProtocolError("nested compound message")
-                msg = self._decoder.decode_part(part, MAX_PACKET_BYTES)
-            except UnknownMessageType:
-                self._count("dropped_unknown_type")
-                continue
-            except RemoteProtocolError:
-                self._count("dropped_malformed")
-                continue
-            handler = self._handlers.get(type(msg))
+            msg = memo_get(part)
+            if msg is None:
+                msg = self._decode_part(part)
+                if msg is None:
+                    continue
+            if type(msg) is Alive:
+                # Most gossip is an echo of what we hold; skip it without the full rules.
+                held = members_get(msg.node)
+                if held is not None and is_redundant_alive(held, msg):
+                    continue
+            handler = handlers.get(type(msg))
             if handler is None:
                 self._count("dropped_unexpected")  # stream-only kinds sent as packets
                 continue
             handler(msg, part, source, now, out)
         return out
+
+    def _decode_part(self, part: bytes) -> Message | None:
+        try:
+            if part[:1] == b"\x07":
+                raise RemoteProtocolError("nested compound message")
+            return self._decoder.decode_part(part, MAX_PACKET_BYTES)
+        except UnknownMessageType:
+            self._count("dropped_unknown_type")
+        except RemoteProtocolError:
+            self._count("dropped_malformed")
+        return None
 
     def _on_ping(
         self, msg: Ping, raw: bytes, source: Address, now: float, out: list[Action]
@@ -568,20 +600,34 @@ class GossipProtocol:
     def _apply_alive(
         self, held: Member | None, msg: Alive, raw: bytes | None, now: float, out: list[Action]
     ) -> None:
-        try:
-            tags = decode_tags(msg.meta)
-        except RemoteProtocolError:
+        tags = self._tags_for(msg.meta)
+        if tags is None:
             self._count("dropped_bad_meta")
             return
         self._suspicions.pop(msg.node, None)
-        same = held is not None and held.status is MemberStatus.ALIVE
-        new = Member(name=msg.node, addr=msg.addr, tags=MappingProxyType(tags),
-                     incarnation=msg.incarnation, status=MemberStatus.ALIVE,
+        same = held is not None and held.status is _ALIVE
+        new = Member(name=msg.node, addr=msg.addr, tags=tags,
+                     incarnation=msg.incarnation, status=_ALIVE,
                      status_since=held.status_since if same and held else now, meta=msg.meta)  # fmt: skip
         self._set_member(new, held)
         self._queue.queue(raw if raw is not None else encode(msg), msg.node)
         if held is None or not same or held.addr != new.addr or held.meta != new.meta:
             out.append(MemberChanged(member=new, old=held.status if held else None))
+
+    def _tags_for(self, meta: bytes) -> Mapping[str, str] | None:
+        """Decoded, read-only tags for ``meta`` (memoised: most members share a few)."""
+        if not meta:
+            return _NO_TAGS
+        tags = self._tags_memo.get(meta)
+        if tags is None:
+            try:
+                tags = MappingProxyType(decode_tags(meta))
+            except RemoteProtocolError:
+                return None
+            if len(self._tags_memo) >= _TAGS_MEMO_SIZE:
+                self._tags_memo.clear()
+            self._tags_memo[meta] = tags
+        return tags
 
     def _on_suspect(
         self, msg: Suspect, raw: bytes | None, source: Address, now: float, out: list[Action]
@@ -600,7 +646,7 @@ class GossipProtocol:
                 self._at(s.deadline, _T_SUSPECT, msg.node)
                 self._queue.queue(raw if raw is not None else encode(msg), msg.node)
             return
-        new = _replace_status(held, MemberStatus.SUSPECT, msg.incarnation, now)
+        new = _replace_status(held, _SUSPECT, msg.incarnation, now)
         self._set_member(new, held)
         self._queue.queue(raw if raw is not None else encode(msg), msg.node)
         self._start_suspicion(msg, now)
@@ -624,7 +670,7 @@ class GossipProtocol:
     def _suspicion_expired(self, name: str, now: float, out: list[Action]) -> None:
         s = self._suspicions.pop(name)
         held = self._members.get(name)
-        if held is None or held.status is not MemberStatus.SUSPECT:
+        if held is None or held.status is not _SUSPECT:
             return
         if held.incarnation != s.incarnation:
             return
@@ -645,7 +691,7 @@ class GossipProtocol:
             return
         assert held is not None
         self._suspicions.pop(msg.node, None)
-        status = MemberStatus.LEFT if msg.accuser == msg.node else MemberStatus.DEAD
+        status = _LEFT if msg.accuser == msg.node else _DEAD
         new = _replace_status(held, status, msg.incarnation, now)
         self._set_member(new, held)
         self._queue.queue(raw if raw is not None else encode(msg), msg.node)
@@ -667,7 +713,7 @@ class GossipProtocol:
     def _announce_self(self, now: float) -> list[Action]:
         held = self._members.get(self._name)
         new = Member(name=self._name, addr=self._addr, tags=MappingProxyType(decode_tags(self._meta)),
-                     incarnation=self._incarnation, status=MemberStatus.ALIVE,
+                     incarnation=self._incarnation, status=_ALIVE,
                      status_since=held.status_since if held else now, meta=self._meta)  # fmt: skip
         self._set_member(new, held)
         alive = Alive(
@@ -687,10 +733,10 @@ class GossipProtocol:
             return
         self._reaccused[held.name] = now
         self._count("reaccused")
-        if held.status is MemberStatus.SUSPECT:
+        if held.status is _SUSPECT:
             msg: Message = Suspect(incarnation=held.incarnation, node=held.name, accuser=self._name)
         else:
-            accuser = held.name if held.status is MemberStatus.LEFT else self._name
+            accuser = held.name if held.status is _LEFT else self._name
             msg = Dead(incarnation=held.incarnation, node=held.name, accuser=accuser)
         out.append(SendPacket(to=addr, payload=encode(msg)))
 
@@ -701,11 +747,11 @@ class GossipProtocol:
             self._index[name] = len(self._names)
             self._names.append(name)
             if name != self._name:
-                pos = self._rng.randint(self._probe_pos, len(self._probe_list))
+                span = len(self._probe_list) - self._probe_pos
+                pos = self._probe_pos + int(self._rng.random() * (span + 1))
                 self._probe_list.insert(pos, name)
         self._live += (new.status in _LIVE) - (old is not None and old.status in _LIVE)
-        self._entries[name] = push_entry(_PushNodeState(name=name, addr=new.addr, meta=new.meta,
-                                         incarnation=new.incarnation, status=new.status))  # fmt: skip
+        self._entries[name] = make_push_entry(name, new.addr, new.meta, new.incarnation, new.status)
 
     # ------------------------------------------------------------------ streams
 
@@ -773,10 +819,10 @@ class GossipProtocol:
     def _merge_push_pull(self, msg: PushPull, now: float, out: list[Action]) -> None:
         src = self._addr
         for e in msg.nodes:
-            if e.status is MemberStatus.ALIVE:
+            if e.status is _ALIVE:
                 alive = Alive(incarnation=e.incarnation, node=e.name, addr=e.addr, meta=e.meta)
                 self._on_alive(alive, None, src, now, out)
-            elif e.status is MemberStatus.LEFT:
+            elif e.status is _LEFT:
                 leave = Dead(incarnation=e.incarnation, node=e.name, accuser=e.name)
                 self._on_dead(leave, None, src, now, out)
             else:
@@ -806,7 +852,7 @@ class GossipProtocol:
         def eligible(m: Member) -> bool:
             if m.status in _LIVE:
                 return True
-            return m.status is MemberStatus.DEAD and m.status_since > horizon
+            return m.status is _DEAD and m.status_since > horizon
 
         out: list[Action] = []
         for m in self._random_members(self._cfg.gossip_nodes, eligible):
@@ -859,9 +905,9 @@ class GossipProtocol:
     def _reap(self, now: float, out: list[Action]) -> None:
         cfg = self._cfg
         for m in list(self._members.values()):
-            if m.status is MemberStatus.DEAD:
+            if m.status is _DEAD:
                 expired = now - m.status_since > cfg.reconnect_timeout
-            elif m.status is MemberStatus.LEFT:
+            elif m.status is _LEFT:
                 expired = now - m.status_since > cfg.tombstone_timeout
             else:
                 continue
@@ -884,7 +930,7 @@ class GossipProtocol:
 
 
 def _alive_only(m: Member) -> bool:
-    return m.status is MemberStatus.ALIVE
+    return m.status is _ALIVE
 
 
 def _replace_status(m: Member, status: MemberStatus, inc: int, now: float) -> Member:

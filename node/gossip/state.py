@@ -20,7 +20,23 @@ from enum import Enum
 
 from node.gossip.messages import Address, Alive, Dead, MemberStatus, Suspect
 
-__all__ = ["Member", "MemberStatus", "Verdict", "judge_alive", "judge_suspect", "judge_dead"]
+__all__ = [
+    "Member",
+    "MemberStatus",
+    "Verdict",
+    "judge_alive",
+    "judge_suspect",
+    "judge_dead",
+    "is_redundant_alive",
+]
+
+# Enum members bound once: attribute lookups on the class are slow in hot paths.
+_ALIVE, _SUSPECT, _DEAD, _LEFT = (
+    MemberStatus.ALIVE,
+    MemberStatus.SUSPECT,
+    MemberStatus.DEAD,
+    MemberStatus.LEFT,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +64,20 @@ class Verdict(Enum):
     CONFIRM = "confirm"  # an extra accusation for a suspicion already running
 
 
+def is_redundant_alive(held: Member, msg: Alive) -> bool:
+    """Shortcut for the commonest case, an echo of what we already hold.
+
+    True only where ``judge_alive`` would return ``IGNORE`` (same address and meta, not
+    newer, and we hold the member alive); the hot receive loop calls this first.
+    """
+    return (
+        msg.incarnation <= held.incarnation
+        and held.status is _ALIVE
+        and msg.addr == held.addr
+        and msg.meta == held.meta
+    )
+
+
 def judge_alive(
     held: Member | None, msg: Alive, *, is_self: bool, now: float, reclaim_time: float
 ) -> Verdict:
@@ -67,16 +97,16 @@ def judge_alive(
         return Verdict.APPLY
     if msg.incarnation > held.incarnation:
         return Verdict.APPLY
-    if held.status in (MemberStatus.SUSPECT, MemberStatus.DEAD):
+    if held.status in (_SUSPECT, _DEAD):
         return Verdict.STALE_ALIVE
     return Verdict.IGNORE
 
 
 def _may_reclaim(held: Member, now: float, reclaim_time: float) -> bool:
-    if held.status is MemberStatus.LEFT:
+    if held.status is _LEFT:
         return True
     dead_long = reclaim_time > 0 and now - held.status_since > reclaim_time
-    return held.status is MemberStatus.DEAD and dead_long
+    return held.status is _DEAD and dead_long
 
 
 def judge_suspect(held: Member | None, msg: Suspect, *, is_self: bool) -> Verdict:
@@ -85,9 +115,9 @@ def judge_suspect(held: Member | None, msg: Suspect, *, is_self: bool) -> Verdic
         return Verdict.IGNORE
     if is_self:
         return Verdict.REFUTE
-    if held.status is MemberStatus.SUSPECT:
+    if held.status is _SUSPECT:
         return Verdict.CONFIRM if msg.incarnation == held.incarnation else Verdict.APPLY
-    if held.status is not MemberStatus.ALIVE:
+    if held.status is not _ALIVE:
         return Verdict.IGNORE
     return Verdict.APPLY
 
@@ -98,9 +128,9 @@ def judge_dead(held: Member | None, msg: Dead, *, is_self: bool, leaving: bool) 
         return Verdict.IGNORE
     if is_self:
         return Verdict.APPLY if leaving else Verdict.REFUTE
-    if held.status is MemberStatus.LEFT:
+    if held.status is _LEFT:
         return Verdict.IGNORE
-    if held.status is MemberStatus.DEAD:
+    if held.status is _DEAD:
         # A leave (force-leave) may still turn a failed member into a left one.
         return Verdict.APPLY if msg.accuser == msg.node else Verdict.IGNORE
     return Verdict.APPLY
