@@ -40,6 +40,7 @@ _MAX_TIMER_SLEEP = 1.0
 #: Upper bound of the random delay before a check's first probe (spreads load, like Consul).
 _MAX_STAGGER = 1.0
 _BODY_READ_LIMIT = 4096
+_DEFAULT_HEADERS = (("User-Agent", "Consul Health Check"), ("Accept", "text/plain, text/*, */*"))
 
 
 def http_status_health(status: int) -> Health:
@@ -72,6 +73,9 @@ async def probe_http(session: aiohttp.ClientSession, check: CheckDefinition) -> 
     """Request ``check.http``; the status code decides, the body is kept as output."""
     method = check.method or "GET"
     headers = [(k, v) for k, values in check.header.items() for v in values]
+    given = {k.lower() for k, _ in headers}
+    # Consul's defaults, so services that log or filter on them see the same requests.
+    headers += [(k, v) for k, v in _DEFAULT_HEADERS if k.lower() not in given]
     try:
         async with asyncio.timeout(check.effective_timeout):
             async with session.request(
