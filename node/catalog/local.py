@@ -327,6 +327,7 @@ class LocalState:
                     del work.checks[cid]
                     work.status.pop(cid, None)
         work.services[svc.id] = replace(svc, checks=())
+        work.sidecars.pop(svc.id, None)  # re-marked by register_service if it is a sidecar
         for check in svc.checks:
             self._put_check(work, check)
 

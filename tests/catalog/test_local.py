@@ -286,3 +286,22 @@ def test_LocalState_sigkill_mid_write_loses_nothing_acknowledged(tmp_path: Path)
     missing = [i for i in range(acknowledged + 1) if f"svc{i}" not in names]
     assert missing == []
     assert f"service:svc{acknowledged}" in local.checks()
+
+
+def test_LocalState_explicit_registration_of_sidecar_id_is_not_owned_by_parent() -> None:
+    local, _ = make()
+    local.register_service(parse_service(web(connect={"sidecar_service": {}})))
+    local.register_service(
+        parse_service(
+            {
+                "name": "custom",
+                "id": "web-sidecar-proxy",
+                "kind": "connect-proxy",
+                "port": 22000,
+                "proxy": {"destination_service_name": "web"},
+            }
+        )  # fmt: skip
+    )
+    assert not local.is_sidecar("web-sidecar-proxy")
+    local.deregister_service("web")
+    assert "web-sidecar-proxy" in local.services()
