@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -124,6 +126,17 @@ class Transport(Protocol):
     async def close(self) -> None:
         """Stop sending and receiving; idempotent."""
         ...
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(host: str) -> bool:
+    # sendto() with a host name would resolve it synchronously and stall the event loop;
+    # member addresses come off the wire, so anything but an IP literal is refused.
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _Counters:
@@ -255,6 +268,9 @@ class NetTransport:
             log.warning(
                 "dropping %d-byte packet to %s: limit %d", len(payload), addr, self.max_packet
             )
+            return False
+        if not _is_ip(addr[0]):
+            self._counters.incr("packets_dropped_bad_address")
             return False
         if self._paused or self._backlog:
             if not self._backlog.push((payload, addr), priority):

@@ -49,6 +49,17 @@ async def test_net_refuses_oversized_packets_and_counts_them() -> None:
         await b.close()
 
 
+async def test_net_refuses_host_names_as_packet_destinations() -> None:
+    a = await NetTransport.bind("127.0.0.1", 0)
+    try:
+        assert not a.write_to(b"x", ("localhost", 9))
+        assert not a.write_to(b"x", ("peer.example", 9))
+        assert a.stats["packets_dropped_bad_address"] == 2
+        assert a.write_to(b"x", ("127.0.0.1", 9))
+    finally:
+        await a.close()
+
+
 async def test_net_priority_packets_leave_first_under_pressure() -> None:
     a, b = await _pair()
     try:
