@@ -28,6 +28,7 @@ from node.catalog.model import CheckState, NodeRecord, ServiceInstance
 from node.catalog.store import CatalogStore
 from node.errors import LocalProtocolError, RemoteProtocolError
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
+from node.gossip.messages import MemberStatus
 from node.wire import MAX_FRAME_BYTES, pack
 
 __all__ = ["CatalogSync", "SyncMessage", "PUSH_STATE_BUDGET", "encode_update"]
@@ -144,6 +145,20 @@ class CatalogSync:
         version = entry.record.version if entry is not None else self._missing.get(name)
         self._missing.pop(name, None)
         self._store.remove_node(name, version=version)
+
+    def on_member_change(self, member: Any, old: MemberStatus | None) -> None:
+        """``GossipRuntime``'s ``on_member_change`` hook: map a LAN member's status.
+
+        alive/suspect → passing serfHealth (Consul marks a node only once it failed),
+        dead → critical serfHealth on all its services, left → its entries disappear.
+        """
+        status = member.status
+        if status in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
+            self.member_alive(member.name)
+        elif status is MemberStatus.DEAD:
+            self.member_failed(member.name)
+        elif status is MemberStatus.LEFT:
+            self.member_left(member.name)
 
     # ------------------------------------------------------------------ Delegate
 

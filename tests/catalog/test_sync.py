@@ -201,3 +201,23 @@ def test_CatalogSync_never_raises_on_fuzzed_payloads(data: bytes, kind: SyncMess
     b.sync.notify_msg(data)
     b.sync.notify_msg(bytes([kind]) + data)
     b.sync.merge_remote_state(data, True)
+
+
+def test_CatalogSync_on_member_change_maps_gossip_statuses() -> None:
+    from types import SimpleNamespace
+
+    from node.gossip.messages import MemberStatus
+
+    a, b = Peer("a"), Peer("b")
+    a.local.register_service(parse_service({"name": "web", "port": 80}))
+    a.gossip_to(b)
+    for status, expected in [
+        (MemberStatus.SUSPECT, Health.PASSING),
+        (MemberStatus.DEAD, Health.CRITICAL),
+        (MemberStatus.ALIVE, Health.PASSING),
+    ]:
+        b.sync.on_member_change(SimpleNamespace(name="a", status=status), None)
+        (entry,) = queries.health_service(b.store, "web").value
+        assert entry.status is expected, status
+    b.sync.on_member_change(SimpleNamespace(name="a", status=MemberStatus.LEFT), MemberStatus.ALIVE)
+    assert queries.service_nodes(b.store, "web").value == ()
