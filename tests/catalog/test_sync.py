@@ -93,7 +93,7 @@ def test_CatalogSync_large_node_uses_deltas_after_baseline() -> None:
     a.push_pull(b)  # baseline
     a.gossip_to()  # drain old news
     a.local.update_ttl("service:svc7", Health.WARNING, "slow")
-    payloads = set(a.sync.get_broadcasts(2, 1400))
+    payloads = a.sync.get_broadcasts(2, 1400)
     assert [p[0] for p in payloads] == [SyncMessage.DELTA]
     for payload in payloads:
         b.sync.notify_msg(payload)
