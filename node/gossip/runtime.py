@@ -228,15 +228,17 @@ class GossipRuntime:
             log.warning(
                 "join: no answer from %s (attempt %d); retrying in %gs", shown, attempt, interval
             )
-            await asyncio.sleep(interval)
+            if max_attempts is None or attempt < max_attempts:
+                await asyncio.sleep(interval)
         log.error("join: giving up after %d attempts", attempt)
         return 0
 
     async def leave(self, timeout: float) -> None:
         """Broadcast our leave and wait (at most ``timeout`` s) until it has been sent."""
+        alone = self._protocol.num_live() <= 1  # counted before we turn "left" ourselves
         self._execute(self._protocol.leave(self._clock.monotonic()))
         self.kick()
-        if self._protocol.num_live() <= 1:
+        if alone:
             return  # nobody to tell
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):

@@ -372,6 +372,15 @@ async def test_inbound_stream_cap(cluster: Cluster, monkeypatch: pytest.MonkeyPa
     silent.close()
 
 
+async def test_leave_of_a_pair_still_tells_the_other(cluster: Cluster) -> None:
+    a, b = cluster.add("a"), cluster.add("b")
+    assert await b.runtime.join([a.addr]) == 1
+    await cluster.until(lambda: cluster.converged([a, b], 2), within=30, what="convergence")
+    await b.runtime.leave(timeout=5)
+    await b.kill()
+    await cluster.until(lambda: a.view()["b"] is MemberStatus.LEFT, within=10, what="leave seen")
+
+
 async def test_leave_alone_returns_at_once(cluster: Cluster) -> None:
     lonely = cluster.add("lonely")
     real_start = asyncio.get_running_loop().time()
