@@ -19,7 +19,7 @@ Cluster-wide keyring operations ride this RPC: ``keyops.KEYRING_METHOD``.
 
 from __future__ import annotations
 
-from node.rpc.client import RPCClient
+from node.rpc.client import RPCClient, call_datacenter
 from node.rpc.codec import MAX_RPC_BYTES, RPC_LABEL, RPCUnreachable
 from node.rpc.keyops import (
     KEYRING_METHOD,
@@ -44,6 +44,7 @@ from node.rpc.server import Handler, KeyringProvider, RPCServer
 
 __all__ = [
     "RPCClient",
+    "call_datacenter",
     "RPCServer",
     "RPCUnreachable",
     "Handler",

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
+from collections.abc import Iterable
 from typing import Any
 
-from node.errors import RemoteProtocolError
+from node.errors import DatacenterUnavailable, RemoteProtocolError
+from node.gossip.state import Member
 from node.gossip.transport import Address
 from node.rpc.codec import (
     MAX_RPC_BYTES,
@@ -24,10 +27,11 @@ from node.rpc.codec import (
     open_sealed,
     seal,
 )
+from node.rpc.routing import TAG_DC, servers
 from node.rpc.server import KeyringProvider
 from node.wire import FRAME_HEADER, frame, parse_frame_header
 
-__all__ = ["RPCClient"]
+__all__ = ["RPCClient", "call_datacenter"]
 
 
 class RPCClient:
@@ -79,6 +83,46 @@ class RPCClient:
             return await reader.readexactly(length)
         finally:
             writer.close()
+
+
+async def call_datacenter(
+    client: RPCClient,
+    members: Iterable[Member],
+    dc: str,
+    method: str,
+    args: Any = None,
+    *,
+    timeout: float,
+    rng: random.Random,
+    max_servers: int = 3,
+) -> Any:
+    """Call ``method`` on a live server of ``dc``, trying up to ``max_servers`` of them.
+
+    Only servers that did not answer are skipped (an error *answer* is raised as is).
+    Raises ``DatacenterUnavailable`` when ``dc`` is unknown, has no live server, or none
+    answered within ``timeout`` seconds in total — never hangs past it.
+    """
+    members = list(members)
+    if not any(m.tags.get(TAG_DC) == dc for m in members):
+        raise DatacenterUnavailable(f"no path to datacenter {dc!r}: no member of it is known")
+    candidates = servers(members, dc)
+    rng.shuffle(candidates)
+    if not candidates:
+        raise DatacenterUnavailable(f"no live server in datacenter {dc!r}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    failures: list[str] = []
+    for addr in candidates[:max_servers]:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            return await client.call(addr, method, args, timeout=remaining)
+        except RPCUnreachable as exc:
+            failures.append(str(exc))
+    raise DatacenterUnavailable(
+        f"no server of datacenter {dc!r} answered within {timeout:g}s: " + "; ".join(failures)
+    )
 
 
 def _describe(exc: BaseException) -> str:

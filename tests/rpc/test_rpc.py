@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
 from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -18,7 +20,9 @@ from node.errors import (
     RPCError,
 )
 from node.gossip.keyring import Keyring
-from node.rpc import RPCClient, RPCServer, RPCUnreachable
+from node.gossip.messages import MemberStatus
+from node.gossip.state import Member
+from node.rpc import RPCClient, RPCServer, RPCUnreachable, call_datacenter
 from node.rpc.server import Handler
 
 pytestmark = pytest.mark.timeout(30)
@@ -298,3 +302,65 @@ async def test_too_many_connections_are_refused() -> None:
         writer.close()
     finally:
         await srv.close()
+
+
+def _server_member(name: str, dc: str, port: int, status: str = "alive") -> Member:
+    return Member(
+        name=name,
+        addr=("127.0.0.1", 8302),
+        tags=MappingProxyType({"dc": dc, "role": "server", "port": str(port)}),
+        incarnation=1,
+        status=MemberStatus(status),
+        status_since=0.0,
+    )
+
+
+async def test_call_datacenter_skips_dead_servers_and_bounds_the_wait() -> None:
+    hung = asyncio.Event()
+
+    async def hang(args: Any) -> Any:
+        hung.set()
+        await asyncio.Event().wait()
+
+    live = await start()
+    slow = await start({"Echo": hang, "NotFound": hang})
+    gone = await start()
+    gone_port = gone.addr[1]
+    await gone.close()
+    members = [
+        _server_member("a.dc2", "dc2", gone_port),
+        _server_member("b.dc2", "dc2", live.addr[1]),
+        _server_member("c.dc3", "dc3", slow.addr[1]),
+        _server_member("d.dc4", "dc4", live.addr[1], status="dead"),
+    ]
+    client = RPCClient()
+    try:
+        for seed in range(4):  # whatever the order, the dead one is skipped
+            result = await call_datacenter(
+                client, members, "dc2", "Echo", seed, timeout=5, rng=random.Random(seed)
+            )
+            assert result == {"echo": seed}
+        with pytest.raises(NotFound, match="service 'x' not found"):
+            await call_datacenter(
+                client, members, "dc2", "NotFound", "x", timeout=5, rng=random.Random(0)
+            )
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(
+            DatacenterUnavailable, match="no server of datacenter 'dc3' answered within 0.3s"
+        ):
+            await call_datacenter(
+                client, members, "dc3", "Echo", 1, timeout=0.3, rng=random.Random(0)
+            )
+        assert loop.time() - began < 2 and hung.is_set()
+        with pytest.raises(DatacenterUnavailable, match="no live server in datacenter 'dc4'"):
+            await call_datacenter(
+                client, members, "dc4", "Echo", 1, timeout=1, rng=random.Random(0)
+            )
+        with pytest.raises(DatacenterUnavailable, match="no path to datacenter 'dc9'"):
+            await call_datacenter(
+                client, members, "dc9", "Echo", 1, timeout=1, rng=random.Random(0)
+            )
+    finally:
+        await live.close()
+        await slow.close()
