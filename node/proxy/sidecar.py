@@ -18,8 +18,10 @@ import asyncio
 import errno
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from node.connect.tls import (
     ServerContextSwitch,
@@ -28,6 +30,7 @@ from node.connect.tls import (
     peer_spiffe_id,
 )
 from node.errors import ProxyError, TrustError
+from node.proxy.gateway import ACCEPT_BATCH, bind_listener
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, PublicPlan, TLSMaterial, UpstreamPlan
 
@@ -104,9 +107,9 @@ class _Half(asyncio.Protocol):
         self.on_lost: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if self.on_made is not None:
             self.on_made(self)
 
@@ -348,12 +351,29 @@ class PublicListener(_Listener):
         self.plan = plan
         self.tls = tls
         self.authorize = authorize
+        self._sock: socket.socket | None = None
 
     async def start(self) -> None:
         """Listen on the plan's bind address; ``ProxyError`` if we cannot."""
-        self.server = await _start_server(
-            self._accepted, self.plan.bind_address, self.plan.bind_port, self.name
-        )
+        # We accept ourselves and hand each socket to the TLS layer before any byte is
+        # read, so a failed handshake is an exception we can count (a server made by
+        # create_server(ssl=...) swallows it) and no plain transport ever sees the hello.
+        self._sock = bind_listener(self.plan.bind_address, self.plan.bind_port, self.name)
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_accept)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; open connections run on."""
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
 
     def update(self, plan: PublicPlan, authorize: Authorizer | None = None) -> None:
         """New connections follow ``plan`` (and ``authorize`` when given)."""
@@ -361,41 +381,40 @@ class PublicListener(_Listener):
         if authorize is not None:
             self.authorize = authorize
 
-    def _accepted(self) -> _Half:
-        half = _Half(self.stats, outbound=True)
-        self.opened(half)
-        half.on_made = self._start_serve
-        return half
+    def _on_accept(self) -> None:
+        lsock = self._sock
+        for _ in range(ACCEPT_BATCH):
+            if lsock is None:
+                return
+            try:
+                sock, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: leave the rest in the backlog
+                log.warning(
+                    "sidecar accept failed", extra={"listener": self.name, "error": str(exc)}
+                )
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            half = _Half(self.stats, outbound=True)
+            self.opened(half)
+            self.spawn(self._serve(half, sock))
 
-    def _start_serve(self, client: _Half) -> None:
-        assert client.transport is not None
-        client.transport.pause_reading()  # the hello is for start_tls, not for the app
-        self.spawn(self._serve(client))
-
-    async def _serve(self, client: _Half) -> None:
-        assert client.transport is not None
+    async def _serve(self, client: _Half, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        plain = client.transport
         try:
-            tls_transport = await loop.start_tls(
-                plain,
-                client,
-                self.tls.server.listening,
-                server_side=True,
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: client,
+                sock,
+                ssl=self.tls.server.listening,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
             )
         except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
+            sock.close()
             self.reject(client, "tls_handshake_failed", str(exc))
             return
-        assert tls_transport is not None
-        client.transport = tls_transport
-        tls_transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        tls_transport.pause_reading()
-        if client.held and not plain.is_reading():
-            # Data that came with the end of the handshake paused the TCP transport
-            # (start_tls had not returned the TLS one yet); hold at the TLS level instead.
-            plain.resume_reading()
-        await self._authorize_and_link(client, tls_transport)
+        await self._authorize_and_link(client, transport)
 
     async def _authorize_and_link(self, client: _Half, transport: asyncio.Transport) -> None:
         plan = self.plan

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -20,3 +22,18 @@ def ca() -> MeshTestCA:
 @pytest.fixture(scope="session")
 def other_ca() -> MeshTestCA:
     return MeshTestCA(TD)  # same trust domain, different key: must not be trusted
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async proxy test runs on both loops: the agent may run either."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
