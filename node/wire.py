@@ -43,7 +43,7 @@ def unpack(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     if len(data) > max_bytes:
         raise RemoteProtocolError(f"message of {len(data)} bytes exceeds {max_bytes}")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, max_buffer_size=max_bytes)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise RemoteProtocolError(f"malformed msgpack: {type(exc).__name__}") from exc
 

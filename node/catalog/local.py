@@ -22,8 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import msgpack
-
+from node import wire
 from node.catalog.model import (
     SIDECAR_MAX_PORT,
     SIDECAR_MIN_PORT,
@@ -42,7 +41,7 @@ from node.catalog.model import (
 )
 from node.catalog.store import CatalogStore
 from node.clock import Clock, MonotonicClock
-from node.errors import ConfigError, InvalidRequest, NotFound
+from node.errors import ConfigError, InvalidRequest, NotFound, RemoteProtocolError
 from node.persist import atomic_write, read_or_none
 from node.wire import pack
 
@@ -533,11 +532,10 @@ class LocalState:
 
 
 def _unpack(data: bytes) -> Any:
-    # node.wire.unpack cannot be used: it passes an argument msgpack 1.1+ rejects.
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises many unrelated types on garbage
-        raise ValueError(f"malformed file ({type(exc).__name__})") from exc
+        return wire.unpack(data)
+    except RemoteProtocolError as exc:
+        raise ValueError(f"malformed file ({exc})") from exc
 
 
 def _apply_status(state: _State, doc: Any) -> int:

@@ -22,14 +22,12 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Any
 
-import msgpack
-
 from node.catalog.model import CheckState, NodeRecord, ServiceInstance
 from node.catalog.store import CatalogStore
 from node.errors import LocalProtocolError, RemoteProtocolError
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
 from node.gossip.messages import MemberStatus
-from node.wire import MAX_FRAME_BYTES, pack
+from node.wire import pack, unpack
 
 __all__ = ["CatalogSync", "SyncMessage", "PUSH_STATE_BUDGET", "encode_update"]
 
@@ -45,20 +43,6 @@ class SyncMessage(IntEnum):
     RECORD = 1
     DELTA = 2
     DIGEST = 3
-
-
-def unpack(data: bytes) -> Any:
-    """Decode untrusted msgpack or raise ``RemoteProtocolError``.
-
-    ``node.wire.unpack`` passes ``max_buffer_size`` to ``msgpack.unpackb``, which msgpack
-    1.1+ rejects for every input, so the size bound is enforced here instead.
-    """
-    if len(data) > MAX_FRAME_BYTES:
-        raise RemoteProtocolError(f"message of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises many unrelated types on garbage
-        raise RemoteProtocolError(f"malformed msgpack: {type(exc).__name__}") from exc
 
 
 def encode_update(old: NodeRecord | None, new: NodeRecord) -> bytes:
