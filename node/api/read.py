@@ -24,6 +24,7 @@ from node.api.state import AGENT, RNG
 __all__ = ["ReadSpec", "ResponseCache", "serve_read", "dump_json", "CACHE_ENTRIES"]
 
 CACHE_ENTRIES = 4096  # distinct (query, args) bodies kept; LRU beyond that
+_NO_OPTIONS = QueryOptions()
 
 Query = Callable[..., tuple[Any, int]]
 Encoder = Callable[[Any], Any]
@@ -104,10 +105,14 @@ def _local_query(
 async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, Any]) -> web.Response:
     """Answer a GET: forward other datacenters, else a (blocking) local query."""
     agent = request.app[AGENT]
-    opts: QueryOptions = parse_query_options(request.query)
+    # Most reads carry no query string: skip parsing it (this is the hot path).
+    opts = parse_query_options(request.query) if request.query_string else _NO_OPTIONS
     if opts.dc is not None and opts.dc != agent.config.datacenter:
         value, index = await agent.forward_read(opts.dc, spec.name, dict(args), opts)
         body = dump_json(spec.encode(agent, value))
+    elif not opts.blocking:
+        body, index = _local_query(request, spec, args)()
+        index = max(index, 1)
     else:
         body, index = await run_blocking(
             _local_query(request, spec, args),
