@@ -114,12 +114,14 @@ class GossipRuntime:
         verify_incoming: bool = True,
         verify_outgoing: bool = True,
         pool: str = "",
+        on_member_reaped: Callable[[Member], None] | None = None,
     ) -> None:
         self._protocol = protocol
         self._transport = transport
         self._clock = clock
         self._keyring = keyring
         self._on_member_change = on_member_change
+        self._on_member_reaped = on_member_reaped
         self._verify_incoming = verify_incoming
         self._verify_outgoing = verify_outgoing
         # The pool name ("lan"/"wan") is authenticated too: a sealed LAN packet replayed
@@ -358,6 +360,7 @@ class GossipRuntime:
                 self._notify(action.member, action.old)
             elif isinstance(action, MemberReaped):
                 log.info("gossip: forgot %s (%s)", action.member.name, action.member.status)
+                self._callback(self._on_member_reaped, action.member)
 
     def _send_packet(self, action: SendPacket) -> None:
         payload = self._seal(action.payload, self._packet_label)
@@ -367,13 +370,16 @@ class GossipRuntime:
     def _notify(self, member: Member, old: MemberStatus | None) -> None:
         if old is not member.status:
             log.info("gossip: member %s is %s (was %s)", member.name, member.status, old)
-        if self._on_member_change is None:
+        self._callback(self._on_member_change, member, old)
+
+    def _callback(self, callback: Callable[..., None] | None, member: Member, *rest: Any) -> None:
+        if callback is None:
             return
         try:
-            self._on_member_change(member, old)
+            callback(member, *rest)
         except Exception:
             self._stats["callback_errors"] += 1
-            log.exception("member-change callback failed for %s", member.name)
+            log.exception("member callback failed for %s", member.name)
 
     async def _exchange(self, action: SendStream) -> bool:
         """Run one outbound stream request; ``True`` if a usable reply came back."""
@@ -390,6 +396,10 @@ class GossipRuntime:
         except (TimeoutError, RemoteProtocolError, OSError) as exc:
             self._stats["outbound_stream_failures"] += 1
             log.debug("gossip stream to %s failed: %s", where, exc)
+            plain = None
+        except Exception:  # e.g. an unencodable payload: still tell the core it failed
+            self._stats["outbound_stream_failures"] += 1
+            log.exception("gossip stream to %s failed", where)
             plain = None
         try:
             if plain is None:
@@ -455,6 +465,7 @@ async def open_pool(
     pool: str,
     delegate: Delegate | None = None,
     on_member_change: MemberCallback | None = None,
+    on_member_reaped: Callable[[Member], None] | None = None,
     verify_incoming: bool = True,
     verify_outgoing: bool = True,
     clock: Clock | None = None,
@@ -487,6 +498,7 @@ async def open_pool(
         clock=clock,
         keyring=keyring,
         on_member_change=on_member_change,
+        on_member_reaped=on_member_reaped,
         verify_incoming=verify_incoming,
         verify_outgoing=verify_outgoing,
         pool=pool,

@@ -381,6 +381,19 @@ async def test_leave_of_a_pair_still_tells_the_other(cluster: Cluster) -> None:
     await cluster.until(lambda: a.view()["b"] is MemberStatus.LEFT, within=10, what="leave seen")
 
 
+async def test_reaped_members_are_reported(cluster: Cluster) -> None:
+    short = dataclasses.replace(CONFIG, tombstone_timeout=60.0, reap_interval=5.0)
+    reaped: list[str] = []
+    a = cluster.add("a", config=short, on_member_reaped=lambda m: reaped.append(m.name))
+    b = cluster.add("b", config=short)
+    assert await b.runtime.join([a.addr]) == 1
+    await cluster.until(lambda: cluster.converged([a, b], 2), within=30, what="convergence")
+    await b.runtime.leave(timeout=5)
+    await b.kill()
+    await cluster.until(lambda: reaped == ["b"], within=120, what="reap")
+    assert "b" not in a.view()
+
+
 async def test_leave_alone_returns_at_once(cluster: Cluster) -> None:
     lonely = cluster.add("lonely")
     real_start = asyncio.get_running_loop().time()
