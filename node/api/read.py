@@ -27,7 +27,7 @@ CACHE_ENTRIES = 4096  # distinct (query, args) bodies kept; LRU beyond that
 _NO_OPTIONS = QueryOptions()
 
 Query = Callable[..., tuple[Any, int]]
-Encoder = Callable[[Any], Any]
+Encoder = Callable[[Any, Any], Any]
 
 
 def dump_json(value: Any) -> bytes:
