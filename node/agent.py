@@ -34,7 +34,7 @@ from node.catalog.local import LocalState, NodeIdentity
 from node.catalog.store import CatalogStore
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
-from node.errors import DatacenterUnavailable
+from node.errors import ConfigError, DatacenterUnavailable
 from node.persist import atomic_write
 
 __all__ = ["Agent", "Component", "run_agent", "PORTS_FILE"]
@@ -164,7 +164,13 @@ class Agent:
             self._stop.set()
 
     async def _bind_listeners(self) -> None:
-        host, port = await self.http.start()
+        try:
+            host, port = await self.http.start()
+        except OSError as exc:
+            where = f"{self.config.client_addr}:{self.config.ports.http}"
+            raise ConfigError(
+                f"cannot listen on {where}: {exc.strerror or exc}", key="ports.http"
+            ) from None
         self.bound["http"] = (host, port)
         # The file first, then the log line: whoever saw the line can read the file.
         if self.config.data_dir and not self.config.dev:

@@ -176,3 +176,23 @@ def test_Agent_bad_config_exits_nonzero_with_one_line(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert "bad.hcl" in lines[0] and "portz" in lines[0] and "did you mean" in lines[0]
+
+
+def test_Agent_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "node", "agent", "-dev", "-http-port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and f"cannot listen on 127.0.0.1:{port}" in last
+    assert "Traceback" not in proc.stderr
