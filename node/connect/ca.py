@@ -48,6 +48,7 @@ __all__ = [
     "RegisteredCheck",
     "TrustBundle",
     "colon_hex",
+    "serial_hex",
     "key_id",
     "cert_fingerprint",
     "generate_private_key",
@@ -99,7 +100,7 @@ def cert_fingerprint(cert: x509.Certificate) -> str:
     return colon_hex(cert.fingerprint(hashes.SHA1()))  # noqa: S303 - an identifier, as Consul
 
 
-def _serial_hex(serial: int) -> str:
+def serial_hex(serial: int) -> str:
     """Consul's ``EncodeSerialNumber``: the big-endian bytes of the serial, colon-hex."""
     return colon_hex(serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big"))
 
@@ -592,7 +593,7 @@ class CAServer:
         if self._max_leaf_expiry is None or not_after > self._max_leaf_expiry:
             self._max_leaf_expiry = not_after
         return IssuedCert(
-            serial_number=_serial_hex(serial),
+            serial_number=serial_hex(serial),
             cert_pem=_cert_pem(cert) + "".join(self._chain_pems),
             service=identity.service,
             service_uri=identity.uri,
