@@ -99,6 +99,9 @@ from node.connect.spiffe import (
 )
 
 __all__ = [
+    # leaf manager (asyncio; imported lazily, see __getattr__)
+    "Leaf",
+    "LeafManager",
     # spiffe / names
     "SpiffeID",
     "SigningID",
@@ -182,3 +185,13 @@ __all__ = [
     "Stamp",
     "HybridClock",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The asyncio leaf manager is imported on first use so that pure modules importing
+    # ``node.connect.<x>`` (which runs this file) do not pull asyncio in with it.
+    if name in ("Leaf", "LeafManager"):
+        from node.connect import leaf
+
+        return getattr(leaf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
