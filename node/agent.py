@@ -34,6 +34,7 @@ from node.catalog.local import LocalState, NodeIdentity
 from node.catalog.store import CatalogStore
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
+from node.config import AgentConfig
 from node.errors import ConfigError, DatacenterUnavailable
 from node.persist import atomic_write
 
@@ -66,7 +67,7 @@ def build_store() -> tuple[CatalogStore, IndexNotifier]:
     return store, notifier
 
 
-def build_local_state(config: Any, store: CatalogStore, clock: Clock) -> LocalState:
+def build_local_state(config: AgentConfig, store: CatalogStore, clock: Clock) -> LocalState:
     """The node's own services and checks, restored from ``data_dir`` unless dev.
 
     Services from config files are (re-)registered on every start, as Consul does.
@@ -101,10 +102,9 @@ def build_check_runner(
     return CheckRunner(local, store, notifier, clock=clock, rng=rng)
 
 
-def advertise_address(config: Any) -> str:
-    """The address other nodes should use for us (Consul: advertise, else bind)."""
-    addr = config.advertise_addr or config.bind_addr
-    return "127.0.0.1" if addr in (None, "", "0.0.0.0") else str(addr)
+def advertise_address(config: AgentConfig) -> str:
+    """The address other nodes should use for us (config resolves advertise vs bind)."""
+    return config.advertise_addr
 
 
 # ---------------------------------------------------------------------------- agent
@@ -114,7 +114,7 @@ class Agent:
     """One meshnode node: catalog, local state, checks and the HTTP API."""
 
     def __init__(
-        self, config: Any, *, clock: Clock | None = None, rng: random.Random | None = None
+        self, config: AgentConfig, *, clock: Clock | None = None, rng: random.Random | None = None
     ) -> None:
         self.config = config
         self.clock: Clock = clock or MonotonicClock()
@@ -129,7 +129,8 @@ class Agent:
         self.app = make_app(self, rng=random.Random(self.rng.random()))
         self.http = HTTPServer(self.app, config.client_addr, config.ports.http)
         self.bound: dict[str, tuple[str, int]] = {}
-        self._stop: asyncio.Event | None = None
+        # Not bound to a loop until awaited (3.10+), so stop() works even before run().
+        self._stop = asyncio.Event()
 
     # -- lifecycle
 
@@ -142,7 +143,6 @@ class Agent:
 
     async def run(self) -> None:
         """Start every component; return after ``stop()`` or SIGINT/SIGTERM, cleanly."""
-        self._stop = asyncio.Event()
         self._install_signal_handlers()
         await self._bind_listeners()
         log.info(
@@ -160,8 +160,7 @@ class Agent:
 
     def stop(self) -> None:
         """Ask ``run()`` to finish (safe to call from a signal handler)."""
-        if self._stop is not None:
-            self._stop.set()
+        self._stop.set()
 
     async def _bind_listeners(self) -> None:
         try:
@@ -189,7 +188,6 @@ class Agent:
             raise
 
     async def _wait_stop(self) -> None:
-        assert self._stop is not None
         await self._stop.wait()
         log.info("shutting down", extra={"node": self.config.node_name})
         raise _Shutdown
@@ -261,7 +259,7 @@ class _Shutdown(Exception):
     """Raised inside the root TaskGroup to cancel every component."""
 
 
-def run_agent(config: Any) -> None:
+def run_agent(config: AgentConfig) -> None:
     """Run an agent to completion on a fresh event loop (uvloop when available)."""
     try:
         import uvloop
@@ -271,6 +269,6 @@ def run_agent(config: Any) -> None:
     uvloop.run(_main(config))
 
 
-async def _main(config: Any) -> None:
+async def _main(config: AgentConfig) -> None:
     agent = Agent(config)
     await agent.run()
