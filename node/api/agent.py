@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp import web
 
-from node import __version__
 from node.api import codec
 from node.api.read import ReadSpec, serve_read
 from node.api.state import AGENT
@@ -53,34 +52,14 @@ def _self(agent: Any) -> tuple[Any, int]:
 
 
 def _encode_self(agent: Any, value: Any) -> Any:
-    cfg = agent.config
-    member = codec.encode_member(agent.members()[0])
-    return {
-        "Config": {
-            "Datacenter": cfg.datacenter,
-            "PrimaryDatacenter": cfg.primary_datacenter,
-            "NodeName": cfg.node_name,
-            "NodeID": agent.node_id,
-            "Server": cfg.server,
-            "Revision": "meshnode",
-            "Version": __version__,
-        },
-        "DebugConfig": {
-            "Datacenter": cfg.datacenter,
-            "PrimaryDatacenter": cfg.primary_datacenter,
-            "NodeName": cfg.node_name,
-            "DataDir": cfg.data_dir or "",
-            "DevMode": cfg.dev,
-            "ClientAddrs": [cfg.client_addr],
-            "HTTPPort": agent.bound.get("http", ("", cfg.ports.http))[1],
-            "ConnectEnabled": cfg.connect.enabled,
-            "EnableCentralServiceConfig": cfg.enable_central_service_config,
-        },
-        "Coord": None,
-        "Member": member,
-        "Meta": {},
-        "Stats": {"agent": {"check_monitors": "0", "services": str(len(agent.local.services()))}},
-    }
+    del value
+    return codec.encode_agent_self(
+        agent.config,
+        node_id=agent.node_id,
+        member=agent.members()[0],
+        http_port=agent.bound.get("http", ("", agent.config.ports.http))[1],
+        service_count=len(agent.local.services()),
+    )
 
 
 SERVICES = ReadSpec(

@@ -36,7 +36,7 @@ def _node(agent: Any, node: str) -> tuple[Any, int]:
 SERVICES = ReadSpec(
     name="catalog.services",
     query=lambda a: _result(queries.services(a.store)),
-    encode=lambda a, v: {name: list(tags) for name, tags in v.items()},
+    encode=lambda a, v: codec.encode_catalog_services(v),
 )
 SERVICE = ReadSpec(
     name="catalog.service",

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from node import __version__
 from node.catalog.model import (
     CheckDefinition,
     CheckKind,
@@ -28,6 +29,7 @@ from node.catalog.model import (
     parse_service,
 )
 from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo, NodeServices, ServiceNode
+from node.config import AgentConfig
 from node.errors import InvalidRequest
 
 __all__ = [
@@ -41,9 +43,11 @@ __all__ = [
     "encode_check_entry",
     "encode_node",
     "encode_node_services",
+    "encode_catalog_services",
     "encode_catalog_service",
     "encode_health_entry",
     "encode_member",
+    "encode_agent_self",
     "encode_tagged_addresses",
 ]
 
@@ -276,6 +280,11 @@ def encode_catalog_service(entry: ServiceNode) -> dict[str, Any]:
     }
 
 
+def encode_catalog_services(value: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    """/v1/catalog/services: ``{"name": ["tag", ...]}``."""
+    return {name: list(tags) for name, tags in value.items()}
+
+
 def encode_node_services(value: NodeServices) -> dict[str, Any]:
     """/v1/catalog/node/:node: ``{Node, Services: {id: NodeService}}``."""
     return {
@@ -293,6 +302,43 @@ def encode_health_entry(entry: HealthEntry) -> dict[str, Any]:
         "Node": encode_node(entry.node),
         "Service": encode_node_service(entry.service, entry.create_index, entry.modify_index),
         "Checks": [encode_check_entry(c) for c in entry.checks],
+    }
+
+
+def encode_agent_self(
+    config: AgentConfig,
+    *,
+    node_id: str,
+    member: Mapping[str, Any],
+    http_port: int,
+    service_count: int,
+) -> dict[str, Any]:
+    """/v1/agent/self: the parts of Consul's ``Config``/``DebugConfig`` clients read."""
+    return {
+        "Config": {
+            "Datacenter": config.datacenter,
+            "PrimaryDatacenter": config.primary_datacenter,
+            "NodeName": config.node_name,
+            "NodeID": node_id,
+            "Server": config.server,
+            "Revision": "meshnode",
+            "Version": __version__,
+        },
+        "DebugConfig": {
+            "Datacenter": config.datacenter,
+            "PrimaryDatacenter": config.primary_datacenter,
+            "NodeName": config.node_name,
+            "DataDir": config.data_dir or "",
+            "DevMode": config.dev,
+            "ClientAddrs": [config.client_addr],
+            "HTTPPort": http_port,
+            "ConnectEnabled": config.connect.enabled,
+            "EnableCentralServiceConfig": config.enable_central_service_config,
+        },
+        "Coord": None,
+        "Member": encode_member(member),
+        "Meta": {},
+        "Stats": {"agent": {"check_monitors": "0", "services": str(service_count)}},
     }
 
 
