@@ -29,7 +29,7 @@ from node.clock import Clock, MonotonicClock
 from node.errors import ProxyError
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, GatewayPlan, Route, RouteKind, route_gateway
-from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Relay
+from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Relay, make_scratch
 from node.proxy.sni import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
 
 __all__ = [
@@ -154,6 +154,7 @@ class GatewayListener:
         self.stats = stats
         self.loop = asyncio.get_running_loop()
         self._pool = (pool or PipePool()) if use_splice else None
+        self._scratch = make_scratch()
         self._router = router
         self._rng = rng or random.Random()
         self._clock = clock or MonotonicClock()
@@ -278,6 +279,7 @@ class GatewayListener:
             conn.up,
             stats=self.stats,
             pool=self._pool,
+            scratch=self._scratch,
             on_close=self._relay_closed,
         )
         self._relays[relay] = (0, self._clock.monotonic())

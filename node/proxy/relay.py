@@ -1,15 +1,20 @@
-"""Move bytes between two connected sockets: zero-copy splice on Linux, a copy loop elsewhere.
+"""Move bytes between two connected sockets: copy for small exchanges, splice for bulk.
 
 Rule: per-connection work is as small as we can make it, because the gateway's cost per
 connection is what baselines.md shows a Python relay losing on. So:
 
 - raw non-blocking sockets and ``loop.add_reader/add_writer`` (no streams, no tasks);
-- each direction splices socket → pipe → socket; pipes come from a ``PipePool`` and go
-  back to it when empty, so a connection costs no ``pipe2`` or ``fcntl`` calls;
+- a direction starts in copy mode through one scratch buffer shared by the listener
+  (``recv_into`` then ``send``: two syscalls, no allocation), which is what small
+  request/response traffic wants; splice costs more per call than a small copy;
+- the first read that fills the scratch buffer switches that direction to zero-copy
+  ``os.splice`` socket → pipe → socket for the rest of its life; pipes come from a
+  ``PipePool`` and go back to it when empty, so even bulk connections cost no
+  ``pipe2``/``fcntl`` calls;
 - readers stay registered for the life of the connection; a direction swaps its
   reader for a writer only when the destination pushes back (and swaps back after);
-- half-close is forwarded (EOF on one side → ``shutdown(SHUT_WR)`` on the other) and
-  the relay closes when both directions are done or either side errors.
+- half-close is forwarded (EOF on one side → ``shutdown(SHUT_WR)`` on the other; when
+  both are done the sockets are simply closed) and any socket error ends both sides.
 
 Bytes handed over before the relay starts (the ClientHello the gateway read) are sent
 first, so nothing the client sent is lost. Counters go to a ``ListenerStats``.
@@ -28,14 +33,14 @@ from collections.abc import Callable
 
 from node.proxy.metrics import ListenerStats
 
-__all__ = ["SPLICE_SUPPORTED", "PIPE_SIZE", "PipePool", "Relay"]
+__all__ = ["SPLICE_SUPPORTED", "PIPE_SIZE", "COPY_CHUNK", "PipePool", "Relay", "make_scratch"]
 
 SPLICE_SUPPORTED = sys.platform == "linux" and hasattr(os, "splice")
 # 1 MiB pipes halved router CPU per GiB against 64 KiB ones in baselines.md (e'' vs e);
 # pages are only pinned while data sits in the pipe.
 PIPE_SIZE = 1 << 20
-# Copy-loop buffer for platforms without splice (and for the tests that force it).
-COPY_CHUNK = 256 * 1024
+# The shared copy buffer; a read that fills it means bulk traffic → switch to splice.
+COPY_CHUNK = 64 * 1024
 # Idle pipes kept for reuse; beyond this they are closed (2 fds each).
 MAX_IDLE_PIPES = 512
 
@@ -43,6 +48,11 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Errors that mean "the peer went away": end the relay quietly.
 _GONE = (ConnectionError, BrokenPipeError, TimeoutError)
+
+
+def make_scratch(size: int = COPY_CHUNK) -> memoryview:
+    """A copy buffer to share among the relays of one event loop (one per listener)."""
+    return memoryview(bytearray(size))
 
 
 class PipePool:
@@ -86,7 +96,7 @@ class PipePool:
 
 
 class _Direction:
-    """One way of a relay: src socket → (pipe | buffer) → dst socket."""
+    """One way of a relay: src socket → (scratch buffer | pipe) → dst socket."""
 
     __slots__ = (
         "relay",
@@ -95,10 +105,8 @@ class _Direction:
         "src_fd",
         "dst_fd",
         "pipe",
-        "buf",
-        "view",
+        "rest",
         "pending",
-        "offset",
         "writing",
         "eof",
         "done",
@@ -109,11 +117,9 @@ class _Direction:
         self.relay = relay
         self.src, self.dst = src, dst
         self.src_fd, self.dst_fd = src.fileno(), dst.fileno()
-        self.pipe: tuple[int, int] | None = None
-        self.buf: bytearray | None = None
-        self.view: memoryview | None = None
-        self.pending = 0  # bytes read but not yet written
-        self.offset = 0  # copy mode: start of pending bytes in buf
+        self.pipe: tuple[int, int] | None = None  # set once the direction splices
+        self.rest = b""  # copy mode: bytes read but not yet sent
+        self.pending = 0  # splice mode: bytes in the pipe not yet sent
         self.writing = False  # waiting for dst to become writable (reader removed)
         self.eof = False
         self.done = False
@@ -127,7 +133,56 @@ class _Direction:
             stats.bytes_out += n
         self.relay.moved += n
 
+    # --- copy mode ---------------------------------------------------------------
+    def on_readable(self) -> None:
+        relay = self.relay
+        view = relay.scratch
+        try:
+            n = self.src.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            relay.abort(exc)
+            return
+        if n == 0:
+            self.on_eof()
+            return
+        self.count(n)
+        self.send_copy(view[:n])
+        if n == len(view) and relay.pool is not None and not self.writing and not relay.closed:
+            self.start_splicing()
+
+    def send_copy(self, data: memoryview | bytes) -> None:
+        try:
+            sent = self.dst.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.relay.abort(exc)
+            return
+        if sent < len(data):
+            self.rest = bytes(data[sent:])  # the scratch buffer is reused by the next read
+            self.wait_writable(self.flush_copy)
+
+    def flush_copy(self) -> None:
+        try:
+            sent = self.dst.send(self.rest)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.relay.abort(exc)
+            return
+        self.rest = self.rest[sent:]
+        if not self.rest:
+            self.resume_reading()
+
     # --- splice mode -------------------------------------------------------------
+    def start_splicing(self) -> None:
+        pool = self.relay.pool
+        assert pool is not None
+        self.pipe = pool.acquire()
+        self.relay.loop.add_reader(self.src_fd, self.on_readable_splice)  # replaces on_readable
+
     def on_readable_splice(self) -> None:
         assert self.pipe is not None
         try:
@@ -159,38 +214,6 @@ class _Direction:
             self.pending -= n
         self.resume_reading()
 
-    # --- copy mode ---------------------------------------------------------------
-    def on_readable_copy(self) -> None:
-        assert self.view is not None
-        try:
-            n = self.src.recv_into(self.view)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.relay.abort(exc)
-            return
-        if n == 0:
-            self.on_eof()
-            return
-        self.offset, self.pending = 0, n
-        self.count(n)
-        self.flush_copy()
-
-    def flush_copy(self) -> None:
-        assert self.view is not None
-        while self.pending:
-            try:
-                n = self.dst.send(self.view[self.offset : self.offset + self.pending])
-            except (BlockingIOError, InterruptedError):
-                self.wait_writable(self.flush_copy)
-                return
-            except OSError as exc:
-                self.relay.abort(exc)
-                return
-            self.offset += n
-            self.pending -= n
-        self.resume_reading()
-
     # --- shared ------------------------------------------------------------------
     def wait_writable(self, flush: Callable[[], None]) -> None:
         if not self.writing:
@@ -206,32 +229,43 @@ class _Direction:
             loop = self.relay.loop
             loop.remove_writer(self.dst_fd)
             if not self.eof:
-                loop.add_reader(self.src_fd, self.reader())
+                reader = self.on_readable_splice if self.pipe is not None else self.on_readable
+                loop.add_reader(self.src_fd, reader)
         if self.eof:
             self.finish()
-
-    def reader(self) -> Callable[[], None]:
-        return self.on_readable_splice if self.pipe is not None else self.on_readable_copy
 
     def on_eof(self) -> None:
         self.eof = True
         self.relay.loop.remove_reader(self.src_fd)
-        if not self.pending:
+        if not self.pending and not self.rest:
             self.finish()
 
     def finish(self) -> None:
         if self.done:
             return
         self.done = True
-        with contextlib.suppress(OSError):
-            self.dst.shutdown(socket.SHUT_WR)  # forward the half-close
-        self.relay.direction_done()
+        self.relay.direction_done(self)
+
+    @property
+    def empty(self) -> bool:
+        return not self.pending and not self.rest
 
 
 class Relay:
     """Bidirectional relay between ``downstream`` (accepted) and ``upstream`` (dialled)."""
 
-    __slots__ = ("loop", "stats", "moved", "closed", "_a", "_b", "_pool", "_on_close", "_dirs")
+    __slots__ = (
+        "loop",
+        "stats",
+        "pool",
+        "scratch",
+        "moved",
+        "closed",
+        "_a",
+        "_b",
+        "_on_close",
+        "_dirs",
+    )
 
     def __init__(
         self,
@@ -241,14 +275,16 @@ class Relay:
         *,
         stats: ListenerStats,
         pool: PipePool | None,
+        scratch: memoryview,
         on_close: Callable[[Relay], None] | None = None,
     ) -> None:
         self.loop = loop
         self.stats = stats
+        self.pool = pool  # None: never splice (non-Linux, or forced copy)
+        self.scratch = scratch
         self.moved = 0  # total bytes both ways; the idle sweep watches it change
         self.closed = False
         self._a, self._b = downstream, upstream
-        self._pool = pool
         self._on_close = on_close
         self._dirs = (
             _Direction(self, downstream, upstream, outbound=True),
@@ -257,45 +293,32 @@ class Relay:
 
     def start(self, initial: bytes = b"") -> None:
         """Begin relaying; ``initial`` goes to upstream before anything else."""
-        for d in self._dirs:
-            if self._pool is not None:
-                d.pipe = self._pool.acquire()
-            else:
-                d.buf = bytearray(COPY_CHUNK)
-                d.view = memoryview(d.buf)
         out = self._dirs[0]
         if initial:
-            self._preload(out, initial)
+            out.count(len(initial))
+            out.send_copy(initial)
             if self.closed:
                 return
         for d in self._dirs:
             if not d.writing:
-                self.loop.add_reader(d.src_fd, d.reader())
+                self.loop.add_reader(d.src_fd, d.on_readable)
 
-    def _preload(self, d: _Direction, data: bytes) -> None:
-        """Queue ``data`` as if it had just been read from downstream, and flush it."""
-        if d.pipe is not None:
-            os.write(d.pipe[1], data)  # a fresh pipe holds ≥ 64 KiB, the hello ≤ 16 KiB
-        else:
-            assert d.buf is not None
-            d.buf[: len(data)] = data
-            d.offset = 0
-        d.pending = len(data)
-        d.count(len(data))
-        if d.pipe is not None:
-            d.flush_splice()
-        else:
-            d.flush_copy()
-
-    def direction_done(self) -> None:
-        if all(d.done for d in self._dirs):
-            self.close()
+    def direction_done(self, d: _Direction) -> None:
+        other = self._dirs[1] if d is self._dirs[0] else self._dirs[0]
+        if other.done:
+            self.close()  # close() sends the FIN; a shutdown first would be a wasted syscall
+            return
+        try:
+            d.dst.shutdown(socket.SHUT_WR)  # forward the half-close
+        except OSError as exc:
+            self.abort(exc)
 
     def abort(self, exc: BaseException) -> None:
         """A socket error on either side ends both (the peer sees a close)."""
         if not isinstance(exc, _GONE) and getattr(exc, "errno", None) not in (
             errno.ECONNRESET,
             errno.EPIPE,
+            errno.ENOTCONN,
         ):
             self.stats.reject("relay_error")
         self.close()
@@ -311,8 +334,8 @@ class Relay:
                 loop.remove_writer(d.dst_fd)
             elif not d.eof:
                 loop.remove_reader(d.src_fd)
-            if d.pipe is not None and self._pool is not None:
-                self._pool.release(d.pipe, empty=d.pending == 0)
+            if d.pipe is not None and self.pool is not None:
+                self.pool.release(d.pipe, empty=d.pending == 0)
                 d.pipe = None
         self._a.close()
         self._b.close()

@@ -40,7 +40,7 @@ _CONTENT_HANDSHAKE = 22
 _HANDSHAKE_CLIENT_HELLO = 1
 _EXT_SERVER_NAME = 0
 _NAME_TYPE_HOST = 0
-_NAME_CHARS = frozenset((string.ascii_letters + string.digits + "-._").encode())
+_NAME_CHARS = (string.ascii_letters + string.digits + "-._").encode()
 
 
 class HelloStatus(enum.Enum):
@@ -142,90 +142,75 @@ def _check_record_header(header: memoryview, *, first: bool) -> str:
     return ""
 
 
-class _Reader:
-    """Bounds-checked cursor over the hello body; every overrun is ``_Malformed``."""
-
-    __slots__ = ("_data", "_pos", "_end")
-
-    def __init__(self, data: bytes, start: int = 0, end: int | None = None) -> None:
-        self._data = data
-        self._pos = start
-        self._end = len(data) if end is None else end
-
-    def remaining(self) -> int:
-        return self._end - self._pos
-
-    def uint(self, size: int, what: str) -> int:
-        return int.from_bytes(self.take(size, what), "big")
-
-    def take(self, size: int, what: str) -> bytes:
-        if size > self.remaining():
-            raise _Malformed(f"truncated {what}")
-        chunk = self._data[self._pos : self._pos + size]
-        self._pos += size
-        return chunk
-
-    def take_all(self) -> bytes:
-        return self.take(self.remaining(), "vector")
-
-    def sub(self, length_size: int, what: str) -> _Reader:
-        """A reader over the next length-prefixed vector; skips past it here."""
-        length = self.uint(length_size, f"{what} length")
-        if length > self.remaining():
-            raise _Malformed(f"truncated {what}")
-        child = _Reader(self._data, self._pos, self._pos + length)
-        self._pos += length
-        return child
+def _vector(body: bytes, pos: int, end: int, size: int, what: str) -> tuple[int, int]:
+    """(start, stop) of the length-prefixed vector at ``pos``; ``_Malformed`` on overrun."""
+    if pos + size > end:
+        raise _Malformed(f"truncated {what} length")
+    start = pos + size
+    stop = start + int.from_bytes(body[pos:start], "big")
+    if stop > end:
+        raise _Malformed(f"truncated {what}")
+    return start, stop
 
 
+# Plain offset arithmetic rather than a reader object: this runs once per gateway
+# connection, and allocation-free parsing keeps it a few microseconds.
 def _server_name(body: bytes) -> str | None:
     """Walk the ClientHello body (RFC 8446 §4.1.2) to the server_name extension."""
-    r = _Reader(body)
-    version = r.uint(2, "legacy_version")
-    if version >> 8 != 3:
-        raise _Malformed(f"client version {version:#06x} is not TLS")
-    r.take(32, "random")
-    if r.sub(1, "session_id").remaining() > 32:
+    end = len(body)
+    if end < 35:
+        raise _Malformed("truncated legacy_version/random")
+    if body[0] != 3:
+        raise _Malformed(f"client version {body[0]:#04x}{body[1]:02x} is not TLS")
+    start, pos = _vector(body, 34, end, 1, "session_id")
+    if pos - start > 32:
         raise _Malformed("session_id longer than 32 bytes")
-    suites = r.sub(2, "cipher_suites").remaining()
-    if suites == 0 or suites % 2:
+    start, pos = _vector(body, pos, end, 2, "cipher_suites")
+    if pos == start or (pos - start) % 2:
         raise _Malformed("cipher_suites length must be even and non-zero")
-    if r.sub(1, "compression_methods").remaining() == 0:
+    start, pos = _vector(body, pos, end, 1, "compression_methods")
+    if pos == start:
         raise _Malformed("no compression methods")
-    if r.remaining() == 0:
+    if pos == end:
         return None  # a hello without extensions is legal (TLS 1.2 and older)
-    extensions = r.sub(2, "extensions")
-    if r.remaining():
+    start, stop = _vector(body, pos, end, 2, "extensions")
+    if stop != end:
         raise _Malformed("trailing bytes after extensions")
-    return _find_server_name(extensions)
+    return _find_server_name(body, start, stop)
 
 
-def _find_server_name(extensions: _Reader) -> str | None:
+def _find_server_name(body: bytes, pos: int, end: int) -> str | None:
     seen: set[int] = set()
     name: str | None = None
-    while extensions.remaining():
-        ext_type = extensions.uint(2, "extension type")
-        ext = extensions.sub(2, "extension")
+    while pos < end:
+        if pos + 4 > end:
+            raise _Malformed("truncated extension header")
+        ext_type = (body[pos] << 8) | body[pos + 1]
+        start = pos + 4
+        pos = start + ((body[pos + 2] << 8) | body[pos + 3])
+        if pos > end:
+            raise _Malformed("truncated extension")
         if ext_type in seen:
             raise _Malformed(f"duplicate extension {ext_type}")
         seen.add(ext_type)
         if ext_type == _EXT_SERVER_NAME:
-            name = _parse_server_name_ext(ext)
+            name = _parse_server_name_ext(body, start, pos)
     return name
 
 
-def _parse_server_name_ext(ext: _Reader) -> str | None:
-    names = ext.sub(2, "server_name_list")
-    if ext.remaining():
+def _parse_server_name_ext(body: bytes, pos: int, end: int) -> str | None:
+    start, stop = _vector(body, pos, end, 2, "server_name_list")
+    if stop != end:
         raise _Malformed("trailing bytes in server_name extension")
     host: str | None = None
-    while names.remaining():
-        name_type = names.uint(1, "name_type")
-        value = names.sub(2, "host_name").take_all()
+    pos = start
+    while pos < stop:
+        name_type = body[pos]
+        value_start, pos = _vector(body, pos + 1, stop, 2, "host_name")
         if name_type == _NAME_TYPE_HOST:
             if host is not None:
                 raise _Malformed("more than one host_name")
-            host = _validate_host(value)
+            host = _validate_host(body[value_start:pos])
     return host
 
 
@@ -234,7 +219,7 @@ def _validate_host(value: bytes) -> str:
         raise _Malformed("empty host_name")
     if len(value) > MAX_SERVER_NAME:
         raise _Malformed(f"host_name longer than {MAX_SERVER_NAME} bytes")
-    if not _NAME_CHARS.issuperset(value):
+    if value.translate(None, _NAME_CHARS):  # anything left is outside the allowed set
         raise _Malformed("host_name has characters outside [A-Za-z0-9._-]")
     name = value.decode("ascii").lower().rstrip(".")
     if not name:

@@ -677,15 +677,25 @@ class Bench:
                 order = []
             else:
                 order = routers[rnd % len(routers) :] + routers[: rnd % len(routers)]
+            if a.paths:
+                order = [r for r in order if r[0] in a.paths.split(",")]
+            want = set(a.tests.split(",")) if a.tests else None
             for name, port, pid in order:
                 tls_port = port or ports["tls"]
                 raw_port = port or ports["raw"]
-                self.measure(name, tls_port, pid, "tls", "bulk", conns=1, total=total)
-                self.measure(name, tls_port, pid, "tls", "bulk", conns=8, total=total)
-                self.measure(name, tls_port, pid, "tls", "rate", conc=16, duration=dur)
-                self.measure(name, tls_port, pid, "tls", "ping", n=n_ping)
-                self.measure(name, raw_port, pid, "raw", "bulk", conns=8, total=total)
-                self.measure(name, raw_port, pid, "raw", "rate", conc=16, duration=dur)
+                if want is None or "tls-bulk" in want:
+                    self.measure(name, tls_port, pid, "tls", "bulk", conns=1, total=total)
+                    self.measure(name, tls_port, pid, "tls", "bulk", conns=8, total=total)
+                if want is None or "tls-rate" in want:
+                    self.measure(name, tls_port, pid, "tls", "rate", conc=16, duration=dur)
+                if want is None or "tls-ping" in want:
+                    self.measure(name, tls_port, pid, "tls", "ping", n=n_ping)
+                if want is None or "raw-bulk" in want:
+                    self.measure(name, raw_port, pid, "raw", "bulk", conns=8, total=total)
+                if want is None or "raw-rate" in want:
+                    self.measure(name, raw_port, pid, "raw", "rate", conc=16, duration=dur)
+            if want is not None and "sidecar" not in want:
+                continue
             for name, port, pid in [
                 ("haproxy-mtls", ports["hup"], hmtls.pid),
                 ("meshnode-sc", ports["sup"], sc.pid),
@@ -801,6 +811,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--keep-logs", action="store_true", help="keep certs, configs and process logs")
     p.add_argument("--only-sidecar", action="store_true", help="skip the gateway paths")
+    p.add_argument("--paths", default="", help="comma list of gateway paths (default: all)")
+    p.add_argument(
+        "--tests",
+        default="",
+        help="comma list: tls-bulk,tls-rate,tls-ping,raw-bulk,raw-rate,sidecar",
+    )
     p.add_argument("--json", help="write raw results here")
     p.add_argument(
         "--role", default="bench", choices=["bench", "backend", "gateway", "sidecar", "client"]
@@ -824,7 +840,17 @@ def main() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         run_backend(args.port, args.kind, Path(args.certdir))
     elif args.role == "gateway":
-        run_gateway(args.port, args.tls_backend, args.raw_backend)
+        if os.environ.get("MESHNODE_BENCH_PROFILE"):  # developer aid: cProfile the router
+            import cProfile
+
+            cProfile.runctx(
+                "run_gateway(args.port, args.tls_backend, args.raw_backend)",
+                globals(),
+                {"args": args},
+                os.environ["MESHNODE_BENCH_PROFILE"],
+            )
+        else:
+            run_gateway(args.port, args.tls_backend, args.raw_backend)
     elif args.role == "sidecar":
         run_sidecar(args.port, args.pub_port, args.backend, Path(args.certdir))
     elif args.role == "client":
