@@ -82,7 +82,18 @@ def _family_of(address: str) -> socket.AddressFamily | None:
 class _Pending:
     """A connection between accept and relay: reading the hello, then dialling."""
 
-    __slots__ = ("gw", "sock", "fd", "buf", "deadline", "endpoints", "start", "attempt", "up")
+    __slots__ = (
+        "gw",
+        "sock",
+        "fd",
+        "buf",
+        "deadline",
+        "endpoints",
+        "start",
+        "attempt",
+        "up",
+        "reading",
+    )
 
     def __init__(self, gw: GatewayListener, sock: socket.socket, deadline: float) -> None:
         self.gw = gw
@@ -94,6 +105,7 @@ class _Pending:
         self.start = 0
         self.attempt = 0
         self.up: socket.socket | None = None
+        self.reading = True  # our on_hello reader is registered on the client socket
 
     def on_hello(self) -> None:
         try:
@@ -111,14 +123,18 @@ class _Pending:
         status = result.status
         if status is HelloStatus.NEED_MORE:
             return
-        self.gw.loop.remove_reader(self.fd)
         if status is HelloStatus.SNI:
             assert result.server_name is not None
             self.gw.route(self, result.server_name)
         elif status is HelloStatus.NO_SNI:
-            self.gw.reject(self, "no_sni", reading=False)
+            self.gw.reject(self, "no_sni")
         else:
-            self.gw.reject(self, "bad_hello", detail=result.reason, reading=False)
+            self.gw.reject(self, "bad_hello", detail=result.reason)
+
+    def stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.gw.loop.remove_reader(self.fd)
 
     def on_connect(self) -> None:
         up = self.up
@@ -241,7 +257,7 @@ class GatewayListener:
     def route(self, conn: _Pending, server_name: str) -> None:
         decision = self._router(self.plan, server_name)
         if decision.kind is RouteKind.REJECT:
-            self.reject(conn, decision.reason, detail=server_name, reading=False)
+            self.reject(conn, decision.reason, detail=server_name)
             return
         conn.endpoints = decision.endpoints
         n = len(decision.endpoints)
@@ -264,13 +280,40 @@ class GatewayListener:
             err = up.connect_ex((ep.address, ep.port))
             if err in (0, errno.EINPROGRESS):
                 conn.up = up
+                err = self._send_hello(conn)
+                if err == 0:
+                    return
+                if err != errno.EINPROGRESS:
+                    conn.up = None
+                    up.close()
+                    last_error = errno.errorcode.get(err, str(err))
+                    continue
+                # Still connecting (a real network): wait for writability, quietly.
+                conn.stop_reading()
                 self.loop.add_writer(up.fileno(), conn.on_connect)
                 return
             up.close()
             last_error = errno.errorcode.get(err, str(err))
-        self.reject(conn, "upstream_unavailable", detail=last_error, reading=False)
+        self.reject(conn, "upstream_unavailable", detail=last_error)
 
-    def connected(self, conn: _Pending) -> None:
+    def _send_hello(self, conn: _Pending) -> int:
+        """Try to hand the hello over at once; on loopback and fast LANs the connect is
+        already complete, which saves a writer registration per connection.
+        Returns 0 (relaying), EINPROGRESS (wait for the connect) or the connect error."""
+        assert conn.up is not None
+        try:
+            sent = conn.up.send(conn.buf)
+        except (BlockingIOError, InterruptedError):
+            return errno.EINPROGRESS
+        except OSError as exc:
+            if exc.errno in (errno.ENOTCONN, errno.EAGAIN):
+                return errno.EINPROGRESS
+            return exc.errno or errno.ECONNREFUSED
+        self.connected(conn, sent)
+        return 0
+
+    def connected(self, conn: _Pending, sent: int = 0) -> None:
+        """Upstream is connected and ``sent`` bytes of the hello are already there."""
         del self._pending[conn]
         assert conn.up is not None
         relay = Relay(
@@ -283,27 +326,25 @@ class GatewayListener:
             on_close=self._relay_closed,
         )
         self._relays[relay] = (0, self._clock.monotonic())
-        relay.start(conn.buf)
+        relay.start(conn.buf[sent:], already_sent=sent)
 
     def _relay_closed(self, relay: Relay) -> None:
         self._relays.pop(relay, None)
 
     # --- rejecting and timeouts --------------------------------------------------
-    def reject(
-        self, conn: _Pending, reason: str, *, detail: str = "", reading: bool = True
-    ) -> None:
+    def reject(self, conn: _Pending, reason: str, *, detail: str = "") -> None:
         """Close a connection that will not be relayed, counted under ``reason``."""
         self.stats.reject(reason)
         log.info(
             "gateway closed connection",
             extra={"listener": self.plan.name, "reason": reason, "detail": detail},
         )
-        self._drop(conn, reading=reading)
+        self._drop(conn)
 
-    def _drop(self, conn: _Pending, *, reading: bool = True) -> None:
-        if self._pending.pop(conn, 0) is None:
-            if reading:
-                self.loop.remove_reader(conn.fd)
+    def _drop(self, conn: _Pending) -> None:
+        if conn in self._pending:
+            del self._pending[conn]
+            conn.stop_reading()
             if conn.up is not None:
                 self.loop.remove_writer(conn.up.fileno())
                 conn.up.close()
@@ -318,7 +359,7 @@ class GatewayListener:
         now = self._clock.monotonic()
         for conn in [c for c in self._pending if c.deadline <= now]:
             if conn.up is not None:
-                self.reject(conn, "connect_timeout", reading=False)
+                self.reject(conn, "connect_timeout")
             else:
                 self.reject(conn, "hello_timeout", detail=f"{len(conn.buf)} bytes")
         for relay, (moved, since) in list(self._relays.items()):

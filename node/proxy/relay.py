@@ -291,9 +291,15 @@ class Relay:
             _Direction(self, upstream, downstream, outbound=False),
         )
 
-    def start(self, initial: bytes = b"") -> None:
-        """Begin relaying; ``initial`` goes to upstream before anything else."""
+    def start(self, initial: bytes = b"", *, already_sent: int = 0) -> None:
+        """Begin relaying; ``initial`` goes to upstream before anything else.
+
+        ``already_sent`` counts bytes the caller delivered upstream itself. A reader
+        the caller left registered on ``downstream`` is replaced, not duplicated.
+        """
         out = self._dirs[0]
+        if already_sent:
+            out.count(already_sent)
         if initial:
             out.count(len(initial))
             out.send_copy(initial)
