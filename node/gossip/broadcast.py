@@ -89,6 +89,7 @@ class TransmitLimitedQueue:
         max_tx = retransmit_limit(self._mult, n)
         free = limit
         levels = self._levels
+        promote: list[tuple[int, list[_Entry]]] = []
         for t in range(len(levels)):
             taken = self._take(levels[t], overhead, free)
             if not taken:
@@ -96,9 +97,12 @@ class TransmitLimitedQueue:
             for e in taken:
                 free -= len(e.payload) + overhead
                 out.append(e.payload)
-            self._promote(taken, t + 1, max_tx)
+            promote.append((t + 1, taken))
             if free <= overhead:
                 break
+        # Promote only after the scan, or an entry would be taken again from its new level.
+        for t, taken in promote:
+            self._promote(taken, t, max_tx)
         return out
 
     def _take(self, level: list[_Entry], overhead: int, free: int) -> list[_Entry]:

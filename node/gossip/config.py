@@ -50,6 +50,9 @@ class GossipConfig:
     reconnect_timeout: float = 72 * _HOUR
     # Members that left gracefully are forgotten after this long (Serf TombstoneTimeout).
     tombstone_timeout: float = 24 * _HOUR
+    # How often to try a push-pull with one failed member, with probability
+    # failed/alive (Serf ReconnectInterval): this is what heals a partition.
+    reconnect_interval: float = 30.0
     # How often the reaper looks for dead/left members past their timeout (Serf ReapInterval).
     reap_interval: float = 15.0
     # Largest UDP payload we build (before encryption overhead, which the driver adds).

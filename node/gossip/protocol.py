@@ -84,6 +84,7 @@ __all__ = [
     "MAX_PENDING_RELAYS",
     "MAX_PENDING_STREAMS",
     "MAX_PACKET_BYTES",
+    "NACK_TIMEOUT_FRACTION",
 ]
 
 #: Indirect pings we relay at once for others; more are dropped (bounded memory).
@@ -92,6 +93,8 @@ MAX_PENDING_RELAYS = 1024
 MAX_PENDING_STREAMS = 256
 #: Largest datagram we will even try to decode (UDP's own maximum payload).
 MAX_PACKET_BYTES = 65507
+#: A relay nacks after this fraction of the probe timeout without an ack.
+NACK_TIMEOUT_FRACTION = 0.8
 #: memberlist's pushPullScaleThreshold: clusters above this push-pull less often.
 PUSH_PULL_SCALE_THRESHOLD = 32
 
@@ -203,7 +206,7 @@ class GossipProtocol:
         "_cfg", "_name", "_addr", "_rng", "_delegate", "_decoder", "_members", "_names",
         "_index", "_probe_list", "_probe_pos", "_queue", "_awareness", "_suspicions",
         "_probe", "_relays", "_streams", "_seq", "_ref", "_timers", "_next_probe",
-        "_next_gossip", "_next_push_pull", "_next_reap", "_leaving", "_live", "_stats",
+        "_next_gossip", "_next_push_pull", "_next_reap", "_next_reconnect", "_leaving", "_live", "_stats",
         "_reaccused", "_entries", "_incarnation", "_meta", "_handlers", "_tags_memo",
     )  # fmt: skip
 
@@ -244,6 +247,7 @@ class GossipProtocol:
         self._next_gossip = now + rng.uniform(0, config.gossip_interval)
         self._next_push_pull = now + rng.uniform(0, config.push_pull_interval)
         self._next_reap = now + config.reap_interval
+        self._next_reconnect = now + config.reconnect_interval
         self._leaving = False
         self._live = 0
         self._stats: dict[str, int] = {}
@@ -354,7 +358,13 @@ class GossipProtocol:
         timers = self._timers
         while timers and not self._timer_live(timers[0]):
             heapq.heappop(timers)
-        due = min(self._next_probe, self._next_gossip, self._next_push_pull, self._next_reap)
+        due = min(
+            self._next_probe,
+            self._next_gossip,
+            self._next_push_pull,
+            self._next_reap,
+            self._next_reconnect,
+        )
         return min(due, timers[0][0]) if timers else due
 
     def tick(self, now: float) -> list[Action]:
@@ -372,6 +382,9 @@ class GossipProtocol:
             out += self._gossip(now)
         if now >= self._next_push_pull:
             out += self._periodic_push_pull(now)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self._cfg.reconnect_interval
+            out += self._reconnect()
         if now >= self._next_reap:
             self._next_reap = now + self._cfg.reap_interval
             self._reap(now, out)
@@ -547,7 +560,9 @@ class GossipProtocol:
             self._count("dropped_relay_full")
             return
         seq = self._next_seq()
-        deadline = now + self._cfg.probe_timeout
+        # Nack at 80 % of the probe timeout (Lifeguard paper) so it reaches the origin before
+        # its probe interval ends; at 100 % (memberlist) it races the origin's deadline.
+        deadline = now + self._cfg.probe_timeout * NACK_TIMEOUT_FRACTION
         self._relays[seq] = _Relay(source, msg.seq, msg.nack, deadline)
         self._at(deadline, _T_RELAY, seq)
         ping = Ping(seq=seq, node=msg.node, source_addr=self._addr, source_node=self._name)
@@ -841,6 +856,21 @@ class GossipProtocol:
         if not peers:
             return []
         return [self._stream(peers[0].addr, _S_PUSH_PULL, False, self.make_push_pull(False))]
+
+    def _reconnect(self) -> list[Action]:
+        """Serf's reconnect: push-pull with a random failed member, probability failed/alive.
+
+        Without it two halves of a healed partition, each holding the other dead, would
+        never talk again (nobody probes or push-pulls a dead member).
+        """
+        if self._leaving:
+            return []
+        failed = [m for m in self._members.values() if m.status is _DEAD]
+        if not failed or self._rng.random() >= len(failed) / max(1, self._live):
+            return []
+        m = failed[int(self._rng.random() * len(failed))]
+        self._count("reconnect_attempts")
+        return [self._stream(m.addr, _S_PUSH_PULL, True, self.make_push_pull(True))]
 
     # ------------------------------------------------------------------ gossip
 

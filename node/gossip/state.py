@@ -97,7 +97,7 @@ def judge_alive(
         return Verdict.APPLY
     if msg.incarnation > held.incarnation:
         return Verdict.APPLY
-    if held.status in (_SUSPECT, _DEAD):
+    if held.status in (_SUSPECT, _DEAD, _LEFT):
         return Verdict.STALE_ALIVE
     return Verdict.IGNORE
 
