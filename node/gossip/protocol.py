@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeAlias
@@ -204,10 +204,10 @@ class GossipProtocol:
 
     __slots__ = (
         "_cfg", "_name", "_addr", "_rng", "_delegate", "_decoder", "_members", "_names",
-        "_index", "_probe_list", "_probe_pos", "_queue", "_awareness", "_suspicions",
+        "_probe_list", "_probe_pos", "_queue", "_awareness", "_suspicions",
         "_probe", "_relays", "_streams", "_seq", "_ref", "_timers", "_next_probe",
         "_next_gossip", "_next_push_pull", "_next_reap", "_next_reconnect", "_leaving", "_live", "_stats",
-        "_reaccused", "_entries", "_incarnation", "_meta", "_handlers", "_tags_memo",
+        "_reaccused", "_incarnation", "_meta", "_handlers", "_tags_memo",
     )  # fmt: skip
 
     def __init__(
@@ -230,7 +230,6 @@ class GossipProtocol:
         self._decoder = decoder if decoder is not None else Decoder()
         self._members: dict[str, Member] = {}
         self._names: list[str] = []  # for O(1) random picks
-        self._index: dict[str, int] = {}
         self._probe_list: list[str] = []
         self._probe_pos = 0
         self._queue = TransmitLimitedQueue(config.retransmit_mult)
@@ -252,7 +251,6 @@ class GossipProtocol:
         self._live = 0
         self._stats: dict[str, int] = {}
         self._reaccused: dict[str, float] = {}
-        self._entries: dict[str, list[Any]] = {}
         self._incarnation = 0
         self._meta = encode_tags(tags)
         self._tags_memo: dict[bytes, Mapping[str, str]] = {}
@@ -346,10 +344,30 @@ class GossipProtocol:
         self._bump_incarnation(self._incarnation + 1)
         return self._announce_self(now)
 
+    def preload(self, members: Iterable[Member]) -> None:
+        """Adopt already-known members without gossiping about them.
+
+        For restoring a saved view (Serf's snapshot) and for simulations that start from a
+        converged cluster. Members we already know, and ourselves, are skipped; the
+        ``Member`` values may be shared between cores (they are frozen).
+        """
+        for m in members:
+            if m.name == self._name or m.name in self._members:
+                continue
+            self._members[m.name] = m
+            self._names.append(m.name)
+            self._live += m.status in _LIVE
+        self._probe_list = []
+        self._probe_pos = 0
+
     def make_push_pull(self, join: bool) -> bytes:
         """Our full state (members + delegate blob) as a push-pull payload."""
         user = self._delegate.local_state(join) if self._delegate is not None else b""
-        return encode_push_pull(join, list(self._entries.values()), user)
+        entries = [
+            make_push_entry(m.name, m.addr, m.meta, m.incarnation, m.status)
+            for m in self._members.values()
+        ]
+        return encode_push_pull(join, entries, user)
 
     # ------------------------------------------------------------------ timers
 
@@ -759,14 +777,12 @@ class GossipProtocol:
         name = new.name
         self._members[name] = new
         if old is None:
-            self._index[name] = len(self._names)
             self._names.append(name)
             if name != self._name:
                 span = len(self._probe_list) - self._probe_pos
                 pos = self._probe_pos + int(self._rng.random() * (span + 1))
                 self._probe_list.insert(pos, name)
         self._live += (new.status in _LIVE) - (old is not None and old.status in _LIVE)
-        self._entries[name] = make_push_entry(name, new.addr, new.meta, new.incarnation, new.status)
 
     # ------------------------------------------------------------------ streams
 
@@ -833,7 +849,11 @@ class GossipProtocol:
 
     def _merge_push_pull(self, msg: PushPull, now: float, out: list[Action]) -> None:
         src = self._addr
+        get = self._members.get
         for e in msg.nodes:
+            held = get(e.name)
+            if held is not None and is_redundant_alive(held, e):
+                continue
             if e.status is _ALIVE:
                 alive = Alive(incarnation=e.incarnation, node=e.name, addr=e.addr, meta=e.meta)
                 self._on_alive(alive, None, src, now, out)
@@ -949,13 +969,9 @@ class GossipProtocol:
 
     def _forget(self, name: str) -> None:
         del self._members[name]
-        del self._entries[name]
         self._suspicions.pop(name, None)
-        i = self._index.pop(name)
-        last = self._names.pop()
-        if last != name:
-            self._names[i] = last
-            self._index[last] = i
+        # Rare (reaping), so an O(n) rebuild beats keeping an index per member.
+        self._names = [n for n in self._names if n != name]
         self._count("reaped")
 
 

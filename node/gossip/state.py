@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from node.gossip.messages import Address, Alive, Dead, MemberStatus, Suspect
+from node.gossip.messages import Address, Alive, Dead, MemberStatus, PushNodeState, Suspect
 
 __all__ = [
     "Member",
@@ -64,12 +64,15 @@ class Verdict(Enum):
     CONFIRM = "confirm"  # an extra accusation for a suspicion already running
 
 
-def is_redundant_alive(held: Member, msg: Alive) -> bool:
+def is_redundant_alive(held: Member, msg: Alive | PushNodeState) -> bool:
     """Shortcut for the commonest case, an echo of what we already hold.
 
     True only where ``judge_alive`` would return ``IGNORE`` (same address and meta, not
-    newer, and we hold the member alive); the hot receive loop calls this first.
+    newer, and we hold the member alive); the hot receive loop and push-pull merges call
+    this first. A push-pull entry must also say "alive" for this to apply.
     """
+    if type(msg) is PushNodeState and msg.status is not _ALIVE:
+        return False
     return (
         msg.incarnation <= held.incarnation
         and held.status is _ALIVE

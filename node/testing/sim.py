@@ -121,6 +121,20 @@ class ClusterSim:
                 self._push(at, _TIMER, ("join", node, seed), None, None)
         return names
 
+    def bootstrap(self, count: int) -> list[str]:
+        """Add ``count`` members that already know each other (a converged cluster).
+
+        Skips the O(n^2) join storm so benchmarks can start from steady state at large N;
+        each core gets the same frozen ``Member`` values through ``GossipProtocol.preload``.
+        """
+        nodes = [self.add_node() for _ in range(count)]
+        view = [m for n in nodes for m in n.proto.members() if m.name == n.name]
+        for n in nodes:
+            n.proto.preload(view)
+            n.scheduled = None
+            self._reschedule(n)
+        return [n.name for n in nodes]
+
     def join(self, name: str, seeds: Iterable[str]) -> None:
         """Make ``name`` push-pull with each seed now."""
         node = self.nodes[name]
