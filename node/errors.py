@@ -21,6 +21,7 @@ are ``LocalProtocolError``.
     - UpstreamUnavailable         endpoints exist but none answered
   - InvalidRequest                a request (HTTP body, CLI arg) is malformed
   - RPCError                      a node-to-node call failed (remote error text kept)
+    - RPCUnreachable              the call got no answer (refused, I/O error, timeout)
     - DatacenterUnavailable       no live server in the target datacenter
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "UpstreamUnavailable",
     "InvalidRequest",
     "RPCError",
+    "RPCUnreachable",
     "DatacenterUnavailable",
 ]
 
@@ -124,3 +126,11 @@ class RPCError(NodeError):
 
 class DatacenterUnavailable(RPCError):
     """No live server of the target datacenter could be reached in time."""
+
+
+class RPCUnreachable(RPCError):
+    """The call never got an answer: connect refused, I/O error or timeout.
+
+    Distinct from an ``RPCError`` the remote handler raised, so a caller may try
+    another server only when the first one did not answer.
+    """

@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 import node.errors as errors_module
-from node.errors import InvalidRequest, NodeError, RemoteProtocolError, RPCError
+from node.errors import InvalidRequest, NodeError, RemoteProtocolError, RPCError, RPCUnreachable
 from node.gossip.keyring import Keyring
 from node.wire import MAX_FRAME_BYTES, pack
+from node.wire import unpack as wire_unpack
 
 __all__ = [
     "RPC_LABEL",
@@ -43,14 +42,6 @@ RPC_LABEL = b"meshnode-rpc"
 MAX_RPC_BYTES = MAX_FRAME_BYTES
 
 
-class RPCUnreachable(RPCError):
-    """The call never got an answer: connect refused, I/O error or timeout.
-
-    Distinct from an ``RPCError`` the remote handler raised, so a caller may try
-    another server only when the first one did not answer.
-    """
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     """One call."""
@@ -70,14 +61,7 @@ class Reply:
 
 
 def _unpack(body: bytes) -> Any:
-    # node.wire.unpack passes max_buffer_size, which msgpack 1.1+ unpackb rejects (every
-    # call fails); our frames are already size-capped, so decode directly until it is fixed.
-    if len(body) > MAX_RPC_BYTES:
-        raise RemoteProtocolError(f"RPC body of {len(body)} bytes exceeds {MAX_RPC_BYTES}")
-    try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises many unrelated types on garbage
-        raise RemoteProtocolError(f"malformed RPC body: {type(exc).__name__}") from exc
+    return wire_unpack(body, max_bytes=MAX_RPC_BYTES)
 
 
 def seal(body: bytes, keyring: Keyring | None) -> bytes:
@@ -152,7 +136,7 @@ def error_to_wire(exc: BaseException) -> dict[str, Any]:
 
 
 def _error_classes() -> Mapping[str, type[NodeError]]:
-    classes: dict[str, type[NodeError]] = {"RPCUnreachable": RPCUnreachable}
+    classes: dict[str, type[NodeError]] = {}
     for name in errors_module.__all__:
         cls = getattr(errors_module, name)
         if isinstance(cls, type) and issubclass(cls, NodeError):

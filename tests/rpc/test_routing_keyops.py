@@ -103,7 +103,7 @@ def test_codec_error_mapping() -> None:
         (b"\x81\xa2id\xa1x", "'id' must be an integer"),
         (b"\x82\xa2id\xc3\xa6method\xa1m", "'id' must be an integer"),
         (b"\x81\xa2id\x01", "'method' must be a non-empty string"),
-        (b"\xc1", "malformed RPC body"),
+        (b"\xc1", "malformed msgpack"),
     ],
 )
 def test_decode_request_rejects_bad_bodies(body: bytes, message: str) -> None:
