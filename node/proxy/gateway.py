@@ -29,7 +29,7 @@ from node.clock import Clock, MonotonicClock
 from node.errors import ProxyError
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, GatewayPlan, Route, RouteKind, route_gateway
-from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Relay, make_scratch
+from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Poller, Relay, make_poller, make_scratch
 from node.proxy.sni import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
 
 __all__ = [
@@ -93,6 +93,7 @@ class _Pending:
         "attempt",
         "up",
         "reading",
+        "relay",
     )
 
     def __init__(self, gw: GatewayListener, sock: socket.socket, deadline: float) -> None:
@@ -106,8 +107,13 @@ class _Pending:
         self.attempt = 0
         self.up: socket.socket | None = None
         self.reading = True  # our on_hello reader is registered on the client socket
+        self.relay: Relay | None = None  # set when relaying with our reader still registered
 
     def on_hello(self) -> None:
+        relay = self.relay
+        if relay is not None:  # relaying: this reader now serves the relay
+            relay.downstream_readable()
+            return
         try:
             data = self.sock.recv(MAX_HELLO_BYTES - len(self.buf))
         except (BlockingIOError, InterruptedError):
@@ -134,12 +140,12 @@ class _Pending:
     def stop_reading(self) -> None:
         if self.reading:
             self.reading = False
-            self.gw.loop.remove_reader(self.fd)
+            self.gw.poller.remove_reader(self.fd)
 
     def on_connect(self) -> None:
         up = self.up
         assert up is not None
-        self.gw.loop.remove_writer(up.fileno())
+        self.gw.poller.remove_writer(up.fileno())
         err = up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             up.close()
@@ -165,12 +171,14 @@ class GatewayListener:
         idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         use_splice: bool = SPLICE_SUPPORTED,
+        poller: Poller | None = None,
     ) -> None:
         self.plan = plan
         self.stats = stats
         self.loop = asyncio.get_running_loop()
         self._pool = (pool or PipePool()) if use_splice else None
         self._scratch = make_scratch()
+        self.poller: Poller = poller or make_poller(self.loop)
         self._router = router
         self._rng = rng or random.Random()
         self._clock = clock or MonotonicClock()
@@ -222,6 +230,7 @@ class GatewayListener:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self.poller.close()
 
     # --- accepting ---------------------------------------------------------------
     def _on_accept(self) -> None:
@@ -251,7 +260,7 @@ class GatewayListener:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Pending(self, sock, deadline)
             self._pending[conn] = None
-            self.loop.add_reader(conn.fd, conn.on_hello)
+            self.poller.add_reader(conn.fd, conn.on_hello)
 
     # --- routing and dialling ----------------------------------------------------
     def route(self, conn: _Pending, server_name: str) -> None:
@@ -274,8 +283,7 @@ class GatewayListener:
             if family is None:
                 last_error = f"endpoint {ep} is not an IP address"
                 continue
-            up = socket.socket(family, socket.SOCK_STREAM)
-            up.setblocking(False)
+            up = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             err = up.connect_ex((ep.address, ep.port))
             if err in (0, errno.EINPROGRESS):
@@ -290,7 +298,7 @@ class GatewayListener:
                     continue
                 # Still connecting (a real network): wait for writability, quietly.
                 conn.stop_reading()
-                self.loop.add_writer(up.fileno(), conn.on_connect)
+                self.poller.add_writer(up.fileno(), conn.on_connect)
                 return
             up.close()
             last_error = errno.errorcode.get(err, str(err))
@@ -317,7 +325,7 @@ class GatewayListener:
         del self._pending[conn]
         assert conn.up is not None
         relay = Relay(
-            self.loop,
+            self.poller,
             conn.sock,
             conn.up,
             stats=self.stats,
@@ -326,7 +334,9 @@ class GatewayListener:
             on_close=self._relay_closed,
         )
         self._relays[relay] = (0, self._clock.monotonic())
-        relay.start(conn.buf[sent:], already_sent=sent)
+        if conn.reading:
+            conn.relay = relay
+        relay.start(conn.buf[sent:], already_sent=sent, downstream_reader=conn.reading)
 
     def _relay_closed(self, relay: Relay) -> None:
         self._relays.pop(relay, None)
@@ -344,9 +354,9 @@ class GatewayListener:
     def _drop(self, conn: _Pending) -> None:
         if conn in self._pending:
             del self._pending[conn]
-            conn.stop_reading()
+            self.poller.forget(conn.fd)  # closed right below: no unregistering needed
             if conn.up is not None:
-                self.loop.remove_writer(conn.up.fileno())
+                self.poller.forget(conn.up.fileno())
                 conn.up.close()
             conn.sock.close()
             self.stats.active -= 1
@@ -370,5 +380,6 @@ class GatewayListener:
                 relay.close()
         if self._sock is not None or self._pending or self._relays:
             self._schedule_sweep()
-        else:
+        else:  # stopped and drained: nothing will use the poller again
             self._sweeper = None
+            self.poller.close()

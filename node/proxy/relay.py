@@ -3,7 +3,9 @@
 Rule: per-connection work is as small as we can make it, because the gateway's cost per
 connection is what baselines.md shows a Python relay losing on. So:
 
-- raw non-blocking sockets and ``loop.add_reader/add_writer`` (no streams, no tasks);
+- raw non-blocking sockets watched by a ``Poller``: on Linux a private epoll set
+  (``EpollPoller``) that the loop watches through one fd, so a connection costs one
+  ``epoll_ctl`` per socket; elsewhere the loop's add_reader (no streams, no tasks);
 - a direction starts in copy mode through one scratch buffer shared by the listener
   (``recv_into`` then ``send``: two syscalls, no allocation), which is what small
   request/response traffic wants; splice costs more per call than a small copy;
@@ -26,14 +28,28 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import logging
 import os
+import select
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from node.proxy.metrics import ListenerStats
 
-__all__ = ["SPLICE_SUPPORTED", "PIPE_SIZE", "COPY_CHUNK", "PipePool", "Relay", "make_scratch"]
+__all__ = [
+    "Poller",
+    "LoopPoller",
+    "EpollPoller",
+    "make_poller",
+    "SPLICE_SUPPORTED",
+    "PIPE_SIZE",
+    "COPY_CHUNK",
+    "PipePool",
+    "Relay",
+    "make_scratch",
+]
 
 SPLICE_SUPPORTED = sys.platform == "linux" and hasattr(os, "splice")
 # 1 MiB pipes halved router CPU per GiB against 64 KiB ones in baselines.md (e'' vs e);
@@ -48,6 +64,8 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Errors that mean "the peer went away": end the relay quietly.
 _GONE = (ConnectionError, BrokenPipeError, TimeoutError)
+
+log = logging.getLogger(__name__)
 
 
 def make_scratch(size: int = COPY_CHUNK) -> memoryview:
@@ -93,6 +111,142 @@ class PipePool:
     def idle(self) -> int:
         """How many pipes wait for reuse."""
         return len(self._idle)
+
+
+class Poller(Protocol):
+    """Readiness callbacks per fd, like the loop's add_reader/add_writer."""
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None: ...
+    def remove_reader(self, fd: int) -> None: ...
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None: ...
+    def remove_writer(self, fd: int) -> None: ...
+    def forget(self, fd: int) -> None:
+        """Drop every callback of ``fd``; the caller closes it right after."""
+
+    def close(self) -> None: ...
+
+
+class LoopPoller:
+    """The event loop's own fd watching (portable)."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self._loop.add_reader(fd, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        self._loop.add_writer(fd, callback)
+
+    def remove_writer(self, fd: int) -> None:
+        self._loop.remove_writer(fd)
+
+    def forget(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        self._loop.remove_writer(fd)
+
+    def close(self) -> None:
+        pass
+
+
+_EP_READ = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+_EP_WRITE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+MAX_EVENTS = 256  # per dispatch; the rest stay ready (level-triggered) for the next one
+
+
+class EpollPoller:
+    """A private epoll set, itself watched by the event loop through one reader.
+
+    Why: under uvloop every add_reader on a new fd costs libuv's pollability check
+    (epoll ADD+DEL) on top of the registration, and callback swaps cost more; here a
+    connection costs one ``epoll_ctl`` per socket, and closing a socket removes it from
+    the set for free (``forget`` then close). Level-triggered, like the loop's own.
+    """
+
+    __slots__ = ("_loop", "_ep", "_fds")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ep = select.epoll()
+        # fd → [registered mask (-1: not registered), reader, writer]
+        self._fds: dict[int, list[Any]] = {}
+        loop.add_reader(self._ep.fileno(), self._dispatch)
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self._set(fd, 1, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self._set(fd, 1, None)
+
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        self._set(fd, 2, callback)
+
+    def remove_writer(self, fd: int) -> None:
+        self._set(fd, 2, None)
+
+    def forget(self, fd: int) -> None:
+        self._fds.pop(fd, None)
+
+    def _set(self, fd: int, slot: int, callback: Callable[[], None] | None) -> None:
+        entry = self._fds.get(fd)
+        if entry is None:
+            if callback is None:
+                return
+            entry = self._fds[fd] = [-1, None, None]
+        entry[slot] = callback
+        mask = (select.EPOLLIN if entry[1] else 0) | (select.EPOLLOUT if entry[2] else 0)
+        if mask == entry[0]:
+            return  # only the callback changed: no syscall
+        if mask == 0:
+            # Unregister rather than keep a 0 mask: HUP/ERR would still be reported.
+            del self._fds[fd]
+            self._ep.unregister(fd)
+        elif entry[0] == -1:
+            self._ep.register(fd, mask)
+        else:
+            self._ep.modify(fd, mask)
+        if mask:
+            entry[0] = mask
+
+    def _dispatch(self) -> None:
+        try:
+            events = self._ep.poll(0, MAX_EVENTS)
+        except InterruptedError:
+            return
+        fds = self._fds
+        for fd, ev in events:
+            entry = fds.get(fd)
+            if entry is None:  # forgotten but not yet closed by its owner: stop it
+                with contextlib.suppress(OSError):
+                    self._ep.unregister(fd)
+                continue
+            try:
+                if ev & _EP_READ and entry[1] is not None:
+                    entry[1]()
+                    entry = fds.get(fd)  # the callback may have changed or dropped it
+                if entry is not None and ev & _EP_WRITE and entry[2] is not None:
+                    entry[2]()
+            except Exception:  # one connection's bug must not stop the others
+                log.exception("relay callback failed", extra={"fd": fd})
+
+    def close(self) -> None:
+        """Stop watching (idempotent); the owner closes its sockets itself."""
+        if not self._ep.closed:
+            self._loop.remove_reader(self._ep.fileno())
+            self._ep.close()
+        self._fds.clear()
+
+
+def make_poller(loop: asyncio.AbstractEventLoop) -> Poller:
+    """The cheapest fd watcher on this platform."""
+    if sys.platform == "linux":
+        return EpollPoller(loop)
+    return LoopPoller(loop)
 
 
 class _Direction:
@@ -181,7 +335,7 @@ class _Direction:
         pool = self.relay.pool
         assert pool is not None
         self.pipe = pool.acquire()
-        self.relay.loop.add_reader(self.src_fd, self.on_readable_splice)  # replaces on_readable
+        self.relay.poller.add_reader(self.src_fd, self.on_readable_splice)  # replaces on_readable
 
     def on_readable_splice(self) -> None:
         assert self.pipe is not None
@@ -218,25 +372,25 @@ class _Direction:
     def wait_writable(self, flush: Callable[[], None]) -> None:
         if not self.writing:
             self.writing = True
-            loop = self.relay.loop
+            poller = self.relay.poller
             if not self.eof:
-                loop.remove_reader(self.src_fd)
-            loop.add_writer(self.dst_fd, flush)
+                poller.remove_reader(self.src_fd)
+            poller.add_writer(self.dst_fd, flush)
 
     def resume_reading(self) -> None:
         if self.writing:
             self.writing = False
-            loop = self.relay.loop
-            loop.remove_writer(self.dst_fd)
+            poller = self.relay.poller
+            poller.remove_writer(self.dst_fd)
             if not self.eof:
                 reader = self.on_readable_splice if self.pipe is not None else self.on_readable
-                loop.add_reader(self.src_fd, reader)
+                poller.add_reader(self.src_fd, reader)
         if self.eof:
             self.finish()
 
     def on_eof(self) -> None:
         self.eof = True
-        self.relay.loop.remove_reader(self.src_fd)
+        self.relay.poller.remove_reader(self.src_fd)
         if not self.pending and not self.rest:
             self.finish()
 
@@ -255,7 +409,7 @@ class Relay:
     """Bidirectional relay between ``downstream`` (accepted) and ``upstream`` (dialled)."""
 
     __slots__ = (
-        "loop",
+        "poller",
         "stats",
         "pool",
         "scratch",
@@ -269,7 +423,7 @@ class Relay:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        poller: Poller,
         downstream: socket.socket,
         upstream: socket.socket,
         *,
@@ -278,7 +432,7 @@ class Relay:
         scratch: memoryview,
         on_close: Callable[[Relay], None] | None = None,
     ) -> None:
-        self.loop = loop
+        self.poller = poller
         self.stats = stats
         self.pool = pool  # None: never splice (non-Linux, or forced copy)
         self.scratch = scratch
@@ -291,11 +445,15 @@ class Relay:
             _Direction(self, upstream, downstream, outbound=False),
         )
 
-    def start(self, initial: bytes = b"", *, already_sent: int = 0) -> None:
+    def start(
+        self, initial: bytes = b"", *, already_sent: int = 0, downstream_reader: bool = False
+    ) -> None:
         """Begin relaying; ``initial`` goes to upstream before anything else.
 
-        ``already_sent`` counts bytes the caller delivered upstream itself. A reader
-        the caller left registered on ``downstream`` is replaced, not duplicated.
+        ``already_sent`` counts bytes the caller delivered upstream itself.
+        ``downstream_reader`` means the caller keeps a reader registered on
+        ``downstream`` that forwards to ``downstream_readable`` (re-registering a
+        callback costs epoll_ctl calls under uvloop, so we avoid it).
         """
         out = self._dirs[0]
         if already_sent:
@@ -306,8 +464,13 @@ class Relay:
             if self.closed:
                 return
         for d in self._dirs:
-            if not d.writing:
-                self.loop.add_reader(d.src_fd, d.on_readable)
+            if d.writing or (downstream_reader and d is out):
+                continue
+            self.poller.add_reader(d.src_fd, d.on_readable)
+
+    def downstream_readable(self) -> None:
+        """Readiness of the downstream socket, for a caller-owned reader."""
+        self._dirs[0].on_readable()
 
     def direction_done(self, d: _Direction) -> None:
         other = self._dirs[1] if d is self._dirs[0] else self._dirs[0]
@@ -334,12 +497,9 @@ class Relay:
         if self.closed:
             return
         self.closed = True
-        loop = self.loop
+        poller = self.poller
         for d in self._dirs:
-            if d.writing:
-                loop.remove_writer(d.dst_fd)
-            elif not d.eof:
-                loop.remove_reader(d.src_fd)
+            poller.forget(d.src_fd)  # both fds are closed below: no unregistering needed
             if d.pipe is not None and self.pool is not None:
                 self.pool.release(d.pipe, empty=d.pending == 0)
                 d.pipe = None

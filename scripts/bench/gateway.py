@@ -236,7 +236,10 @@ def run_gateway(port: int, tls_backend: int, raw_backend: int) -> None:
         print(json.dumps(gw.stats.as_dict()), file=sys.stderr)
         gw.close()
 
-    uvloop.run(main())
+    if os.environ.get("MESHNODE_BENCH_LOOP") == "asyncio":
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
 
 
 def run_sidecar(up_port: int, pub_port: int, backend: int, certdir: Path) -> None:

@@ -14,7 +14,7 @@ from node.connect.names import datacenter_sni, service_sni
 from node.proxy.gateway import GatewayListener
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, GatewayPlan
-from node.proxy.relay import SPLICE_SUPPORTED, PipePool
+from node.proxy.relay import SPLICE_SUPPORTED, LoopPoller, PipePool
 
 
 def ep(port: int) -> Endpoint:
@@ -68,9 +68,12 @@ async def roundtrip(gw: GatewayListener, sni: str | None, payload: bytes = b"pin
 
 
 @pytest.mark.parametrize("use_splice", [True, False] if SPLICE_SUPPORTED else [False])
-async def test_GatewayListener_routes_local_service(use_splice: bool) -> None:
+@pytest.mark.parametrize("loop_poller", [False, True])
+async def test_GatewayListener_routes_local_service(use_splice: bool, loop_poller: bool) -> None:
     backend = await Backend().start()
-    gw = await start_gateway(make_plan({"api": (ep(backend.port),)}, {}), use_splice=use_splice)
+    poller = LoopPoller(asyncio.get_running_loop()) if loop_poller else None
+    plan = make_plan({"api": (ep(backend.port),)}, {})
+    gw = await start_gateway(plan, use_splice=use_splice, poller=poller)
     hello = client_hello(service_sni("api", "default", "dc1", TD))
     reader, writer = await asyncio.open_connection(*gw.address)
     writer.write(hello + b"x" * 300_000)
