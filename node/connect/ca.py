@@ -80,7 +80,7 @@ RegisteredCheck = Callable[[str, str], bool]
 
 def colon_hex(data: bytes) -> str:
     """Consul's ``HexString``: lowercase hex bytes joined by ``:``."""
-    return ":".join(f"{b:02x}" for b in data)
+    return data.hex(":")
 
 
 def _public_der(public_key: Any) -> bytes:
@@ -178,15 +178,19 @@ def _cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _load_csr(csr_pem: str | bytes) -> x509.CertificateSigningRequest:
+def _load_csr(
+    csr_pem: str | bytes, *, proof_of_possession: bool = True
+) -> tuple[x509.CertificateSigningRequest, Any]:
+    """Parse a CSR and (normally) prove the requester holds its key; returns (csr, key)."""
     try:
         csr = x509.load_pem_x509_csr(_pem_bytes(csr_pem, "CSR"))
     except ValueError:
         raise InvalidRequest("CSR is not a PEM certificate request", field="CSR") from None
-    if not csr.is_signature_valid:
+    public_key = csr.public_key()
+    _check_key_type(public_key, "CSR key")
+    if proof_of_possession and not csr.is_signature_valid:
         raise TrustError("CSR signature does not verify (no proof of key possession)")
-    _check_key_type(csr.public_key(), "CSR key")
-    return csr
+    return csr, public_key
 
 
 def _csr_single_uri(csr: x509.CertificateSigningRequest) -> str:
@@ -451,6 +455,7 @@ class CAServer:
         "_is_root",
         "_skid",
         "_issuer",
+        "_verify_csr_signatures",
     )
 
     def __init__(
@@ -479,6 +484,7 @@ class CAServer:
         self._is_root = not self._chain_pems
         self._skid = _skid_of(cert)
         self._issuer = cert.subject
+        self._verify_csr_signatures = True
 
     @classmethod
     def primary(
@@ -571,6 +577,22 @@ class CAServer:
         """Lifetime of new leaves."""
         return self._leaf_ttl
 
+    @property
+    def verify_csr_signatures(self) -> bool:
+        """Whether leaf CSRs must prove possession of their key (default True).
+
+        The check costs one ECDSA verification per leaf, more CPU than the signature
+        itself. Consul does not make it; the requester is already authenticated and the
+        registration check authorises the identity, so a CSR carrying someone else's
+        public key gains nothing (the requester lacks that private key). Intermediates
+        are always checked.
+        """
+        return self._verify_csr_signatures
+
+    @verify_csr_signatures.setter
+    def verify_csr_signatures(self, value: bool) -> None:
+        self._verify_csr_signatures = bool(value)
+
     def set_leaf_ttl(self, ttl: timedelta) -> None:
         """Apply a new ``LeafCertTTL`` (already validated by ``CAConfig``)."""
         self._leaf_ttl = ttl
@@ -582,14 +604,15 @@ class CAServer:
         datacenter, or for a service not registered on ``requester_node``.
         """
         now = _utc(now)
-        csr = _load_csr(csr_pem)
+        csr, public_key = _load_csr(csr_pem, proof_of_possession=self._verify_csr_signatures)
         identity = self._leaf_identity(csr, requester_node)
         not_before = now - CLOCK_SKEW
         not_after = min(not_before + self._leaf_ttl, self._cert.not_valid_after_utc)
         if not_after <= now:
             raise CAError("the signing certificate has expired; cannot issue leaves")
         serial = x509.random_serial_number()
-        cert = _sign(self._leaf_builder(csr, identity, serial, not_before, not_after), self._key)
+        builder = self._leaf_builder(public_key, identity, serial, not_before, not_after)
+        cert = _sign(builder, self._key)
         if self._max_leaf_expiry is None or not_after > self._max_leaf_expiry:
             self._max_leaf_expiry = not_after
         return IssuedCert(
@@ -626,13 +649,12 @@ class CAServer:
 
     def _leaf_builder(
         self,
-        csr: x509.CertificateSigningRequest,
+        public_key: Any,
         identity: SpiffeID,
         serial: int,
         not_before: datetime,
         not_after: datetime,
     ) -> x509.CertificateBuilder:
-        public_key = csr.public_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.service[:64])])
         return (
             x509.CertificateBuilder()
@@ -655,7 +677,7 @@ class CAServer:
         if not self._is_root:
             raise CAError("only the primary datacenter's root signs intermediates")
         now = _utc(now)
-        csr = _load_csr(csr_pem)
+        csr, public_key = _load_csr(csr_pem)
         uri = _csr_single_uri(csr)
         try:
             signing = parse_any_spiffe_id(uri)
@@ -673,14 +695,14 @@ class CAServer:
             x509.CertificateBuilder()
             .subject_name(csr.subject)
             .issuer_name(self._issuer)
-            .public_key(csr.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(not_after)
             .add_extension(_INTERMEDIATE_BASIC, critical=True)
             .add_extension(_ca_key_usage(), critical=True)
             .add_extension(_uri_san(signing.uri), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier(key_id(csr.public_key())), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier(key_id(public_key)), critical=False)
             .add_extension(_akid(self._skid), critical=False)
         )
         return _cert_pem(_sign(builder, self._key))

@@ -15,8 +15,9 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, unquote
 
@@ -40,6 +41,12 @@ _TRUST_DOMAIN: Final = re.compile(
     r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
 )
 MAX_URI_LENGTH: Final = 2048
+# RFC 3986 unreserved characters: such segments need no percent-encoding (the usual case).
+_NEEDS_QUOTE: Final = re.compile(r"[^A-Za-z0-9._~-]").search
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="") if _NEEDS_QUOTE(segment) else segment
 
 
 def trust_domain_for(cluster_id: str) -> str:
@@ -47,6 +54,7 @@ def trust_domain_for(cluster_id: str) -> str:
     return check_trust_domain((cluster_id + TRUST_DOMAIN_SUFFIX).lower())
 
 
+@functools.lru_cache(maxsize=64)  # a cluster has one or two; this runs per signed leaf
 def check_trust_domain(trust_domain: str) -> str:
     """Return ``trust_domain`` if it is a lowercase DNS-style name, else raise."""
     if not _TRUST_DOMAIN.match(trust_domain) or len(trust_domain) > 253:
@@ -68,20 +76,19 @@ class SpiffeID:
     datacenter: str
     service: str
     namespace: str = "default"
+    #: The URI as it goes into a certificate's SAN (derived; computed once).
+    uri: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trust_domain", check_trust_domain(self.trust_domain.lower()))
         _segment(self.namespace, "namespace")
         _segment(self.datacenter, "datacenter")
         _segment(self.service, "service")
-
-    @property
-    def uri(self) -> str:
-        """The URI as it goes into a certificate's SAN."""
-        path = "/".join(
-            quote(p, safe="") for p in ("ns", self.namespace, "dc", self.datacenter, "svc")
+        uri = (
+            f"{_SCHEME}{self.trust_domain}/ns/{_quote(self.namespace)}"
+            f"/dc/{_quote(self.datacenter)}/svc/{_quote(self.service)}"
         )
-        return f"{_SCHEME}{self.trust_domain}/{path}/{quote(self.service, safe='')}"
+        object.__setattr__(self, "uri", uri)
 
     @classmethod
     def parse(cls, uri: str) -> SpiffeID:
@@ -140,7 +147,7 @@ def parse_any_spiffe_id(uri: str) -> SpiffeID | SigningID:
         raise InvalidRequest(
             f"SPIFFE ID {uri!r} has path {'/' + path!r}, expected /ns/<ns>/dc/<dc>/svc/<service>"
         )
-    ns, dc, svc = (unquote(g) for g in match.groups())
+    ns, dc, svc = (unquote(g) if "%" in g else g for g in match.groups())
     return SpiffeID(trust_domain=trust_domain, namespace=ns, datacenter=dc, service=svc)
 
 

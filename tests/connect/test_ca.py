@@ -352,6 +352,9 @@ def test_sign_leaf_refuses_tampered_csr(primary: CAServer) -> None:
     tampered = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
     with pytest.raises(TrustError, match="signature does not verify"):
         primary.sign_leaf(tampered, "node-a", NOW)
+    primary.verify_csr_signatures = False  # Consul's behaviour: the key is taken as given
+    issued = primary.sign_leaf(tampered, "node-a", NOW)
+    assert load_certificates(issued.cert_pem)[0].public_key() == other_csr.public_key()
 
 
 @pytest.mark.parametrize(
