@@ -273,3 +273,24 @@ async def test_unmapped_error_is_500_with_traceback_logged(
     record = next(r for r in caplog.records if "unhandled error" in r.getMessage())
     assert record.exc_info is not None
     assert "path=/boom" in record.getMessage()
+
+
+async def test_many_blocking_queries_all_wake_on_one_change(client: Client, agent: Agent) -> None:
+    await _setup(client)
+    index = (await client.get("/v1/health/service/web")).headers["X-Consul-Index"]
+    params = {"index": index, "wait": "30s"}
+    # 90: the test client's pool holds 100 connections and the PUT below needs one.
+    waiters = [
+        asyncio.create_task(client.get("/v1/health/service/web", params=params)) for _ in range(90)
+    ]
+    deadline = asyncio.get_running_loop().time() + 10
+    while not agent.notifier.has_waiters:  # requests park on the shared future
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert (
+        await client.put("/v1/agent/service/register", json={"Name": "web", "ID": "web9"})
+    ).status == 200
+    responses = await asyncio.wait_for(asyncio.gather(*waiters), 10)  # far below the 30 s wait
+    assert {r.headers["X-Consul-Index"] for r in responses} != {index}
+    bodies = {await r.read() for r in responses}
+    assert len(bodies) == 1  # encoded once, served from the cache to everyone
