@@ -51,6 +51,7 @@ IDLE_TIMEOUT = 600.0  # seconds without a byte either way before a relay is clos
 MAX_CONNECTIONS = 10_000  # open (incl. not yet routed) connections per listener
 MAX_DIAL_ATTEMPTS = 3  # endpoints tried per connection before giving up
 SWEEP_INTERVAL = 0.25  # seconds between timeout sweeps
+ROUTE_CACHE_SIZE = 4096  # distinct SNIs remembered per plan (names come from clients)
 LISTEN_BACKLOG = 4096
 
 Router = Callable[[GatewayPlan, str], Route]
@@ -189,6 +190,7 @@ class GatewayListener:
         self._pending: dict[_Pending, None] = {}
         self._relays: dict[Relay, tuple[int, float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._routes: dict[str, Route] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -206,12 +208,14 @@ class GatewayListener:
         """Listen (on ``sock`` if given, else the plan's address); ``ProxyError`` if we cannot."""
         plan = self.plan
         self._sock = sock or bind_listener(plan.bind_address, plan.bind_port, plan.name)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.loop.add_reader(self._sock.fileno(), self._on_accept)
         self._schedule_sweep()
 
     def update(self, plan: GatewayPlan) -> None:
         """Route new connections by ``plan``; open ones are untouched."""
         self.plan = plan
+        self._routes.clear()
 
     def stop_accepting(self) -> None:
         """Close the listening socket; open connections run until they end."""
@@ -256,15 +260,19 @@ class GatewayListener:
                 sock.close()
                 continue
             stats.active += 1
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)  # TCP_NODELAY is inherited from the listening socket
             conn = _Pending(self, sock, deadline)
             self._pending[conn] = None
             self.poller.add_reader(conn.fd, conn.on_hello)
 
     # --- routing and dialling ----------------------------------------------------
     def route(self, conn: _Pending, server_name: str) -> None:
-        decision = self._router(self.plan, server_name)
+        # Decisions are pure functions of (plan, name): cache them until the plan changes.
+        decision = self._routes.get(server_name)
+        if decision is None:
+            decision = self._router(self.plan, server_name)
+            if len(self._routes) < ROUTE_CACHE_SIZE:
+                self._routes[server_name] = decision
         if decision.kind is RouteKind.REJECT:
             self.reject(conn, decision.reason, detail=server_name)
             return
