@@ -17,10 +17,12 @@ Callers import from here.
 from __future__ import annotations
 
 from node.connect.ca import (
+    CAChange,
     CAServer,
     IssuedCert,
     RootMaterial,
     TrustBundle,
+    bootstrap_ca,
     cert_fingerprint,
     colon_hex,
     generate_private_key,
@@ -32,7 +34,9 @@ from node.connect.ca import (
     make_intermediate_csr,
     make_leaf_csr,
     private_key_to_pem,
+    reconfigure_ca,
     root_info,
+    serial_hex,
     spiffe_id_from_cert,
     verify_leaf,
 )
@@ -152,6 +156,10 @@ __all__ = [
     "retire_inactive",
     "note_leaf_expiry",
     # CA
+    "CAChange",
+    "bootstrap_ca",
+    "reconfigure_ca",
+    "serial_hex",
     "CAServer",
     "IssuedCert",
     "RootMaterial",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -34,8 +34,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from node.connect.castate import DEFAULT_LEAF_CERT_TTL, CARoot
-from node.connect.spiffe import SigningID, SpiffeID, parse_any_spiffe_id
+from node.connect.castate import (
+    DEFAULT_LEAF_CERT_TTL,
+    CAConfig,
+    CAConfigRequest,
+    CARoot,
+    CARoots,
+    rotate_roots,
+)
+from node.connect.spiffe import SigningID, SpiffeID, parse_any_spiffe_id, trust_domain_for
 from node.errors import CAError, InvalidRequest, TrustError
 
 __all__ = [
@@ -62,6 +69,9 @@ __all__ = [
     "verify_leaf",
     "spiffe_id_from_cert",
     "load_certificates",
+    "CAChange",
+    "bootstrap_ca",
+    "reconfigure_ca",
 ]
 
 ROOT_TTL: Final = timedelta(days=3652)  # 10 years, leap days included
@@ -835,3 +845,66 @@ def verify_leaf(
 ) -> SpiffeID:
     """Verify a leaf (and its chain) against ``roots`` at ``now``; return its SPIFFE id."""
     return TrustBundle(roots).verify(leaf_pem, intermediates, now=now)
+
+
+# --- bootstrap and reconfiguration (what the primary's servers do) ---------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CAChange:
+    """The outcome of a CA bootstrap or reconfiguration, ready to write and to use.
+
+    ``roots`` and ``config`` go into the global state (``ca-roots``, ``ca-config``);
+    ``new_root`` (private key included) goes only to the primary's servers, which build a
+    ``CAServer.primary`` from it. ``new_root`` is ``None`` when the active root is unchanged.
+    """
+
+    roots: CARoots
+    config: CAConfig
+    new_root: RootMaterial | None = field(default=None, repr=False)
+
+
+def bootstrap_ca(*, cluster_id: str, now: datetime, config: CAConfig | None = None) -> CAChange:
+    """First start of the primary: cluster id → trust domain, a new root, the roots entry."""
+    trust_domain = trust_domain_for(cluster_id)
+    config = replace(config or CAConfig(), cluster_id=cluster_id)
+    root = generate_root(trust_domain=trust_domain, now=now)
+    roots = rotate_roots(
+        None, root.info, now=now, leaf_ttl=config.leaf_cert_ttl,
+        cluster_id=cluster_id, trust_domain=trust_domain,
+    )  # fmt: skip
+    return CAChange(roots=roots, config=config, new_root=root)
+
+
+def reconfigure_ca(
+    request: CAConfigRequest, *, roots: CARoots, config: CAConfig, now: datetime
+) -> CAChange:
+    """``PUT /v1/connect/ca/configuration`` on the primary.
+
+    The cluster id never changes. A ``PrivateKey`` + ``RootCert`` pair (validated by
+    ``load_root``) becomes the new active root unless it already is; the old root stays
+    trusted until every leaf it signed, under the old or new TTL, has expired. Any other
+    change (``LeafCertTTL``, ``RotationPeriod``) keeps the root. Bad input raises before
+    anything is returned, so nothing is half-applied.
+    """
+    new_config = replace(request.config, cluster_id=config.cluster_id)
+    if request.private_key_pem is None or request.root_cert_pem is None:
+        return CAChange(roots=roots, config=new_config)
+    root = load_root(
+        private_key_pem=request.private_key_pem,
+        root_cert_pem=request.root_cert_pem,
+        trust_domain=roots.trust_domain,
+        now=now,
+    )
+    if root.info.id == roots.active_root_id:
+        return CAChange(roots=roots, config=new_config)
+    if roots.root(root.info.id) is not None:
+        raise InvalidRequest(
+            f"root {root.info.id} is already in the trust bundle; it cannot be made active again"
+        )
+    rotated = rotate_roots(
+        roots, root.info, now=now,
+        leaf_ttl=max(config.leaf_cert_ttl, new_config.leaf_cert_ttl),
+        cluster_id=roots.cluster_id, trust_domain=roots.trust_domain,
+    )  # fmt: skip
+    return CAChange(roots=rotated, config=new_config, new_root=root)

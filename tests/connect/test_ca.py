@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from connect_helpers import NOW, TD, is_registered
+from connect_helpers import CLUSTER_ID, NOW, TD, is_registered
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -21,12 +21,15 @@ from node.connect import (
     RootMaterial,
     SpiffeID,
     TrustBundle,
+    bootstrap_ca,
     generate_root,
     load_certificates,
     load_root,
     make_intermediate_csr,
     make_leaf_csr,
+    parse_ca_configuration,
     private_key_to_pem,
+    reconfigure_ca,
     verify_leaf,
 )
 from node.errors import CAError, InvalidRequest, TrustError
@@ -508,3 +511,68 @@ def test_byo_root_signs_verifiable_leaves() -> None:
     assert verify_leaf(
         ca.sign_leaf(csr, "node-a", NOW).cert_pem, [], [byo.info.root_cert], NOW
     ) == _sid("web")
+
+
+# --- bootstrap and reconfiguration -----------------------------------------------------------
+
+
+def test_bootstrap_ca_makes_trust_domain_root_and_roots_entry() -> None:
+    change = bootstrap_ca(cluster_id=CLUSTER_ID.upper(), now=NOW)
+    assert change.roots.trust_domain == TD and change.config.cluster_id == CLUSTER_ID.upper()
+    assert change.new_root is not None and change.roots.active_root_id == change.new_root.info.id
+    assert "PRIVATE KEY" not in repr(change)
+
+
+def test_reconfigure_ca_ttl_only_keeps_root_and_byo_rotates() -> None:
+    start = bootstrap_ca(cluster_id=CLUSTER_ID, now=NOW)
+    ttl_only = reconfigure_ca(
+        parse_ca_configuration({"Config": {"LeafCertTTL": "24h"}}),
+        roots=start.roots,
+        config=start.config,
+        now=NOW,
+    )
+    assert ttl_only.roots == start.roots and ttl_only.new_root is None
+    assert (
+        ttl_only.config.leaf_cert_ttl == timedelta(hours=24)
+        and ttl_only.config.cluster_id == CLUSTER_ID
+    )
+
+    byo = generate_root(trust_domain=TD, now=NOW).export_private_material()
+    body = {
+        "Config": {
+            "PrivateKey": byo["private_key"],
+            "RootCert": byo["root_cert"],
+            "LeafCertTTL": "96h",
+        }
+    }
+    later = NOW + timedelta(hours=1)
+    rotated = reconfigure_ca(
+        parse_ca_configuration(body), roots=start.roots, config=start.config, now=later
+    )
+    assert rotated.new_root is not None and rotated.roots.active_root_id == rotated.new_root.info.id
+    old = rotated.roots.root(start.roots.active_root_id)
+    assert old is not None and old.retain_until == later + 2 * timedelta(hours=96)
+    # The same root again changes nothing; the retired one cannot be reactivated.
+    again = reconfigure_ca(
+        parse_ca_configuration(body), roots=rotated.roots, config=rotated.config, now=later
+    )
+    assert again.roots == rotated.roots and again.new_root is None
+    assert start.new_root is not None
+    old_material = start.new_root.export_private_material()
+    back = {
+        "Config": {"PrivateKey": old_material["private_key"], "RootCert": old_material["root_cert"]}
+    }
+    with pytest.raises(InvalidRequest, match="already in the trust bundle"):
+        reconfigure_ca(
+            parse_ca_configuration(back), roots=rotated.roots, config=rotated.config, now=later
+        )
+    mismatched = {
+        "Config": {"PrivateKey": old_material["private_key"], "RootCert": byo["root_cert"]}
+    }
+    with pytest.raises(InvalidRequest, match="does not match"):
+        reconfigure_ca(
+            parse_ca_configuration(mismatched),
+            roots=rotated.roots,
+            config=rotated.config,
+            now=later,
+        )
