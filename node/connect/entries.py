@@ -96,6 +96,9 @@ class ProxyDefaults:
     name: str = PROXY_CONFIG_GLOBAL
     config: Mapping[str, Any] = field(default_factory=_empty_config)
     mesh_gateway: MeshGatewayMode = MeshGatewayMode.DEFAULT
+    #: Consul 1.6 ``Expose`` block, kept verbatim (meshnode exposes no paths); accepted so
+    #: that the output of ``consul config read`` can be written back.
+    expose: Mapping[str, Any] = field(default_factory=_empty_config)
 
     def __post_init__(self) -> None:
         if self.name != PROXY_CONFIG_GLOBAL:
@@ -104,8 +107,9 @@ class ProxyDefaults:
                 f"supported for {PROXY_DEFAULTS}",
                 field="Name",
             )
-        if not isinstance(self.config, MappingProxyType):
-            object.__setattr__(self, "config", freeze_value(self.config))
+        for attr in ("config", "expose"):
+            if not isinstance(getattr(self, attr), MappingProxyType):
+                object.__setattr__(self, attr, freeze_value(getattr(self, attr)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,9 +124,15 @@ class ServiceDefaults:
     name: str
     protocol: str = ""
     mesh_gateway: MeshGatewayMode = MeshGatewayMode.DEFAULT
+    #: Kept verbatim, as for ``ProxyDefaults.expose``.
+    expose: Mapping[str, Any] = field(default_factory=_empty_config)
+    #: Consul's ``ExternalSNI`` (external services only); stored, not used by meshnode.
+    external_sni: str = ""
 
     def __post_init__(self) -> None:
         _check_name(self.name, SERVICE_DEFAULTS)
+        if not isinstance(self.expose, MappingProxyType):
+            object.__setattr__(self, "expose", freeze_value(self.expose))
         if self.protocol != self.protocol.lower():
             object.__setattr__(self, "protocol", self.protocol.lower())
 
@@ -138,12 +148,15 @@ _PROXY_KEYS: Final = {
     "Name": "name",
     "Config": "config",
     "MeshGateway": "mesh_gateway",
+    "Expose": "expose",
 }
 _SERVICE_KEYS: Final = {
     "Kind": "kind",
     "Name": "name",
     "Protocol": "protocol",
     "MeshGateway": "mesh_gateway",
+    "Expose": "expose",
+    "ExternalSNI": "external_sni",
 }
 _MESH_GATEWAY_KEYS: Final = {"Mode": "mode"}
 
@@ -249,7 +262,21 @@ def _parse_proxy_defaults(fields: Mapping[str, Any]) -> ProxyDefaults:
         name=name,
         config=freeze_value(config),
         mesh_gateway=MeshGatewayMode.DEFAULT if mode is None else mode,
+        expose=_parse_expose(fields.get("Expose")),
     )
+
+
+def _parse_expose(value: object) -> Mapping[str, Any]:
+    if value is None:
+        return _empty_config()
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) == 1:
+        value = value[0]  # an HCL block list of one
+    if not isinstance(value, Mapping):
+        raise InvalidRequest(
+            f"Expose must be an object, got {type(value).__name__}", field="Expose"
+        )
+    frozen: Mapping[str, Any] = freeze_value(value)
+    return frozen
 
 
 def _parse_service_defaults(fields: Mapping[str, Any]) -> ServiceDefaults:
@@ -260,11 +287,18 @@ def _parse_service_defaults(fields: Mapping[str, Any]) -> ServiceDefaults:
             f'{SERVICE_DEFAULTS} Protocol must be a word like "http" or "tcp", got {protocol!r}',
             field="Protocol",
         )
+    external_sni = fields.get("ExternalSNI", "")
+    if not isinstance(external_sni, str):
+        raise InvalidRequest(
+            f"{SERVICE_DEFAULTS} ExternalSNI must be a string", field="ExternalSNI"
+        )
     mode = _parse_mesh_gateway(fields["MeshGateway"]) if "MeshGateway" in fields else None
     return ServiceDefaults(
         name=name,
         protocol=protocol,
         mesh_gateway=MeshGatewayMode.DEFAULT if mode is None else mode,
+        expose=_parse_expose(fields.get("Expose")),
+        external_sni=external_sni,
     )
 
 
@@ -275,5 +309,7 @@ def entry_to_wire(entry: ConfigEntry) -> dict[str, Any]:
         out["config"] = thaw_value(entry.config)
     else:
         out["protocol"] = entry.protocol
+        out["external_sni"] = entry.external_sni
     out["mesh_gateway"] = {"mode": entry.mesh_gateway.value}
+    out["expose"] = thaw_value(entry.expose)
     return out

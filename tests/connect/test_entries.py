@@ -58,6 +58,31 @@ def test_index_fields_from_a_read_are_ignored() -> None:
     assert parse_config_entry(body) == ServiceDefaults(name="web")
 
 
+def test_consul_read_output_can_be_written_back() -> None:
+    # `consul config read` (1.6) prints empty MeshGateway/Expose blocks and the indexes.
+    proxy = {
+        "Kind": "proxy-defaults",
+        "Name": "global",
+        "Config": {},
+        "MeshGateway": {},
+        "Expose": {},
+        "CreateIndex": 5,
+        "ModifyIndex": 5,
+    }
+    assert parse_config_entry(proxy) == ProxyDefaults()
+    service = {
+        "Kind": "service-defaults",
+        "Name": "web",
+        "Protocol": "http",
+        "MeshGateway": {},
+        "Expose": {"Checks": True},
+        "ExternalSNI": "",
+    }
+    entry = parse_config_entry(service)
+    assert isinstance(entry, ServiceDefaults) and entry.expose["Checks"] is True
+    assert parse_config_entry(entry_to_wire(entry)) == entry
+
+
 def test_hcl_block_list_of_one_is_tolerated() -> None:
     body = {"Kind": "service-defaults", "Name": "web", "MeshGateway": [{"Mode": "none"}]}
     assert parse_config_entry(body).mesh_gateway is MeshGatewayMode.NONE
@@ -117,6 +142,12 @@ def test_wire_round_trip(entry: ProxyDefaults | ServiceDefaults) -> None:
         ({"Kind": "service-defaults", "Name": "w", "Protocol": 5}, "Protocol must be a word"),
         ({"Kind": "proxy-defaults", "Config": [1]}, "Config must be an object"),
         ({"Kind": "proxy-defaults", "Config": {"x": object()}}, "unsupported type"),
+        ({"Kind": "proxy-defaults", "Expose": "yes"}, "Expose must be an object"),
+        (
+            {"Kind": "service-defaults", "Name": "w", "ExternalSNI": 1},
+            "ExternalSNI must be a string",
+        ),
+        ({"Kind": "proxy-defaults", "ExternalSNI": "x"}, 'invalid config key "ExternalSNI"'),
     ],
 )
 def test_bad_input_gets_a_clear_error(body: dict[str, Any], message: str) -> None:
