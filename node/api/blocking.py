@@ -150,11 +150,15 @@ async def run_blocking(
             return value, max(index, 1)
 
 
-def consul_headers(index: int) -> dict[str, str]:
-    """The headers Consul puts on every read (single node: we are our own leader)."""
+def consul_headers(index: int, *, known_leader: bool = True) -> dict[str, str]:
+    """The headers Consul puts on every read.
+
+    ``LastContact`` is 0: reads are served from this node's own replica, never by
+    asking a leader (gossip-replicated, not raft), so there is no contact to age.
+    """
     return {
         "X-Consul-Index": str(index),
-        "X-Consul-KnownLeader": "true",
+        "X-Consul-KnownLeader": "true" if known_leader else "false",
         "X-Consul-LastContact": "0",
         "Content-Type": "application/json",
     }

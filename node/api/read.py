@@ -121,4 +121,4 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
             rng=request.app[RNG],
             monotonic=agent.clock.monotonic,
         )
-    return web.Response(body=body, headers=consul_headers(index))
+    return web.Response(body=body, headers=consul_headers(index, known_leader=bool(agent.leader())))

@@ -312,11 +312,17 @@ def _report(args: argparse.Namespace) -> None:
             "--watchers",
             str(args.watchers),
         ]
-        wake = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        rounds = [
+            json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+            for _ in range(args.rounds)
+        ]
+        rounds.sort(key=lambda r: r["all_returned_ms"])
+        wake = rounds[len(rounds) // 2]
+        spread = ", ".join(f"{r['all_returned_ms']:.0f}" for r in rounds)
         print(
             f"wake-up: {wake['watchers']} blocking queries all returned {wake['all_returned_ms']:.1f} ms "
-            f"after the registration was sent (first {wake['first_ms']:.1f} ms, "
-            f"registration answered in {wake['register_ms']:.1f} ms)"
+            f"(median of {len(rounds)}: {spread}) after the registration was sent "
+            f"(first {wake['first_ms']:.1f} ms, registration answered in {wake['register_ms']:.1f} ms)"
         )
     finally:
         proc.terminate()

@@ -69,6 +69,7 @@ def test_consul_headers_carry_index_and_leader() -> None:
     assert headers["X-Consul-Index"] == "9"
     assert headers["X-Consul-KnownLeader"] == "true"
     assert headers["X-Consul-LastContact"] == "0"
+    assert consul_headers(9, known_leader=False)["X-Consul-KnownLeader"] == "false"
 
 
 class _Notifier:
