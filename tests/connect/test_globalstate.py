@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from connect_helpers import CLUSTER_ID, NOW, TD
 
 from node.catalog.model import MeshGatewayMode
@@ -354,3 +356,53 @@ def test_bad_delta_and_damaged_file() -> None:
         Delta.from_wire({"records": [], "index": "1", "full": False})
     with pytest.raises(InvalidRequest, match="damaged global state"):
         GlobalState.from_wire({"node": "n"})
+
+
+# --- property: any interleaving of writes and partial syncs converges -----------------------
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "delete", "roots", "sync"]),
+        st.integers(0, 2),  # node
+        st.integers(0, 2),  # key / peer
+        st.integers(0, 50),  # wall clock step
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_OPS)
+def test_any_history_converges_after_full_sync(ops: list[tuple[str, int, int, int]]) -> None:
+    nodes = [GlobalState(f"n{i}") for i in range(3)]
+    wall = 1000
+    written_roots: set[str] = set()
+    for n, (op, node, arg, step) in enumerate(ops):
+        wall += step
+        gs = nodes[node]
+        if op == "put":
+            gs.put(
+                SD, f"s{arg}", sd(f"s{arg}", ["local", "remote", "none"][step % 3]), wall_ms=wall
+            )
+        elif op == "delete" and gs.get(SD, f"s{arg}") is not None:
+            gs.delete(SD, f"s{arg}", wall_ms=wall)
+        elif op == "roots":
+            rid = f"r{node}-{n}"
+            current = gs.get("ca-roots", "roots")
+            ids = [rid] + ([r.id for r in current.value.roots] if current else [])
+            gs.put("ca-roots", "roots", roots(rid, *ids), wall_ms=wall)
+            written_roots.add(rid)
+        elif op == "sync":
+            peer = nodes[arg]
+            peer.merge(gs.entries_since(0).records, wall_ms=wall)
+    for _ in range(2):
+        for a in nodes:
+            for b in nodes:
+                if a is not b:
+                    sync(a, b, wall)
+    first = {k: v for k, (v, _) in snapshot(nodes[0]).items()}
+    for other in nodes[1:]:
+        assert {k: v for k, (v, _) in snapshot(other).items()} == first
+    if written_roots:
+        value = nodes[0].get("ca-roots", "roots").value  # type: ignore[union-attr]
+        assert {r.id for r in value.roots} == written_roots  # no root is ever lost
