@@ -191,3 +191,20 @@ async def test_members_and_self(client: Client, agent: Agent) -> None:
     assert me["Config"]["Datacenter"] == "dc1"
     assert me["Config"]["NodeID"] == agent.node_id
     assert me["Member"]["Name"] == "n1"
+
+
+async def test_client_node_has_no_leader_and_no_wan_membership(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    from node.api.app import make_app
+    from node.config import load
+
+    node = Agent(load([], overrides={"node": "c1", "data-dir": str(tmp_path), "http-port": 0}))
+    client = await aiohttp_client(make_app(node))
+    resp = await client.get("/v1/status/leader")
+    assert await resp.json() == ""
+    assert resp.headers["X-Consul-KnownLeader"] == "false"
+    assert await (await client.get("/v1/status/peers")).json() == []
+    members = await (await client.get("/v1/agent/members")).json()
+    assert members[0]["Tags"]["role"] == "node"
+    assert await (await client.get("/v1/agent/members", params={"wan": "1"})).json() == []
