@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import msgpack
 import pytest
+from connect_helpers import CLUSTER_ID, NOW, TD
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from connect_helpers import CLUSTER_ID, NOW, TD
 
 from node.catalog.model import MeshGatewayMode
 from node.connect import (
