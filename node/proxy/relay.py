@@ -9,7 +9,7 @@ connection is what baselines.md shows a Python relay losing on. So:
 - a direction starts in copy mode through one scratch buffer shared by the listener
   (``recv_into`` then ``send``: two syscalls, no allocation), which is what small
   request/response traffic wants; splice costs more per call than a small copy;
-- the first read that fills the scratch buffer switches that direction to zero-copy
+- a large read (or enough bytes in total) switches that direction to zero-copy
   ``os.splice`` socket → pipe → socket for the rest of its life; pipes come from a
   ``PipePool`` and go back to it when empty, so even bulk connections cost no
   ``pipe2``/``fcntl`` calls;
@@ -55,8 +55,13 @@ SPLICE_SUPPORTED = sys.platform == "linux" and hasattr(os, "splice")
 # 1 MiB pipes halved router CPU per GiB against 64 KiB ones in baselines.md (e'' vs e);
 # pages are only pinned while data sits in the pipe.
 PIPE_SIZE = 1 << 20
-# The shared copy buffer; a read that fills it means bulk traffic → switch to splice.
+# The shared copy buffer.
 COPY_CHUNK = 64 * 1024
+# A direction switches to splice after one read this large, or this much copied in
+# total: both mean a stream, where splice's per-call cost is repaid (a TLS record is
+# at most 16 KiB + overhead, so one full record read already qualifies).
+SPLICE_AFTER_READ = 16 * 1024
+SPLICE_AFTER_TOTAL = 128 * 1024
 # Idle pipes kept for reuse; beyond this they are closed (2 fds each).
 MAX_IDLE_PIPES = 512
 
@@ -207,7 +212,10 @@ class EpollPoller:
             del self._fds[fd]
             self._ep.unregister(fd)
         elif entry[0] == -1:
-            self._ep.register(fd, mask)
+            try:
+                self._ep.register(fd, mask)
+            except FileExistsError:  # forgotten but still open: take it over
+                self._ep.modify(fd, mask)
         else:
             self._ep.modify(fd, mask)
         if mask:
@@ -265,6 +273,7 @@ class _Direction:
         "eof",
         "done",
         "outbound",
+        "copied",
     )
 
     def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket, outbound: bool):
@@ -278,6 +287,7 @@ class _Direction:
         self.eof = False
         self.done = False
         self.outbound = outbound  # True = accepting side → dialled side
+        self.copied = 0  # bytes moved in copy mode (decides the switch to splice)
 
     def count(self, n: int) -> None:
         stats = self.relay.stats
@@ -303,7 +313,13 @@ class _Direction:
             return
         self.count(n)
         self.send_copy(view[:n])
-        if n == len(view) and relay.pool is not None and not self.writing and not relay.closed:
+        self.copied += n
+        if (
+            (n >= SPLICE_AFTER_READ or self.copied >= SPLICE_AFTER_TOTAL)
+            and relay.pool is not None
+            and not self.writing
+            and not relay.closed
+        ):
             self.start_splicing()
 
     def send_copy(self, data: memoryview | bytes) -> None:

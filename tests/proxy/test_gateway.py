@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import sys
 from types import MappingProxyType
 
 import pytest
@@ -249,3 +250,61 @@ async def test_PipePool_reuses_pipes() -> None:
     gw.close()
     pool.close()
     await backend.aclose()
+
+
+@pytest.mark.parametrize("use_splice", [True, False] if SPLICE_SUPPORTED else [False])
+async def test_Relay_backpressure_loses_nothing(use_splice: bool) -> None:
+    # The backend reads nothing until the client has sent everything it could, so
+    # the relay must park its reader, wait for writability and resume.
+    release = asyncio.Event()
+    got = bytearray()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        while data := await reader.read(1 << 20):
+            got.extend(data)
+        writer.write(b"done")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await start_gateway(make_plan({"api": (ep(port),)}, {}), use_splice=use_splice)
+    hello = client_hello(service_sni("api", "default", "dc1", TD))
+    payload = bytes(range(256)) * 40_000  # ~10 MB, far beyond the socket buffers
+    reader, writer = await asyncio.open_connection(*gw.address)
+    writer.write(hello + payload)
+    await asyncio.sleep(0.2)
+    release.set()
+    writer.write_eof()
+    assert await read_until_closed(reader, timeout=20) == b"done"
+    assert bytes(got) == hello + payload
+    writer.close()
+    gw.close()
+    server.close()
+
+
+async def test_EpollPoller_ignores_forgotten_fds() -> None:
+    if sys.platform != "linux":
+        pytest.skip("epoll is Linux-only")
+    from node.proxy.relay import EpollPoller
+
+    poller = EpollPoller(asyncio.get_running_loop())
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    hits: list[str] = []
+    poller.add_reader(a.fileno(), lambda: hits.append("read") or a.recv(10))
+    b.send(b"x")
+    await wait_for(lambda: hits == ["read"])
+    # Forgotten while still open and readable: the stale registration is dropped, no spin.
+    poller.forget(a.fileno())
+    b.send(b"y")
+    await asyncio.sleep(0.05)
+    assert hits == ["read"]
+    poller.add_writer(a.fileno(), lambda: hits.append("write"))
+    await wait_for(lambda: "write" in hits)
+    poller.remove_writer(a.fileno())
+    poller.close()
+    poller.close()  # idempotent
+    a.close()
+    b.close()
