@@ -665,6 +665,7 @@ class CAServer:
         not_before: datetime,
         not_after: datetime,
     ) -> x509.CertificateBuilder:
+        # X.509 caps a CommonName at 64 characters; the full name is in the URI SAN anyway.
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.service[:64])])
         return (
             x509.CertificateBuilder()
