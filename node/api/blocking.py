@@ -138,6 +138,11 @@ async def run_blocking(
     value, index = query()
     if not opts.blocking or index > opts.index:
         return value, max(index, 1)
+    if opts.index > notifier.index:
+        # The client's index is from the future: it saw a previous incarnation of this
+        # node (a restart resets indexes). Answer now so it resyncs at once instead of
+        # waiting out a full timeout before noticing the index went backwards.
+        return value, max(index, 1)
     deadline = monotonic() + jittered(opts.wait, rng)
     while True:
         remaining = deadline - monotonic()

@@ -148,3 +148,19 @@ async def test_run_blocking_times_out_with_current_value() -> None:
     elapsed = loop.time() - start
     assert (value, index) == ("same", 5)
     assert 0.05 <= elapsed < 2.0
+
+
+async def test_run_blocking_answers_at_once_for_an_index_from_the_future() -> None:
+    notifier = _Notifier()  # index 5
+    loop = asyncio.get_running_loop()
+    value, index = await asyncio.wait_for(
+        run_blocking(
+            lambda: ("v", 3),
+            QueryOptions(index=500, wait=30.0),
+            notifier,
+            rng=random.Random(1),
+            monotonic=loop.time,
+        ),
+        5,
+    )
+    assert (value, index) == ("v", 3)
