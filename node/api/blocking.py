@@ -5,7 +5,9 @@ on the catalog. Semantics follow Consul 1.6 (``website/source/api/features/block
 a request with ``index=N > 0`` returns as soon as the query's own index exceeds N, or
 after ``wait`` (default 5 min, capped at 10 min) plus a random jitter of up to wait/16,
 with whatever the query answers then. ``index=0`` or no index answers at once. The
-returned index is never below 1, as Consul clamps it.
+returned index is never below 1, as Consul clamps it. One deliberate difference: an
+index higher than anything this node has served (the client saw a node before its
+restart) answers at once, so the client resyncs instead of waiting out the timeout.
 """
 
 from __future__ import annotations
