@@ -145,7 +145,14 @@ _CA_CONFIG_KEYS: Final = {
     "RootCert": "root_cert",
 }
 #: Consul echoes these back in GET; a body copied from a GET must still be accepted.
-_CA_IGNORED: Final = frozenset({"CreateIndex", "ModifyIndex", "ClusterID", "cluster_id"})
+#: Consul 1.6 rate limits on signing (``CommonCAProviderConfig``) are accepted too, so existing
+#: configurations load; meshnode does not implement them.
+_CA_IGNORED: Final = frozenset(
+    {
+        "CreateIndex", "ModifyIndex", "ClusterID", "cluster_id",
+        "CSRMaxPerSecond", "CSRMaxConcurrent", "csr_max_per_second", "csr_max_concurrent",
+    }
+)  # fmt: skip
 
 
 def _pick(raw: Mapping[str, Any], table: Mapping[str, str], where: str) -> dict[str, Any]:

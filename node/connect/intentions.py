@@ -38,6 +38,8 @@ __all__ = [
     "authorize",
     "intention_to_wire",
     "intention_from_wire",
+    "with_indexes",
+    "precedence_of",
 ]
 
 WILDCARD: Final = "*"

@@ -18,7 +18,7 @@ from node.connect import (
     parse_intention,
     sort_intentions,
 )
-from node.connect.intentions import intention_from_wire, intention_to_wire
+from node.connect.intentions import intention_from_wire, intention_to_wire, with_indexes
 from node.errors import Conflict, InvalidRequest
 
 ALLOW, DENY = IntentionAction.ALLOW, IntentionAction.DENY
@@ -215,6 +215,12 @@ def test_parse_intention_errors(body: dict[str, Any], message: str) -> None:
 def test_id_must_be_uuid() -> None:
     with pytest.raises(InvalidRequest, match="not a UUID"):
         Intention(id="nope", source_name="a", destination_name="b", action=ALLOW)
+
+
+def test_indexes_are_attached_without_touching_precedence() -> None:
+    base = ixn("*", "db")
+    served = with_indexes(base, create_index=3, modify_index=7)
+    assert (served.create_index, served.modify_index, served.precedence) == (3, 7, 8)
 
 
 def test_wire_round_trip() -> None:
