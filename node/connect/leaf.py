@@ -234,12 +234,12 @@ class LeafManager:
         self._wake.set()
 
     async def _renew(self, service: str, roots: CARoots) -> None:
-        identity = SpiffeID(
-            trust_domain=roots.trust_domain, datacenter=self._datacenter, service=service
-        )
-        key = generate_private_key()
-        _, csr_pem = make_leaf_csr(identity, key)
         try:
+            identity = SpiffeID(
+                trust_domain=roots.trust_domain, datacenter=self._datacenter, service=service
+            )
+            key = generate_private_key()
+            _, csr_pem = make_leaf_csr(identity, key)
             cert_pem = await self._sign(csr_pem, service)
             leaf = self._accept(service, identity, key, cert_pem)
         except asyncio.CancelledError:

@@ -301,3 +301,14 @@ async def test_service_removed_while_signing_is_not_installed() -> None:
         for _ in range(20):  # let the manager handle the answer
             await asyncio.sleep(0)
         assert mgr.get("web") is None and mgr.index == 0
+
+
+async def test_a_service_name_that_cannot_be_an_identity_does_not_stop_the_manager() -> None:
+    h = Harness()
+    mgr = h.manager()
+    mgr.set_roots(h.roots)
+    mgr.add_service("bad/name")
+    mgr.add_service("web")
+    async with running(mgr):
+        await until(lambda: mgr.get("web") is not None, "the good service still gets its leaf")
+    assert mgr.get("bad/name") is None and h.calls == [0.0]
