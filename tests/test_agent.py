@@ -196,3 +196,17 @@ def test_Agent_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and f"cannot listen on 127.0.0.1:{port}" in last
     assert "Traceback" not in proc.stderr
+
+
+def test_Agent_registers_services_from_config_files(tmp_path: Path) -> None:
+    from node.agent import Agent
+    from node.config import load
+
+    conf = tmp_path / "web.hcl"
+    conf.write_text(
+        f'data_dir = "{tmp_path}"\nnode_name = "cfg1"\n'
+        'service {\n  name = "web"\n  port = 8080\n  connect { sidecar_service {} }\n}\n'
+    )
+    agent = Agent(load([str(conf)], overrides={"http-port": 0}))
+    assert set(agent.local.services()) == {"web", "web-sidecar-proxy"}
+    assert [c.name for c in agent.components()] == ["http", "checks"]
