@@ -39,7 +39,7 @@ from node.connect.ca import (
 )
 from node.connect.castate import CARoots
 from node.connect.spiffe import SpiffeID
-from node.errors import NodeError, NotFound, TrustError
+from node.errors import NodeError, NotFound, RPCError, TrustError
 
 __all__ = ["Leaf", "LeafManager", "SignFn", "renewal_time"]
 
@@ -52,6 +52,9 @@ SignFn = Callable[[str, str], Awaitable[str]]
 RENEW_WINDOW: Final = (0.6, 0.9)
 RETRY_MIN_S: Final = 1.0
 RETRY_MAX_S: Final = 60.0
+#: A signer that has not answered by then is given up on (and retried with backoff), so one
+#: hung RPC cannot hold every other renewal back.
+SIGN_TIMEOUT_S: Final = 30.0
 #: Longest single sleep, so a wall-clock jump is noticed within this many seconds.
 MAX_SLEEP_S: Final = 300.0
 
@@ -93,7 +96,7 @@ class LeafManager:
 
     __slots__ = (
         "_datacenter", "_sign", "_clock", "_rng", "_sleep", "_slots", "_roots", "_bundle",
-        "_index", "_wake", "_changed", "_retry_min", "_retry_max", "_idle",
+        "_index", "_wake", "_changed", "_retry_min", "_retry_max", "_idle", "_sign_timeout",
     )  # fmt: skip
 
     def __init__(
@@ -106,6 +109,7 @@ class LeafManager:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         retry_min: float = RETRY_MIN_S,
         retry_max: float = RETRY_MAX_S,
+        sign_timeout: float = SIGN_TIMEOUT_S,
     ) -> None:
         self._datacenter = datacenter
         self._sign = sign
@@ -121,6 +125,7 @@ class LeafManager:
         self._retry_min = retry_min
         self._retry_max = retry_max
         self._idle = False
+        self._sign_timeout = sign_timeout
 
     # --- inputs (sync: they never block) ----------------------------------------------
 
@@ -213,21 +218,39 @@ class LeafManager:
     ) -> None:
         """Wait for the event or ``seconds`` of clock time, whichever comes first."""
         waiter = asyncio.ensure_future(event_wait)
-        sleeper = asyncio.ensure_future(self._timer(seconds))
+        sleeper = asyncio.ensure_future(self._timer(seconds, clears_idle=mark_idle))
         try:
             if mark_idle:
                 await asyncio.sleep(0)  # both tasks have started: the timer is registered
                 self._idle = not (waiter.done() or sleeper.done())
             await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._idle = False
+            if mark_idle:
+                self._idle = False
             for task in (waiter, sleeper):
                 task.cancel()
             await asyncio.gather(waiter, sleeper, return_exceptions=True)
 
-    async def _timer(self, seconds: float) -> None:
+    async def _timer(self, seconds: float, *, clears_idle: bool) -> None:
         await self._sleep(seconds)
-        self._idle = False  # in the same step the clock wakes us: observers never see a stale idle
+        if clears_idle:  # in the same step the clock wakes run(): never a stale ``idle``
+            self._idle = False
+
+    async def _signed(self, csr_pem: str, service: str) -> str:
+        """The injected signer, bounded by ``sign_timeout`` of clock time."""
+        call = asyncio.ensure_future(self._sign(csr_pem, service))
+        timer = asyncio.ensure_future(self._sleep(self._sign_timeout))
+        try:
+            await asyncio.wait({call, timer}, return_when=asyncio.FIRST_COMPLETED)
+            if not call.done():
+                raise RPCError(
+                    f"signing the leaf of {service!r} timed out after {self._sign_timeout}s"
+                )
+            return call.result()
+        finally:
+            for task in (call, timer):
+                task.cancel()
+            await asyncio.gather(call, timer, return_exceptions=True)
 
     def _kick(self) -> None:
         self._idle = False
@@ -240,7 +263,7 @@ class LeafManager:
             )
             key = generate_private_key()
             _, csr_pem = make_leaf_csr(identity, key)
-            cert_pem = await self._sign(csr_pem, service)
+            cert_pem = await self._signed(csr_pem, service)
             leaf = self._accept(service, identity, key, cert_pem)
         except asyncio.CancelledError:
             raise

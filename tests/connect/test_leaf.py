@@ -312,3 +312,25 @@ async def test_a_service_name_that_cannot_be_an_identity_does_not_stop_the_manag
     async with running(mgr):
         await until(lambda: mgr.get("web") is not None, "the good service still gets its leaf")
     assert mgr.get("bad/name") is None and h.calls == [0.0]
+
+
+async def test_a_hung_signer_times_out_and_is_retried() -> None:
+    h = Harness()
+    hung = asyncio.Event()
+    attempts: list[float] = []
+
+    async def sometimes_hangs(csr_pem: str, service: str) -> str:
+        attempts.append(h.clock.monotonic())
+        if len(attempts) == 1:
+            await hung.wait()  # never set: only the timeout ends this call
+        return await h.sign(csr_pem, service)
+
+    mgr = h.manager(sometimes_hangs)
+    mgr.set_roots(h.roots)
+    mgr.add_service("web")
+    async with running(mgr):
+        await until(lambda: len(attempts) == 1, "first attempt")
+        await until(lambda: h.clock.next_wakeup() == 30.0, "signing timer registered")
+        h.clock.advance_to(30.0)
+        await step_until(h.clock, mgr, lambda: mgr.get("web") is not None, "leaf after timeout")
+    assert len(attempts) == 2 and 30.5 <= attempts[1] <= 31.0
