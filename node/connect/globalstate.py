@@ -340,8 +340,12 @@ class GlobalState:
         return self._store(remote.kind, remote.name, remote.value, remote.stamp, local)
 
     def entries_since(self, index: int) -> Delta:
-        """What a replica at ``index`` needs: the changed records, or a full snapshot."""
-        if index < self._reaped_floor:
+        """What a replica at ``index`` needs: the changed records, or a full snapshot.
+
+        A full snapshot also answers an index *ahead* of ours: this store was rebuilt
+        (a ``-dev`` primary restarted), so the replica's position means nothing here.
+        """
+        if index < self._reaped_floor or index > self._index:
             live = tuple(r for r in self._records.values() if not r.is_tombstone)
             return Delta(records=live, index=self._index, full=True, horizon=self._horizon)
         newer = sorted(

@@ -235,6 +235,13 @@ def test_replica_behind_a_reaped_tombstone_gets_full_snapshot_and_drops_deleted(
     assert replica.get(SD, "late") is not None
 
 
+def test_replica_ahead_of_a_rebuilt_primary_gets_full_snapshot() -> None:
+    rebuilt = GlobalState("primary")
+    rebuilt.put(SD, "web", sd("web"), wall_ms=1)
+    delta = rebuilt.entries_since(500)
+    assert delta.full and [r.name for r in delta.records] == ["web"] and delta.index == 1
+
+
 def test_entries_since_returns_only_newer_changes_in_index_order() -> None:
     gs = GlobalState("n1")
     for i in range(4):
