@@ -91,13 +91,9 @@ class TransmitLimitedQueue:
         levels = self._levels
         promote: list[tuple[int, list[_Entry]]] = []
         for t in range(len(levels)):
-            taken = self._take(levels[t], overhead, free)
-            if not taken:
-                continue
-            for e in taken:
-                free -= len(e.payload) + overhead
-                out.append(e.payload)
-            promote.append((t + 1, taken))
+            taken, free = self._take(levels[t], overhead, free, out)
+            if taken:
+                promote.append((t + 1, taken))
             if free <= overhead:
                 break
         # Promote only after the scan, or an entry would be taken again from its new level.
@@ -105,27 +101,42 @@ class TransmitLimitedQueue:
             self._promote(taken, t, max_tx)
         return out
 
-    def _take(self, level: list[_Entry], overhead: int, free: int) -> list[_Entry]:
-        """Pop the newest entries of one level that fit; skip (keep) a few that do not."""
+    @staticmethod
+    def _take(
+        level: list[_Entry], overhead: int, free: int, out: list[bytes]
+    ) -> tuple[list[_Entry], int]:
+        """Pop the newest entries of one level that fit (payloads appended to ``out``);
+        skip, and keep, up to a few that do not. Returns (taken, free bytes left)."""
         taken: list[_Entry] = []
-        i = len(level) - 1
-        misses = 0
-        while i >= 0 and free > overhead:
+        pop = level.pop
+        # Fast path: the top of the stack usually fits entry after entry.
+        while level and free > overhead:
+            e = level[-1]
+            if not e.live:
+                pop()
+                continue
+            size = len(e.payload) + overhead
+            if size > free:
+                break
+            free -= size
+            pop()
+            taken.append(e)
+            out.append(e.payload)
+        i = len(level) - 2  # level[-1] did not fit (or the level is empty)
+        misses = 1
+        while i >= 0 and free > overhead and misses < _MISSES_BEFORE_STOP:
             e = level[i]
             if not e.live:
                 del level[i]
+            elif len(e.payload) + overhead <= free:
+                free -= len(e.payload) + overhead
+                del level[i]
+                taken.append(e)
+                out.append(e.payload)
             else:
-                size = len(e.payload) + overhead
-                if size <= free:
-                    free -= size
-                    taken.append(e)
-                    del level[i]
-                else:
-                    misses += 1
-                    if misses >= _MISSES_BEFORE_STOP:
-                        break
+                misses += 1
             i -= 1
-        return taken
+        return taken, free
 
     def _promote(self, taken: list[_Entry], t: int, max_tx: int) -> None:
         if t >= max_tx:

@@ -264,6 +264,11 @@ class GossipProtocol:
     # ------------------------------------------------------------------ read-only views
 
     @property
+    def config(self) -> GossipConfig:
+        """The tuning profile this core runs with."""
+        return self._cfg
+
+    @property
     def local_name(self) -> str:
         """Our member name."""
         return self._name

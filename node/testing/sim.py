@@ -12,6 +12,7 @@ import heapq
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from node.gossip.config import GossipConfig
 from node.gossip.delegate import Delegate
@@ -69,7 +70,7 @@ class ClusterSim:
         self.network = MemoryNetwork(rng=random.Random(seed * 7919 + 1), conditions=conditions)
         self.nodes: dict[str, SimNode] = {}
         self._by_addr: dict[Address, SimNode] = {}
-        self._events: list[tuple[float, int, int, object, object, object]] = []
+        self._events: list[tuple[float, int, int, Any, Any, Any]] = []
         self._seq = 0
         self._decoder = Decoder(cache_size=DECODER_CACHE)
         self._delegate_factory = delegate_factory
@@ -241,7 +242,7 @@ class ClusterSim:
 
     # ------------------------------------------------------------------ internals
 
-    def _push(self, t: float, kind: int, a: object, b: object, c: object) -> None:
+    def _push(self, t: float, kind: int, a: Any, b: Any, c: Any) -> None:
         self._seq += 1
         heapq.heappush(self._events, (t, self._seq, kind, a, b, c))
 
@@ -251,26 +252,26 @@ class ClusterSim:
             node.scheduled = d
             self._push(max(d, self.now), _TIMER, node, node.gen, d)
 
-    def _dispatch(self, kind: int, a: object, b: object, c: object) -> None:
+    def _dispatch(self, kind: int, a: Any, b: Any, c: Any) -> None:
         if kind == _PACKET:
-            node = self._by_addr.get(a)  # type: ignore[arg-type]
+            node = self._by_addr.get(a)
             if node is not None and node.up:
-                self._apply(node, node.proto.receive_packet(b, c, self.now))  # type: ignore[arg-type]
+                self._apply(node, node.proto.receive_packet(b, c, self.now))
         elif kind == _TIMER:
             self._on_timer(a, b, c)
         elif kind == _STREAM_REQ:
-            self._on_stream_request(a, b, c)  # type: ignore[arg-type]
+            self._on_stream_request(a, b, c)
         else:
             node, gen, ref = a, b, c
             assert isinstance(node, SimNode)
             if node.up and node.gen == gen:
                 if kind == _STREAM_REPLY:
-                    ref, data = ref  # type: ignore[misc]
-                    self._apply(node, node.proto.receive_stream_reply(ref, data, self.now))
+                    ref_no, data = ref
+                    self._apply(node, node.proto.receive_stream_reply(ref_no, data, self.now))
                 else:
-                    self._apply(node, node.proto.stream_failed(ref, self.now))  # type: ignore[arg-type]
+                    self._apply(node, node.proto.stream_failed(ref, self.now))
 
-    def _on_timer(self, a: object, gen: object, when: object) -> None:
+    def _on_timer(self, a: Any, gen: Any, when: Any) -> None:
         if isinstance(a, tuple):  # a delayed join
             _, node, seed = a
             if node.up:
@@ -309,15 +310,14 @@ class ClusterSim:
         net = self.network
         now = self.now
         for act in actions:
-            t = type(act)
-            if t is SendPacket:
-                for d in net.packet_delays(node.addr, act.to, len(act.payload)):  # type: ignore[union-attr]
-                    self._push(now + d, _PACKET, act.to, act.payload, node.addr)  # type: ignore[union-attr]
-            elif t is SendStream:
-                self._send_stream(node, act)  # type: ignore[arg-type]
+            if isinstance(act, SendPacket):
+                for d in net.packet_delays(node.addr, act.to, len(act.payload)):
+                    self._push(now + d, _PACKET, act.to, act.payload, node.addr)
+            elif isinstance(act, SendStream):
+                self._send_stream(node, act)
             else:
                 for cb in self.listeners:
-                    cb(node.name, act, now)  # type: ignore[arg-type]
+                    cb(node.name, act, now)
         self._reschedule(node)
 
     def _send_stream(self, node: SimNode, act: SendStream) -> None:

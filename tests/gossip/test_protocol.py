@@ -362,3 +362,41 @@ def test_delegate_rides_broadcasts_and_push_pull() -> None:
     assert b"user-1" in d1.got and b"user-1" in d2.got
     n1.receive_packet(encode(User(payload=b"direct")), n2.local_addr, mesh.now)
     assert d1.got[-1] == b"direct"
+
+
+@pytest.mark.parametrize(
+    ("n", "interval"),
+    [(1, 30.0), (32, 30.0), (33, 60.0), (64, 60.0), (65, 90.0), (1000, 180.0), (10000, 300.0)],
+)
+def test_push_pull_scale_table(n: int, interval: float) -> None:
+    from node.gossip import push_pull_scale
+
+    assert push_pull_scale(30.0, n) == interval
+
+
+def test_GossipConfig_profiles_derive_from_lan() -> None:
+    lan, wan, local = GossipConfig.lan(), GossipConfig.wan(), GossipConfig.local()
+    assert (lan.probe_interval, lan.probe_timeout, lan.suspicion_mult, lan.gossip_nodes) == (
+        1.0,
+        0.5,
+        4,
+        3,
+    )
+    assert (wan.probe_interval, wan.probe_timeout, wan.suspicion_mult, wan.gossip_nodes) == (
+        5.0,
+        3.0,
+        6,
+        4,
+    )
+    assert (local.probe_timeout, local.indirect_checks, local.retransmit_mult) == (0.2, 1, 2)
+    assert lan.reconnect_timeout == 72 * 3600 and lan.udp_buffer_size == 1400
+    assert wan.udp_buffer_size == lan.udp_buffer_size  # not overridden
+
+
+def test_GossipConfig_rejects_nonsense_with_the_key_named() -> None:
+    from node.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="probe_timeout"):
+        dataclasses.replace(CFG, probe_timeout=2.0)
+    with pytest.raises(ConfigError, match="gossip_interval"):
+        dataclasses.replace(CFG, gossip_interval=0.0)

@@ -153,3 +153,52 @@ def test_ClusterSim_is_deterministic_for_a_seed() -> None:
         return sorted((n.name, n.proto.incarnation, str(n.proto.stats)) for n in sim.nodes.values())
 
     assert run() == run()
+
+
+def test_MemoryNetwork_loss_partition_and_duplication() -> None:
+    import random
+
+    from node.testing import MemoryNetwork
+
+    net = MemoryNetwork(rng=random.Random(1), conditions=LinkConditions(loss=0.3, duplicate=0.1))
+    a, b, c = ("10.0.0.1", 1), ("10.0.0.2", 1), ("10.0.0.3", 1)
+    fates = [net.packet_delays(a, b, 100) for _ in range(10_000)]
+    lost = sum(1 for f in fates if not f) / len(fates)
+    dup = sum(1 for f in fates if len(f) == 2) / len(fates)
+    assert 0.27 < lost < 0.33 and 0.05 < dup < 0.09
+    net.partition([a], [b, c])
+    assert net.packet_delays(a, b, 1) == () and net.stream_delay(a, c, 1) is None
+    assert net.can_reach(b, c)
+    net.heal()
+    assert net.stream_delay(a, b, 1) is not None
+
+
+async def test_FakeClock_jump_wakes_sleepers_in_order() -> None:
+    import asyncio
+
+    from node.testing import FakeClock
+
+    clock = FakeClock()
+    woke: list[float] = []
+
+    async def sleeper(t: float) -> None:
+        await clock.sleep_until(t)
+        woke.append(clock.monotonic())
+
+    tasks = [asyncio.ensure_future(sleeper(t)) for t in (3.0, 1.0, 2.0)]
+    await asyncio.sleep(0)
+    clock.jump(1.5)
+    await asyncio.sleep(0)
+    assert woke == [1.5]
+    clock.advance_to(10.0)
+    await asyncio.gather(*tasks)
+    assert woke == [1.5, 10.0, 10.0]
+    assert clock.utcnow().year == 2026
+
+
+async def test_FakeClock_autojump_runs_to_the_next_sleeper() -> None:
+    from node.testing import FakeClock
+
+    clock = FakeClock(autojump_threshold=0)
+    await clock.sleep(3600.0)  # returns at once in real time
+    assert clock.monotonic() == 3600.0
