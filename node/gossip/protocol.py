@@ -792,6 +792,10 @@ class GossipProtocol:
     # ------------------------------------------------------------------ streams
 
     def _stream(self, to: Address, kind: str, key: Any, payload: bytes) -> SendStream:
+        if len(self._streams) >= MAX_PENDING_STREAMS:
+            # A driver that never reported back; forget the oldest rather than grow forever.
+            del self._streams[next(iter(self._streams))]
+            self._count("streams_abandoned")
         self._ref += 1
         self._streams[self._ref] = (kind, key)
         return SendStream(to=to, payload=payload, ref=self._ref)
