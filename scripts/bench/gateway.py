@@ -11,12 +11,17 @@ Paths:
   direct       client → backend
   haproxy      HAProxy 2.6 mode tcp, req_ssl_sni routing, nbthread 1
   haproxy-sp   the same with option splice-request/response
-  meshnode     node.proxy.gateway.GatewayListener on uvloop (splice, pooled pipes)
+  meshnode     node.proxy.gateway.GatewayListener on uvloop (private epoll set; small
+               exchanges copied through a shared buffer, streams spliced via pooled pipes)
 Sidecar pair (plain app → upstream listener → mTLS → public listener → plain backend):
   haproxy-mtls HAProxy: server ... ssl crt verify required / bind ... ssl crt verify required
+               (no-ssl-reuse: every connection is a full handshake, as in our sidecar)
   meshnode-sc  node.proxy.sidecar UpstreamListener + PublicListener on uvloop
 
-Usage: scripts/bench/gateway.py [--quick] [--rounds N] [--json out.json]
+Usage: scripts/bench/gateway.py [--quick | --smoke] [--rounds N] [--json out.json]
+                                [--paths haproxy,meshnode] [--tests raw-rate,...]
+The machine may be shared: ratios within one run are meaningful, absolute figures less
+so, and tail latency (p99) is sensitive to CPU contention from other processes.
 The script installs haproxy with apt-get if it is missing, starts every process itself
 and stops them (by PID) at the end.
 """
