@@ -241,6 +241,14 @@ class GlobalState:
         record = self._records.get((kind, name))
         return None if record is None or record.is_tombstone else record
 
+    def held(self, kind: str, name: str) -> Record | None:
+        """The record held for (kind, name), a tombstone included (for gossip digests)."""
+        return self._records.get((kind, name))
+
+    def all_records(self) -> tuple[Record, ...]:
+        """Every record held, tombstones included (what a push-pull carries)."""
+        return tuple(self._records.values())
+
     def list(self, kind: str) -> tuple[Record, ...]:
         """Live records of one kind, by name."""
         _codec(kind)

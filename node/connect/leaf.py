@@ -97,6 +97,7 @@ class LeafManager:
     __slots__ = (
         "_datacenter", "_sign", "_clock", "_rng", "_sleep", "_slots", "_roots", "_bundle",
         "_index", "_wake", "_changed", "_retry_min", "_retry_max", "_idle", "_sign_timeout",
+        "_on_change",
     )  # fmt: skip
 
     def __init__(
@@ -110,7 +111,9 @@ class LeafManager:
         retry_min: float = RETRY_MIN_S,
         retry_max: float = RETRY_MAX_S,
         sign_timeout: float = SIGN_TIMEOUT_S,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
+        """``on_change()`` is called (synchronously) after every leaf issued or dropped."""
         self._datacenter = datacenter
         self._sign = sign
         self._clock = clock
@@ -126,6 +129,7 @@ class LeafManager:
         self._retry_max = retry_max
         self._idle = False
         self._sign_timeout = sign_timeout
+        self._on_change = on_change
 
     # --- inputs (sync: they never block) ----------------------------------------------
 
@@ -356,3 +360,5 @@ class LeafManager:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+        if self._on_change is not None:
+            self._on_change()

@@ -353,6 +353,8 @@ def test_sign_leaf_refuses_tampered_csr(primary: CAServer) -> None:
     start = der.find(old_pub)
     der[start : start + len(old_pub)] = new_pub
     tampered = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
+    assert primary.verify_csr_signatures is False  # the default, as in Consul
+    primary.verify_csr_signatures = True
     with pytest.raises(TrustError, match="signature does not verify"):
         primary.sign_leaf(tampered, "node-a", NOW)
     primary.verify_csr_signatures = False  # Consul's behaviour: the key is taken as given
