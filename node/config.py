@@ -44,6 +44,7 @@ from typing import Any, Final
 
 from node.catalog.model import parse_service
 from node.connect.entries import parse_config_entry
+from node.duration import parse_go_duration
 from node.errors import ConfigError, InvalidRequest
 from node.hcl import canonical_key, load_document, normalize_blocks
 
@@ -154,39 +155,18 @@ class AgentConfig:
 
 # --- durations ----------------------------------------------------------------------------
 
-_DURATION_UNITS: Final = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART: Final = re.compile(r"([0-9]*\.?[0-9]*)(ns|us|µs|μs|ms|s|m|h)")
-
 
 def parse_duration(text: str) -> float:
     """Parse a Go duration (``"10s"``, ``"72h"``, ``"1m30s"``, ``"1.5h"``) into seconds.
 
     Raises ``ValueError`` with a message suitable for a ``ConfigError``.
     """
-    body = text.strip()
-    sign = -1.0 if body.startswith("-") else 1.0
-    body = body.lstrip("+-")
-    if body == "0":
-        return 0.0
-    total, pos = 0.0, 0
-    while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
-        if match is None or match.group(1) in ("", "."):
-            raise ValueError(f'expected a duration like "30s" or "72h", got {_describe(text)}')
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if not body:
-        raise ValueError(f'expected a duration like "30s" or "72h", got {_describe(text)}')
-    return sign * total
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise ValueError(
+            f'expected a duration like "30s" or "72h", got {_describe(text)}'
+        ) from None
 
 
 # --- value checks -------------------------------------------------------------------------

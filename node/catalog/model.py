@@ -21,6 +21,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from node.duration import parse_go_duration
 from node.errors import InvalidRequest, RemoteProtocolError
 
 __all__ = [
@@ -565,18 +566,6 @@ def _thaw(value: Any) -> Any:
 
 # ----------------------------------------------------------------------------- durations
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
 
 def parse_duration(value: object, *, field: str) -> float:
     """Parse a Go duration ("10s", "1m30s", "500ms") or a number of nanoseconds into seconds.
@@ -599,23 +588,13 @@ def parse_duration(value: object, *, field: str) -> float:
 
 
 def _parse_go_duration(text: str, field: str) -> float:
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    if body == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
-        if match is None:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if not body or pos != len(body):
+    try:
+        return parse_go_duration(text)
+    except ValueError:
         raise InvalidRequest(
             f'{field}: invalid duration "{text}" (expected e.g. "10s", "1m30s", "500ms")',
             field=field,
-        )
-    return sign * total
+        ) from None
 
 
 def format_duration(seconds: float) -> str:

@@ -19,12 +19,12 @@ Pure: no I/O, no clock; ``now`` comes in as an aware UTC ``datetime``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from node.duration import format_go_duration, parse_go_duration
 from node.errors import InvalidRequest
 
 __all__ = [
@@ -61,39 +61,23 @@ PROVIDER_CONSUL: Final = "consul"
 
 # --- durations ------------------------------------------------------------------------------
 
-_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT: Final = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
 
 def parse_duration(text: str, *, what: str = "duration") -> timedelta:
     """Parse a Go duration (``"72h"``, ``"1h30m"``, ``"2160h"``); raise naming ``what``."""
     if not isinstance(text, str) or not text:
         raise InvalidRequest(f'{what}: expected a duration like "72h", got {text!r}', field=what)
-    pos, seconds = 0, 0.0
-    while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
-        if match is None:
-            raise InvalidRequest(f"{what}: invalid duration {text!r}", field=what)
-        seconds += float(match.group(1)) * _UNIT[match.group(2)]
-        pos = match.end()
+    try:
+        seconds = parse_go_duration(text)
+    except ValueError:
+        raise InvalidRequest(f"{what}: invalid duration {text!r}", field=what) from None
+    if seconds < 0:
+        raise InvalidRequest(f"{what}: invalid duration {text!r}", field=what)
     return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
     """Go-style rendering of whole hours/minutes/seconds: ``72h0m0s`` → ``"72h"``."""
-    total = int(value.total_seconds())
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    out = "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n)
-    return out or "0s"
+    return format_go_duration(float(int(value.total_seconds())))
 
 
 # --- CA configuration -----------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""Go-style durations ("10s", "1m30s", "72h", "500ms"), the one parser every layer uses.
+
+Rule: this module only knows the syntax. Callers wrap ``ValueError`` in the error type of
+their layer (``ConfigError`` with a key path, ``InvalidRequest`` with a field name).
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["parse_go_duration", "format_go_duration"]
+
+_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS: Final = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in ``text`` (a signed sequence of number+unit, or ``"0"``).
+
+    Raises ``ValueError`` naming the text when it is not a duration.
+    """
+    body = text.strip()
+    sign = -1.0 if body.startswith("-") else 1.0
+    body = body.lstrip("+-")
+    if body == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(body):
+        match = _PART.match(body, pos)
+        if match is None:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not body or pos != len(body):
+        raise ValueError(f'invalid duration "{text}" (expected e.g. "10s", "1m30s", "72h")')
+    return sign * total
+
+
+def format_go_duration(seconds: float) -> str:
+    """Render like Go's ``Duration.String`` for whole units: 259200 → ``"72h"``, 90 → ``"1m30s"``."""
+    if seconds != int(seconds):
+        return f"{seconds!r}s"
+    total = int(seconds)
+    sign = "-" if total < 0 else ""
+    hours, rest = divmod(abs(total), 3600)
+    minutes, secs = divmod(rest, 60)
+    out = "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+    return sign + (out or "0s")
