@@ -46,6 +46,7 @@ from node.catalog.model import parse_service
 from node.connect.entries import parse_config_entry
 from node.duration import parse_go_duration
 from node.errors import ConfigError, InvalidRequest
+from node.frozen import freeze
 from node.hcl import canonical_key, load_document, normalize_blocks
 
 __all__ = [
@@ -869,7 +870,7 @@ def _build_ports(raw: Mapping[str, int]) -> Ports:
 
 def _build_connect(raw: Mapping[str, Any]) -> ConnectConfig:
     fields = dict(raw)
-    fields["ca_config"] = _freeze(fields.get("ca_config", {}))
+    fields["ca_config"] = freeze(fields.get("ca_config", {}))
     return ConnectConfig(**fields)
 
 
@@ -891,11 +892,3 @@ def _advertisable(bind_addr: str) -> str:
     if bind_addr == "::":
         return "::1"
     return bind_addr
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value

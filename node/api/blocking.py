@@ -13,11 +13,11 @@ restart) answers at once, so the client resyncs instead of waiting out the timeo
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from node.duration import parse_go_duration
 from node.errors import InvalidRequest
 
 __all__ = [
@@ -36,18 +36,6 @@ __all__ = [
 DEFAULT_WAIT = 300.0  # seconds; Consul's default blocking wait (5 min)
 MAX_WAIT = 600.0  # seconds; Consul caps wait at 10 min
 JITTER_FRACTION = 16  # jitter up to wait/16, so many watchers don't return in lockstep
-
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 T = TypeVar("T")
 
@@ -80,22 +68,11 @@ class QueryOptions:
 
 
 def parse_duration(text: str) -> float:
-    """Parse a Go duration (``"10s"``, ``"1m30s"``, ``"250ms"``, ``"0"``) into seconds."""
-    body = text.strip()
-    sign = -1.0 if body.startswith("-") else 1.0
-    body = body.lstrip("+-")
-    if body == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
-        if match is None:
-            raise InvalidRequest(f"Invalid wait time: {text!r}", field="wait")
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos == 0:
-        raise InvalidRequest(f"Invalid wait time: {text!r}", field="wait")
-    return sign * total
+    """Parse a ``?wait=`` Go duration (``"10s"``, ``"1m30s"``, ``"250ms"``) into seconds."""
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise InvalidRequest(f"Invalid wait time: {text!r}", field="wait") from None
 
 
 def parse_query_options(query: Mapping[str, str]) -> QueryOptions:

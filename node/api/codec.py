@@ -31,6 +31,7 @@ from node.catalog.model import (
 from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo, NodeServices, ServiceNode
 from node.config import AgentConfig
 from node.errors import InvalidRequest
+from node.frozen import thaw
 
 __all__ = [
     "decode_json",
@@ -134,21 +135,12 @@ def encode_proxy(proxy: ProxyConfig) -> dict[str, Any]:
         "DestinationServiceID": proxy.destination_service_id,
         "LocalServiceAddress": proxy.local_service_address,
         "LocalServicePort": proxy.local_service_port,
-        "Config": _thaw(proxy.config),
+        "Config": thaw(proxy.config),
         "Upstreams": [_upstream(up) for up in proxy.upstreams],
         "MeshGateway": _mesh_gateway(proxy.mesh_gateway),
-        "Expose": _thaw(proxy.expose),
+        "Expose": thaw(proxy.expose),
     }
     return out
-
-
-def _thaw(value: Any) -> Any:
-    # Frozen maps/tuples from the model back to JSON-able dicts/lists.
-    if isinstance(value, Mapping):
-        return {str(k): _thaw(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_thaw(v) for v in value]
-    return value
 
 
 def _service_body(svc: ServiceInstance) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from node.duration import parse_go_duration
 from node.errors import InvalidRequest, RemoteProtocolError
+from node.frozen import freeze, thaw
 
 __all__ = [
     "ServiceKind",
@@ -522,9 +523,9 @@ def _proxy_to_raw(proxy: ProxyConfig) -> dict[str, Any]:
     if proxy.mesh_gateway:
         raw["mesh_gateway"] = {"mode": str(proxy.mesh_gateway)}
     if proxy.config:
-        raw["config"] = _thaw(proxy.config)
+        raw["config"] = thaw(proxy.config)
     if proxy.expose:
-        raw["expose"] = _thaw(proxy.expose)
+        raw["expose"] = thaw(proxy.expose)
     return raw
 
 
@@ -542,26 +543,8 @@ def _upstream_to_raw(up: Upstream) -> dict[str, Any]:
     if up.mesh_gateway:
         raw["mesh_gateway"] = {"mode": str(up.mesh_gateway)}
     if up.config:
-        raw["config"] = _thaw(up.config)
+        raw["config"] = thaw(up.config)
     return raw
-
-
-def _freeze(value: Any) -> Any:
-    """Deep-freeze JSON-like data: dicts → read-only mappings, lists → tuples."""
-    if isinstance(value, Mapping):
-        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    """Inverse of ``_freeze``: plain dicts and lists, for msgpack/JSON."""
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_thaw(v) for v in value]
-    return value
 
 
 # ----------------------------------------------------------------------------- durations
@@ -731,7 +714,10 @@ class _Raw:
         value = _unwrap_block(self._values.get(name, {}))
         if not isinstance(value, Mapping):
             raise self.error(name, "an object")
-        frozen: Mapping[str, Any] = _freeze(value)
+        try:
+            frozen: Mapping[str, Any] = freeze(value)
+        except ValueError as exc:
+            raise self.error(name, f"JSON-like data ({exc})") from None
         return frozen
 
     def get_list(self, name: str) -> list[Any]:

@@ -65,7 +65,6 @@ from node.connect.entries import (
     entry_to_wire,
     parse_config_entry,
     parse_config_entry_kind,
-    thaw_value,
 )
 from node.connect.globalstate import (
     CA_CONFIG_NAME,
@@ -128,7 +127,6 @@ __all__ = [
     "parse_config_entry",
     "parse_config_entry_kind",
     "entry_to_wire",
-    "thaw_value",
     "DecidedBy",
     "ResolvedUpstream",
     "resolve_upstreams",

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final
 
 from node.catalog.model import MeshGatewayMode, parse_mesh_gateway_mode
 from node.errors import InvalidRequest
+from node.frozen import freeze, thaw
 
 __all__ = [
     "PROXY_DEFAULTS",
@@ -34,7 +35,6 @@ __all__ = [
     "parse_config_entry_kind",
     "entry_to_wire",
     "freeze_value",
-    "thaw_value",
 ]
 
 PROXY_DEFAULTS: Final = "proxy-defaults"
@@ -47,8 +47,6 @@ CONFIG_ENTRY_KINDS: Final = (PROXY_DEFAULTS, SERVICE_DEFAULTS)
 #: carries them, and Consul's decoder ignores them, so we do too.
 _IGNORED_KEYS: Final = frozenset({"CreateIndex", "ModifyIndex", "create_index", "modify_index"})
 
-#: Deepest nesting accepted inside the opaque ``Config`` map (bounds recursion on bad input).
-MAX_CONFIG_DEPTH: Final = 32
 MAX_NAME_LENGTH: Final = 256
 
 
@@ -57,27 +55,12 @@ def _quote(text: str) -> str:
     return json.dumps(text)
 
 
-def freeze_value(value: Any, *, _depth: int = 0) -> Any:
-    """Deep-freeze JSON-like data: dicts become read-only mappings, lists become tuples."""
-    if _depth > MAX_CONFIG_DEPTH:
-        raise InvalidRequest(f"Config is nested deeper than {MAX_CONFIG_DEPTH} levels")
-    if isinstance(value, Mapping):
-        items = {str(k): freeze_value(v, _depth=_depth + 1) for k, v in value.items()}
-        return MappingProxyType(items)
-    if isinstance(value, list | tuple):
-        return tuple(freeze_value(v, _depth=_depth + 1) for v in value)
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    raise InvalidRequest(f"Config holds a value of unsupported type {type(value).__name__}")
-
-
-def thaw_value(value: Any) -> Any:
-    """Inverse of ``freeze_value``: plain dicts and lists, ready for JSON or msgpack."""
-    if isinstance(value, Mapping):
-        return {k: thaw_value(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [thaw_value(v) for v in value]
-    return value
+def freeze_value(value: Any) -> Any:
+    """``node.frozen.freeze`` with its errors as ``InvalidRequest`` naming ``Config``."""
+    try:
+        return freeze(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"Config {exc}") from None
 
 
 def _empty_config() -> Mapping[str, Any]:
@@ -306,10 +289,10 @@ def entry_to_wire(entry: ConfigEntry) -> dict[str, Any]:
     """Plain snake_case dict for replication/persistence; ``parse_config_entry`` reads it back."""
     out: dict[str, Any] = {"kind": entry.kind, "name": entry.name}
     if isinstance(entry, ProxyDefaults):
-        out["config"] = thaw_value(entry.config)
+        out["config"] = thaw(entry.config)
     else:
         out["protocol"] = entry.protocol
         out["external_sni"] = entry.external_sni
     out["mesh_gateway"] = {"mode": entry.mesh_gateway.value}
-    out["expose"] = thaw_value(entry.expose)
+    out["expose"] = thaw(entry.expose)
     return out
