@@ -9,40 +9,96 @@ the leaf manager, global state and the proxy manager as one ``build_*`` call and
 in ``components()`` each.
 
 What other components (and the HTTP API) ask the agent goes through methods here —
-``members()``, ``leader()``, ``datacenters()``, ``forward_read()`` — so that gossip and
-RPC can replace today's single-node answers without touching their callers.
+``members()``, ``leader()``, ``datacenters()``, ``forward_read()``, ``call_server()``.
+
+Cluster plumbing (round 2). Every node runs a LAN gossip pool (``agent.lan``) whose
+single delegate is a ``DelegateMux`` (``agent.lan_delegate``; channel 1 = the catalog's
+``CatalogSync``, further channels added with ``add_channel`` before ``run()``), and an
+``RPCServer`` on ``ports.server`` (``agent.rpc_server``; ``register_rpc`` before
+``run()``). Servers also join the WAN pool (``agent.wan``) as ``<node>.<dc>``. Gossip
+tags: ``dc``, ``role`` (``server``/``node``), ``port`` (the bound RPC port), ``id``,
+``build``. Pools and the RPC listener are bound in ``run()`` (so ``lan``/``wan`` are None
+before it), RPC first because its real port goes into the tags. ``call_server`` routes a
+call: own datacenter → a server dispatches to itself without a socket, a client picks an
+alive server of its LAN; another datacenter → a server calls an alive WAN member of it,
+a client asks a server of its own datacenter to forward (``Forward.Call``). The leader
+is a stand-in (there is no raft): the alive server of the datacenter with the smallest
+name, which every member computes the same from the same membership. Keyrings (LAN and
+WAN) are opened from ``data_dir`` (a saved keyring beats ``encrypt``) and saved again
+after every keyring operation; RPC is sealed with the LAN keyring, so datacenters that
+talk RPC must share a key (``encrypt`` and cluster-wide keyring operations give that).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node import __version__
 from node.api.app import HTTPServer, make_app
-from node.api.read import ResponseCache
+from node.api.blocking import QueryOptions
+from node.api.read import ForwardedBody, ResponseCache, answer_read
 from node.catalog.checks import CheckRunner
 from node.catalog.local import LocalState, NodeIdentity
+from node.catalog.model import NodeRecord
 from node.catalog.store import CatalogStore
+from node.catalog.sync import CatalogSync
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
+from node.cluster import member_view, parse_join_addr
 from node.config import AgentConfig
-from node.errors import ConfigError, DatacenterUnavailable
+from node.errors import (
+    ConfigError,
+    DatacenterUnavailable,
+    InvalidRequest,
+    NodeError,
+    NotFound,
+    RPCUnreachable,
+)
+from node.gossip.config import GossipConfig
+from node.gossip.delegate import UserBroadcastQueue
+from node.gossip.keyring import LAN_KEYRING_FILE, WAN_KEYRING_FILE, Keyring, open_keyring, parse_key
+from node.gossip.messages import Address, MemberStatus
+from node.gossip.mux import CHANNEL_CATALOG, DelegateMux
+from node.gossip.runtime import GossipRuntime, open_pool
+from node.gossip.state import Member
 from node.persist import atomic_write
+from node.rpc import (
+    ROLE_NODE,
+    ROLE_SERVER,
+    TAG_DC,
+    TAG_ROLE,
+    RPCClient,
+    RPCServer,
+    call_datacenter,
+    rpc_address,
+)
 
 __all__ = ["Agent", "Component", "run_agent", "PORTS_FILE"]
 
 log = logging.getLogger(__name__)
 
 PORTS_FILE = "ports.json"  # the ports actually bound (for -http-port 0 in tests)
+#: Default bound of one server call: a datacenter whose servers are all down answers
+#: with DatacenterUnavailable within this many seconds, never hangs.
+RPC_TIMEOUT = 5.0
+#: How long a graceful leave waits for the leave broadcast to go out.
+LEAVE_TIMEOUT = 5.0
+#: Pause between rounds fetching records CatalogSync.missing() asked for.
+FETCH_INTERVAL = 0.5
+#: How often a client refreshes its list of datacenters from a server.
+DATACENTERS_REFRESH = 2.0
+#: Extra member tags shown by /v1/agent/members (not gossiped: they never change).
+SHOWN_TAGS = {"vsn": "2", "segment": ""}
 PROTOCOL = {"min": 1, "max": 5, "cur": 2}  # serf protocol versions Consul 1.6 reports
 DELEGATE = {"min": 2, "max": 5, "cur": 4}
 MEMBER_ALIVE = 1  # serf.StatusAlive, as /v1/agent/members encodes it
@@ -107,19 +163,100 @@ def advertise_address(config: AgentConfig) -> str:
     return config.advertise_addr
 
 
+def build_keyrings(config: AgentConfig) -> tuple[Keyring | None, Keyring | None]:
+    """LAN and WAN keyrings: saved files in ``data_dir`` win over ``encrypt`` (as Consul).
+
+    ``-dev`` (no data dir) keeps them in memory. The WAN keyring exists on servers only.
+    """
+    if config.dev or not config.data_dir:
+        if config.encrypt is None:
+            return None, None
+        key = parse_key(config.encrypt)
+        return Keyring(key), (Keyring(key) if config.server else None)
+    rings: list[Keyring | None] = []
+    for name in (LAN_KEYRING_FILE, WAN_KEYRING_FILE) if config.server else (LAN_KEYRING_FILE,):
+        ring, warning = open_keyring(Path(config.data_dir) / name, config.encrypt)
+        if warning:
+            log.warning("%s", warning)
+        rings.append(ring)
+    return rings[0], (rings[1] if len(rings) > 1 else None)
+
+
+def save_keyrings(config: AgentConfig, lan: Keyring | None, wan: Keyring | None) -> None:
+    """Persist both keyrings after a keyring operation (nothing to do in ``-dev``)."""
+    if config.dev or not config.data_dir:
+        return
+    for ring, name in ((lan, LAN_KEYRING_FILE), (wan, WAN_KEYRING_FILE)):
+        if ring is not None:
+            ring.save(Path(config.data_dir) / name)
+
+
+def build_gossip_configs(
+    config: AgentConfig, lan: GossipConfig | None, wan: GossipConfig | None
+) -> tuple[GossipConfig, GossipConfig]:
+    """memberlist's LAN/WAN profiles (or a test's), with the configured reconnect timeouts."""
+    lan_cfg = dataclasses.replace(
+        lan or GossipConfig.lan(), reconnect_timeout=config.reconnect_timeout
+    )
+    wan_cfg = dataclasses.replace(
+        wan or GossipConfig.wan(), reconnect_timeout=config.reconnect_timeout_wan
+    )
+    return lan_cfg, wan_cfg
+
+
+def member_tags(config: AgentConfig, node_id: str, rpc_port: int) -> dict[str, str]:
+    """Gossip tags of this node (LAN and WAN alike): what routing and members() read."""
+    return {
+        "dc": config.datacenter,
+        "role": ROLE_SERVER if config.server else ROLE_NODE,
+        "port": str(rpc_port),
+        "id": node_id,
+        "build": __version__,
+    }
+
+
+def build_catalog_sync(
+    config: AgentConfig,
+    store: CatalogStore,
+    local: LocalState,
+    num_nodes: Callable[[], int],
+    retransmit_mult: int,
+) -> CatalogSync:
+    """The catalog's gossip delegate, fed by every record LocalState publishes."""
+    queue = UserBroadcastQueue(retransmit_mult=retransmit_mult, num_nodes=num_nodes)
+    sync = CatalogSync(
+        store, local_name=config.node_name, queue=queue, on_own_version=local.republish_above
+    )
+    local.add_record_listener(sync.local_record_changed)
+    return sync
+
+
 # ---------------------------------------------------------------------------- agent
 
 
 class Agent:
-    """One meshnode node: catalog, local state, checks and the HTTP API."""
+    """One meshnode node: catalog, local state, checks, gossip, RPC and the HTTP API.
+
+    ``lan_gossip`` / ``wan_gossip`` replace memberlist's LAN/WAN profiles (tests use
+    ``GossipConfig.local()`` for fast failure detection).
+    """
 
     def __init__(
-        self, config: AgentConfig, *, clock: Clock | None = None, rng: random.Random | None = None
+        self,
+        config: AgentConfig,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        lan_gossip: GossipConfig | None = None,
+        wan_gossip: GossipConfig | None = None,
     ) -> None:
         self.config = config
+        self.is_server = config.server
         self.clock: Clock = clock or MonotonicClock()
         self.rng = rng or random.Random()
         self.store, self.notifier = build_store()
+        self._bumps = 0  # bump_index() calls: the notifier runs this far above the store
+        self.store.set_on_change(self._store_changed)
         self.local = build_local_state(config, self.store, self.clock)
         self.node_id = self.local.node_id
         self.checks = build_check_runner(
@@ -131,15 +268,51 @@ class Agent:
         self.bound: dict[str, tuple[str, int]] = {}
         # Not bound to a loop until awaited (3.10+), so stop() works even before run().
         self._stop = asyncio.Event()
+        self._build_cluster(lan_gossip, wan_gossip)
+
+    def _build_cluster(
+        self, lan_gossip: GossipConfig | None, wan_gossip: GossipConfig | None
+    ) -> None:
+        config = self.config
+        self.lan_config, self.wan_config = build_gossip_configs(config, lan_gossip, wan_gossip)
+        self.lan_keyring, self.wan_keyring = build_keyrings(config)
+        self.lan: GossipRuntime | None = None
+        self.wan: GossipRuntime | None = None
+        self.lan_delegate = DelegateMux()
+        self.catalog_sync = build_catalog_sync(
+            config, self.store, self.local, self._num_lan_nodes, self.lan_config.retransmit_mult
+        )
+        self.lan_delegate.add_channel(CHANNEL_CATALOG, self.catalog_sync)
+        self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {}
+        self.rpc_server = RPCServer(
+            {}, lambda: self.lan_keyring, verify_incoming=config.encrypt_verify_incoming
+        )
+        self.rpc_client = RPCClient(
+            lambda: self.lan_keyring, verify_outgoing=config.encrypt_verify_outgoing
+        )
+        self._remote_dcs: list[str] = []  # a client's datacenters, as a server last said
+        self._left = False
+        for method, handler in self._builtin_handlers().items():
+            self.register_rpc(method, handler)
 
     # -- lifecycle
 
     def components(self) -> list[Component]:
-        """Everything that runs for the node's lifetime, in start order."""
-        return [
+        """Everything that runs for the node's lifetime, in start order (after binding)."""
+        rows = [
             Component(name="http", run=self.http.serve),
             Component(name="checks", run=self.checks.run),
         ]
+        if self.lan is not None:
+            rows.append(Component(name="gossip-lan", run=self.lan.run))
+            rows.append(Component(name="catalog-fetch", run=self._fetch_missing_loop))
+            rows.append(Component(name="retry-join", run=self._retry_join_lan))
+        if self.wan is not None:
+            rows.append(Component(name="gossip-wan", run=self.wan.run))
+            rows.append(Component(name="retry-join-wan", run=self._retry_join_wan))
+        if self.lan is not None and not self.is_server:
+            rows.append(Component(name="datacenters", run=self._refresh_datacenters_loop))
+        return rows
 
     async def run(self) -> None:
         """Start every component; return after ``stop()`` or SIGINT/SIGTERM, cleanly."""
@@ -171,6 +344,7 @@ class Agent:
                 f"cannot listen on {where}: {exc.strerror or exc}", key="ports.http"
             ) from None
         self.bound["http"] = (host, port)
+        await self._bind_cluster()
         # The file first, then the log line: whoever saw the line can read the file.
         if self.config.data_dir and not self.config.dev:
             ports = {name: addr[1] for name, addr in self.bound.items()}
@@ -190,12 +364,19 @@ class Agent:
     async def _wait_stop(self) -> None:
         await self._stop.wait()
         log.info("shutting down", extra={"node": self.config.node_name})
+        # The leave must go out while the pools still run (before the group is cancelled).
+        if self.config.leave_on_terminate and not self._left:
+            await self.leave_pools()
         raise _Shutdown
 
     async def _shutdown(self) -> None:
         # LocalState persists every acknowledged write synchronously (atomic_write), so
-        # closing the listener is all that is left: no request can start a new write.
+        # closing the listeners is all that is left: no request can start a new write.
         await self.http.aclose()
+        await self.rpc_server.close()
+        for pool in (self.lan, self.wan):
+            if pool is not None:
+                await pool.transport.close()
         self._remove_signal_handlers()
         log.info("agent stopped", extra={"node": self.config.node_name})
 
@@ -211,48 +392,370 @@ class Agent:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
 
+    # -- cluster: binding and membership callbacks
+
+    async def _bind_cluster(self) -> None:
+        """RPC listener first (its real port goes into the gossip tags), then the pools."""
+        cfg = self.config
+        try:
+            await self.rpc_server.start(cfg.bind_addr, cfg.ports.server)
+        except OSError as exc:
+            where = f"{cfg.bind_addr}:{cfg.ports.server}"
+            raise ConfigError(
+                f"cannot listen on {where}: {exc.strerror or exc}", key="ports.server"
+            ) from None
+        self.bound["server"] = self.rpc_server.addr
+        tags = member_tags(cfg, self.node_id, self.rpc_server.addr[1])
+        self.lan = await self._open_pool(
+            name=cfg.node_name, port=cfg.ports.serf_lan, advertise=advertise_address(cfg),
+            config=self.lan_config, tags=tags, keyring=self.lan_keyring, pool="lan",
+            delegate=self.lan_delegate, on_change=self._on_lan_member, on_reaped=self._on_lan_reaped,
+        )  # fmt: skip
+        self.bound["serf_lan"] = self.lan.transport.local_addr
+        if self.is_server:
+            self.wan = await self._open_pool(
+                name=f"{cfg.node_name}.{cfg.datacenter}", port=cfg.ports.serf_wan,
+                advertise=cfg.advertise_addr_wan or advertise_address(cfg), config=self.wan_config,
+                tags=tags, keyring=self.wan_keyring, pool="wan", delegate=None,
+                on_change=self._on_wan_member, on_reaped=None,
+            )  # fmt: skip
+            self.bound["serf_wan"] = self.wan.transport.local_addr
+
+    async def _open_pool(
+        self, *, name: str, port: int, advertise: str, config: GossipConfig,
+        tags: Mapping[str, str], keyring: Keyring | None, pool: str, delegate: DelegateMux | None,
+        on_change: Callable[[Member, MemberStatus | None], None] | None,
+        on_reaped: Callable[[Member], None] | None,
+    ) -> GossipRuntime:  # fmt: skip
+        try:
+            return await open_pool(
+                name=name, bind=(self.config.bind_addr, port), advertise=(advertise, port),
+                config=config, tags=tags, keyring=keyring, pool=pool, delegate=delegate,
+                on_member_change=on_change, on_member_reaped=on_reaped,
+                verify_incoming=self.config.encrypt_verify_incoming,
+                verify_outgoing=self.config.encrypt_verify_outgoing,
+                clock=self.clock, rng=random.Random(self.rng.random()),
+            )  # fmt: skip
+        except OSError as exc:
+            key = "ports.serf_lan" if pool == "lan" else "ports.serf_wan"
+            where = f"{self.config.bind_addr}:{port}"
+            raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}", key=key) from None
+
+    def _on_lan_member(self, member: Member, old: MemberStatus | None) -> None:
+        # Our own record is LocalState's business: never let gossip about us remove it.
+        if member.name != self.config.node_name:
+            self.catalog_sync.on_member_change(member, old)
+        if member.tags.get(TAG_ROLE) == ROLE_SERVER:
+            self.bump_index()  # leader/peers answers changed
+
+    def _on_lan_reaped(self, member: Member) -> None:
+        if member.name != self.config.node_name:
+            self.catalog_sync.member_left(member.name)
+
+    def _on_wan_member(self, member: Member, old: MemberStatus | None) -> None:
+        del member, old
+        self.bump_index()  # datacenters / WAN members answers changed
+
+    def _num_lan_nodes(self) -> int:
+        return self.lan.protocol.num_live() if self.lan is not None else 1
+
+    def _store_changed(self, index: int) -> None:
+        self.notifier.notify(index + self._bumps)
+
+    def bump_index(self) -> int:
+        """Wake blocking queries after a change outside the catalog (global state, members).
+
+        The notifier's index then runs one above the store's for good, so a later store
+        change still raises it (``IndexNotifier`` ignores indexes it has already seen).
+        Returns the new index (use it as the index of the changed state's answers).
+        """
+        self._bumps += 1
+        self.notifier.notify(self.store.index + self._bumps)
+        return self.notifier.index
+
+    # -- cluster: background loops
+
+    async def _retry_join_lan(self) -> None:
+        await self._retry_join(self.lan, self.config.retry_join, self.config.ports.serf_lan,
+                               self.config.retry_interval, "LAN")  # fmt: skip
+
+    async def _retry_join_wan(self) -> None:
+        await self._retry_join(self.wan, self.config.retry_join_wan, self.config.ports.serf_wan,
+                               self.config.retry_interval_wan, "WAN")  # fmt: skip
+
+    async def _retry_join(
+        self,
+        pool: GossipRuntime | None,
+        addrs: Sequence[str],
+        port: int,
+        interval: float,
+        what: str,
+    ) -> None:
+        if pool is None or not addrs:
+            return
+        targets = [parse_join_addr(a, port) for a in addrs]
+        log.info("retry_join %s: joining %s", what, ", ".join(addrs))
+        joined = await pool.retry_join(targets, interval)
+        log.info("retry_join %s: joined via %d address(es)", what, joined)
+
+    async def _fetch_missing_loop(self) -> None:
+        """Fetch records CatalogSync heard of (digest/delta) but cannot build, from their owner."""
+        while True:
+            await asyncio.sleep(FETCH_INTERVAL)
+            wanted = dict(self.catalog_sync.missing())
+            if wanted and self.lan is not None:
+                targets = {m.name: rpc_address(m) for m in self.lan.members()}
+                names = [n for n in wanted if targets.get(n) is not None][:16]
+                await asyncio.gather(*(self._fetch_record(n, targets[n]) for n in names))  # type: ignore[arg-type]
+
+    async def _fetch_record(self, name: str, addr: Address) -> None:
+        try:
+            raw = await self.rpc_client.call(
+                addr, "Catalog.NodeRecord", {"node": name}, timeout=RPC_TIMEOUT
+            )
+            if raw is not None:
+                self.catalog_sync.apply_fetched(NodeRecord.from_wire(raw))
+        except (NodeError, ValueError, TypeError) as exc:
+            log.warning("catalog fetch of %s from %s:%s failed: %s", name, addr[0], addr[1], exc)
+
+    async def _refresh_datacenters_loop(self) -> None:
+        """A client learns the datacenters from a server of its own (it is in no WAN pool)."""
+        while True:
+            with contextlib.suppress(NodeError):
+                got = await self.call_server("Catalog.Datacenters", None, timeout=RPC_TIMEOUT)
+                if isinstance(got, list) and got != self._remote_dcs:
+                    self._remote_dcs = [str(dc) for dc in got]
+                    self.bump_index()
+            await asyncio.sleep(DATACENTERS_REFRESH)
+
+    # -- cluster: RPC
+
+    def register_rpc(self, method: str, handler: Callable[[Any], Awaitable[Any]]) -> None:
+        """Serve ``method`` ("Area.Verb") over node RPC; call before ``run()``."""
+        self._handlers[method] = handler
+        self.rpc_server.add_handler(method, handler)
+
+    def _builtin_handlers(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+        return {
+            "Catalog.NodeRecord": self._rpc_node_record,
+            "Catalog.Read": self._rpc_read,
+            "Catalog.Datacenters": self._rpc_datacenters,
+            "Forward.Call": self._rpc_forward,
+        }
+
+    async def _rpc_node_record(self, args: Any) -> Any:
+        name = args.get("node") if isinstance(args, dict) else None
+        if not isinstance(name, str):
+            raise InvalidRequest("Catalog.NodeRecord needs {'node': name}", field="node")
+        entry = self.store.entry(name)
+        return entry.record.to_wire() if entry is not None else None
+
+    async def _rpc_read(self, args: Any) -> Any:
+        if not isinstance(args, dict) or not isinstance(args.get("name"), str):
+            raise InvalidRequest(
+                "Catalog.Read needs {'name', 'args', 'index', 'wait'}", field="name"
+            )
+        read_args = args.get("args") or {}
+        if not isinstance(read_args, dict):
+            raise InvalidRequest("Catalog.Read args must be a map", field="args")
+        opts = QueryOptions(index=_int_arg(args, "index"), wait=float(args.get("wait") or 0.0))
+        body, index = await answer_read(
+            self, args["name"], read_args, opts, random.Random(self.rng.random())
+        )
+        return {"body": body, "index": index}
+
+    async def _rpc_datacenters(self, args: Any) -> Any:
+        del args
+        return self.datacenters()
+
+    async def _rpc_forward(self, args: Any) -> Any:
+        if not self.is_server:
+            raise InvalidRequest("Forward.Call must be sent to a server", field="method")
+        if (
+            not isinstance(args, dict)
+            or not isinstance(args.get("dc"), str)
+            or not isinstance(args.get("method"), str)
+        ):
+            raise InvalidRequest(
+                "Forward.Call needs {'dc', 'method', 'args', 'timeout'}", field="dc"
+            )
+        timeout = min(float(args.get("timeout") or RPC_TIMEOUT), 660.0)
+        return await self.call_server(
+            args["method"], args.get("args"), dc=args["dc"], timeout=timeout
+        )
+
+    async def call_server(self, method: str, args: Any = None, *, dc: str | None = None,
+                          timeout: float = RPC_TIMEOUT) -> Any:  # fmt: skip
+        """Call ``method`` on a server of ``dc`` (default: our own datacenter).
+
+        Raises ``DatacenterUnavailable`` (unknown datacenter, or no server answered within
+        ``timeout``), ``RPCUnreachable``, or the remote ``NodeError`` class.
+        """
+        own = dc is None or dc == self.config.datacenter
+        if own and self.is_server:
+            return await self._call_local(method, args, timeout)
+        if not own and self.is_server and dc not in self.datacenters():
+            raise DatacenterUnavailable(f"No path to datacenter {dc!r}")
+        if self.lan is None:
+            where = "a server" if own else f"datacenter {dc!r}"
+            raise DatacenterUnavailable(f"No path to {where}: the agent's pools are not running")
+        if own:
+            return await call_datacenter(
+                self.rpc_client, self.lan.members(), self.config.datacenter, method, args,
+                timeout=timeout, rng=self.rng,
+            )  # fmt: skip
+        assert dc is not None
+        if self.wan is not None:
+            return await call_datacenter(
+                self.rpc_client, self.wan.members(), dc, method, args, timeout=timeout, rng=self.rng
+            )
+        forward = {"dc": dc, "method": method, "args": args, "timeout": timeout}
+        # The server needs the whole bound for its own attempts; we add a margin for the hop.
+        return await call_datacenter(self.rpc_client, self.lan.members(), self.config.datacenter,
+                                     "Forward.Call", forward, timeout=timeout + 1.0, rng=self.rng)  # fmt: skip
+
+    async def _call_local(self, method: str, args: Any, timeout: float) -> Any:
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise InvalidRequest(f"unknown RPC method {method!r}", field="method")
+        try:
+            async with asyncio.timeout(timeout):
+                return await handler(args)
+        except TimeoutError:
+            raise RPCUnreachable(
+                f"{method} on this server did not finish within {timeout:g}s"
+            ) from None
+
+    async def forward_read(
+        self, dc: str, name: str, args: dict[str, Any], opts: Any
+    ) -> tuple[Any, int]:
+        """Run read ``name`` in datacenter ``dc``: its encoded answer and index.
+
+        Blocking arguments travel along (the remote side waits); the call's bound is the
+        wait plus its jitter plus ``RPC_TIMEOUT``.
+        """
+        index = int(getattr(opts, "index", 0) or 0)
+        wait = float(getattr(opts, "wait", 0.0) or 0.0) if index else 0.0
+        request = {"name": name, "args": args, "index": index, "wait": wait}
+        timeout = wait + wait / 16 + RPC_TIMEOUT
+        reply = await self.call_server("Catalog.Read", request, dc=dc, timeout=timeout)
+        if not isinstance(reply, dict) or not isinstance(reply.get("body"), bytes):
+            raise RPCUnreachable(f"malformed Catalog.Read reply from datacenter {dc!r}")
+        return ForwardedBody(reply["body"]), _int_arg(reply, "index")
+
+    # -- cluster: join / leave
+
+    async def join(self, addrs: Sequence[str], *, wan: bool = False) -> int:
+        """Join the LAN (or WAN) pool through ``addrs``; how many answered."""
+        pool = self.wan if wan else self.lan
+        if pool is None:
+            what = "WAN pool: this agent is not a server" if wan else "LAN pool: agent not running"
+            raise InvalidRequest(f"cannot join the {what}", field="wan" if wan else "address")
+        port = self.config.ports.serf_wan if wan else self.config.ports.serf_lan
+        return await pool.join([parse_join_addr(a, port) for a in addrs])
+
+    async def leave_pools(self) -> None:
+        """Broadcast a graceful leave on every pool (waits at most ``LEAVE_TIMEOUT``)."""
+        self._left = True
+        pools = [p for p in (self.lan, self.wan) if p is not None]
+        await asyncio.gather(*(p.leave(LEAVE_TIMEOUT) for p in pools))
+
+    async def leave(self) -> None:
+        """``meshnode leave``: leave gracefully, then shut the agent down."""
+        await self.leave_pools()
+        self.stop()
+
+    def force_leave(self, node: str) -> None:
+        """Mark a failed member left (in the WAN pool too for ``<node>.<dc>`` names)."""
+        done = False
+        for pool in (self.lan, self.wan):
+            if pool is not None and pool.protocol.member(node) is not None:
+                pool.force_leave(node)
+                done = True
+        if not done:
+            raise NotFound(f"No node {node!r} in the member list")
+
     # -- what the API and later components ask
 
     def members(self, *, wan: bool = False) -> list[dict[str, Any]]:
-        """Gossip members as /v1/agent/members shows them; today only this node."""
+        """Gossip members as /v1/agent/members shows them, this node first."""
+        pool = self.wan if wan else self.lan
+        if pool is None:
+            return self._config_members(wan=wan)
+        own = pool.protocol.local_name
+        ordered = sorted(pool.members(), key=lambda m: (m.name != own, m.name))
+        return [member_view(m, SHOWN_TAGS) for m in ordered]
+
+    def _alive_servers(self) -> list[Member]:
+        if self.lan is None:
+            return []
+        dc = self.config.datacenter
+        return sorted(
+            (m for m in self.lan.members() if m.tags.get(TAG_ROLE) == ROLE_SERVER
+             and m.tags.get(TAG_DC) == dc and m.status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)),
+            key=lambda m: m.name,
+        )  # fmt: skip
+
+    def leader(self) -> str:
+        """RPC address of the datacenter's leader, ``""`` if none is known.
+
+        No raft here: the alive server with the smallest name stands in, which every
+        member derives the same from the same membership.
+        """
+        if self.lan is None:
+            return self._config_leader()
+        for m in self._alive_servers():
+            addr = rpc_address(m)
+            if addr is not None:
+                return f"{addr[0]}:{addr[1]}"
+        return ""
+
+    def peers(self) -> list[str]:
+        """RPC addresses of the datacenter's alive servers."""
+        if self.lan is None:
+            leader = self._config_leader()
+            return [leader] if leader else []
+        return [f"{a[0]}:{a[1]}" for a in (rpc_address(m) for m in self._alive_servers()) if a]
+
+    def datacenters(self) -> list[str]:
+        """Known datacenters, ours first then by name (no RTT estimates to sort by)."""
+        own = self.config.datacenter
+        if self.wan is not None:
+            dcs = {
+                m.tags.get(TAG_DC, "")
+                for m in self.wan.members()
+                if m.status is not MemberStatus.LEFT
+            }
+        else:
+            dcs = set(self._remote_dcs)
+        dcs.discard("")
+        dcs.discard(own)
+        return [own, *sorted(dcs)]
+
+    def _config_members(self, *, wan: bool) -> list[dict[str, Any]]:
+        # Before run() binds the pools: this node alone, from its configuration.
         cfg = self.config
         if wan and not cfg.server:
             return []
         name = f"{cfg.node_name}.{cfg.datacenter}" if wan else cfg.node_name
         port = cfg.ports.serf_wan if wan else cfg.ports.serf_lan
         addr = (cfg.advertise_addr_wan or advertise_address(cfg)) if wan else advertise_address(cfg)
-        tags = {
-            "dc": cfg.datacenter,
-            "id": self.node_id,
-            "role": "consul" if cfg.server else "node",
-            "port": str(cfg.ports.server),
-            "build": __version__,
-            "vsn": str(PROTOCOL["cur"]),
-            "segment": "",
-        }
-        return [{"name": name, "addr": addr, "port": port, "tags": tags, "status": MEMBER_ALIVE}]
+        tags = member_tags(cfg, self.node_id, cfg.ports.server)
+        me = Member(name=name, addr=(addr, port), tags=tags, incarnation=0,
+                    status=MemberStatus.ALIVE, status_since=0.0)  # fmt: skip
+        return [member_view(me, SHOWN_TAGS)]
 
-    def leader(self) -> str:
-        """RPC address of the datacenter's leader; we are it when we are a server."""
+    def _config_leader(self) -> str:
         if not self.config.server:
             return ""
         return f"{advertise_address(self.config)}:{self.config.ports.server}"
 
-    def peers(self) -> list[str]:
-        """RPC addresses of the datacenter's servers known to this node."""
-        leader = self.leader()
-        return [leader] if leader else []
 
-    def datacenters(self) -> list[str]:
-        """Known datacenters, nearest first; WAN gossip will add the others."""
-        return [self.config.datacenter]
-
-    async def forward_read(
-        self, dc: str, name: str, args: dict[str, Any], opts: Any
-    ) -> tuple[Any, int]:
-        """Run read ``name`` in datacenter ``dc``; the single seam for cross-DC reads."""
-        del name, args, opts  # node RPC (a later issue) sends these to a server of ``dc``
-        raise DatacenterUnavailable(f"No path to datacenter {dc!r}")
+def _int_arg(args: Mapping[str, Any], key: str) -> int:
+    value = args.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequest(f"{key!r} must be a non-negative integer", field=key)
+    return value
 
 
 class _Shutdown(Exception):

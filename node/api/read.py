@@ -6,6 +6,12 @@ blocking wait and builds the response with Consul's headers. Encoded bodies are 
 per ``(name, args)`` and the notifier's index at encoding time: while nothing in the
 catalog has changed, the same request costs one dict lookup, and when one change wakes
 a thousand blocked watchers of the same query, the body is encoded once.
+
+Forwarding (``?dc=``): every ``ReadSpec`` registers itself by name; the serving
+datacenter runs ``answer_read`` (the same local/blocking pipeline) and ships back the
+encoded JSON body, so the answer's datacenter fields are those of the datacenter that
+served it. ``agent.forward_read`` returns it as a ``ForwardedBody``, sent as is.
+Only ``catalog.*`` and ``health.*`` reads are forwardable (``FORWARDABLE_PREFIXES``).
 """
 
 from __future__ import annotations
@@ -20,11 +26,24 @@ from aiohttp import web
 
 from node.api.blocking import QueryOptions, consul_headers, parse_query_options, run_blocking
 from node.api.state import AGENT, RNG
+from node.errors import InvalidRequest
 
-__all__ = ["ReadSpec", "ResponseCache", "serve_read", "dump_json", "CACHE_ENTRIES"]
+__all__ = [
+    "ReadSpec",
+    "ResponseCache",
+    "ForwardedBody",
+    "serve_read",
+    "answer_read",
+    "dump_json",
+    "CACHE_ENTRIES",
+    "FORWARDABLE_PREFIXES",
+]
 
 CACHE_ENTRIES = 4096  # distinct (query, args) bodies kept; LRU beyond that
 _NO_OPTIONS = QueryOptions()
+#: Reads another datacenter may ask us to run (Consul forwards catalog and health reads).
+FORWARDABLE_PREFIXES = ("catalog.", "health.")
+_SPECS: dict[str, ReadSpec] = {}
 
 Query = Callable[..., tuple[Any, int]]
 Encoder = Callable[[Any, Any], Any]
@@ -48,6 +67,16 @@ class ReadSpec:
     #: Whether the answer depends only on the catalog store (so its index can key a
     #: cache). Answers from gossip membership or config (members, leader) are not.
     cacheable: bool = True
+
+    def __post_init__(self) -> None:
+        _SPECS[self.name] = self  # the registry ``answer_read`` looks names up in
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedBody:
+    """A read answered by another datacenter: its Consul JSON, already encoded."""
+
+    body: bytes
 
 
 class ResponseCache:
@@ -82,7 +111,12 @@ class ResponseCache:
 def _local_query(
     request: web.Request, spec: ReadSpec, args: Mapping[str, Any]
 ) -> Callable[[], tuple[bytes, int]]:
-    agent = request.app[AGENT]
+    return _local_query_of(request.app[AGENT], spec, args)
+
+
+def _local_query_of(
+    agent: Any, spec: ReadSpec, args: Mapping[str, Any]
+) -> Callable[[], tuple[bytes, int]]:
     cache: ResponseCache = agent.response_cache
     key = (spec.name, tuple(sorted(args.items())))
 
@@ -109,7 +143,10 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
     opts = parse_query_options(request.query) if request.query_string else _NO_OPTIONS
     if opts.dc is not None and opts.dc != agent.config.datacenter:
         value, index = await agent.forward_read(opts.dc, spec.name, dict(args), opts)
-        body = dump_json(spec.encode(agent, value))
+        if isinstance(value, ForwardedBody):
+            body = value.body
+        else:
+            body = dump_json(spec.encode(agent, value))
     elif not opts.blocking:
         body, index = _local_query(request, spec, args)()
         index = max(index, 1)
@@ -122,3 +159,20 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
             monotonic=agent.clock.monotonic,
         )
     return web.Response(body=body, headers=consul_headers(index, known_leader=bool(agent.leader())))
+
+
+async def answer_read(
+    agent: Any, name: str, args: Mapping[str, Any], opts: QueryOptions, rng: Any
+) -> tuple[bytes, int]:
+    """Run the read ``name`` here for another datacenter: ``(JSON body, index)``.
+
+    Raises ``InvalidRequest`` for a name that is unknown or not forwardable.
+    """
+    spec = _SPECS.get(name)
+    if spec is None or not name.startswith(FORWARDABLE_PREFIXES):
+        raise InvalidRequest(f"unknown or non-forwardable read {name!r}", field="name")
+    query = _local_query_of(agent, spec, args)
+    if not opts.blocking:
+        body, index = query()
+        return body, max(index, 1)
+    return await run_blocking(query, opts, agent.notifier, rng=rng, monotonic=agent.clock.monotonic)

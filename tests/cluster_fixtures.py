@@ -1,0 +1,193 @@
+"""In-process clusters for tests: N real ``Agent`` objects in one event loop.
+
+Every agent listens on 127.0.0.1 with port 0 for HTTP, RPC and both gossip pools and
+keeps its data in its own temporary directory. Gossip runs a fast profile
+(``FAST_GOSSIP``) so failures are detected in about a second. Use it from any test::
+
+    from tests.cluster_fixtures import Cluster   # the repo root is on pythonpath
+
+    async def test_x(tmp_path):
+        async with Cluster(tmp_path) as cluster:
+            s1 = await cluster.start("s1", server=True)
+            c1 = await cluster.start("c1", join=[s1])
+            await cluster.wait_for(lambda: len(c1.members()) == 2, "c1 sees s1")
+
+``kill`` simulates a crash (no leave broadcast); ``stop(leave=True)`` leaves gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from node.agent import Agent
+from node.config import AgentConfig, Ports
+from node.gossip.config import GossipConfig
+
+__all__ = ["Cluster", "FAST_GOSSIP", "FAST_WAN_GOSSIP", "wait_for"]
+
+#: Loopback-fast gossip: ~0.2 s probes, suspicion of about a second.
+FAST_GOSSIP = dataclasses.replace(
+    GossipConfig.local(),
+    probe_interval=0.2,
+    probe_timeout=0.1,
+    suspicion_mult=2,
+    gossip_interval=0.05,
+    push_pull_interval=2.0,
+    reconnect_interval=1.0,
+    tcp_timeout=1.0,
+)
+FAST_WAN_GOSSIP = FAST_GOSSIP
+
+
+async def wait_for(
+    cond: Callable[[], Any], what: str, timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Poll ``cond()`` (sync or async) until truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for: {what} (last: {last!r})")
+
+
+class Cluster:
+    """Starts and stops agents; ``async with`` stops every one still running."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self._tmp = tmp_path
+        self.agents: dict[str, Agent] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Cluster:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for name in list(self._tasks):
+            await self.kill(name)
+        if self._session is not None:
+            await self._session.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def config(
+        self, name: str, *, dc: str = "dc1", server: bool = False, **extra: Any
+    ) -> AgentConfig:
+        """A loopback config with port 0 everywhere and a data dir under tmp."""
+        data_dir = self._tmp / f"{dc}-{name}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return AgentConfig(
+            node_name=name, datacenter=dc, primary_datacenter=extra.pop("primary_dc", "dc1"),
+            data_dir=str(data_dir), server=server, bind_addr="127.0.0.1",
+            advertise_addr="127.0.0.1", advertise_addr_wan="127.0.0.1", client_addr="127.0.0.1",
+            ports=Ports(http=0, serf_lan=0, serf_wan=0, server=0),
+            leave_on_terminate=extra.pop("leave_on_terminate", not server), **extra,
+        )  # fmt: skip
+
+    async def start(
+        self,
+        name: str,
+        *,
+        dc: str = "dc1",
+        server: bool = False,
+        join: Sequence[Agent] = (),
+        join_wan: Sequence[Agent] = (),
+        lan_gossip: GossipConfig = FAST_GOSSIP,
+        **extra: Any,
+    ) -> Agent:
+        """Build, run and (optionally) join an agent; returns once it is bound."""
+        agent = Agent(
+            self.config(name, dc=dc, server=server, **extra),
+            lan_gossip=lan_gossip,
+            wan_gossip=FAST_WAN_GOSSIP,
+        )
+        key = f"{dc}/{name}"
+        self.agents[key] = agent
+        self._tasks[key] = asyncio.create_task(agent.run(), name=f"agent-{key}")
+        await wait_for(
+            lambda: agent.lan is not None and (agent.wan is not None or not server),
+            f"{key} bound",
+            timeout=5.0,
+            interval=0.01,
+        )
+        if join:
+            assert await agent.join([self.lan_addr(a) for a in join]) > 0, f"{key} LAN join"
+        if join_wan:
+            assert await agent.join([self.wan_addr(a) for a in join_wan], wan=True) > 0
+        return agent
+
+    async def kill(self, agent: Agent | str) -> None:
+        """Crash-stop: cancel the agent's run task (no leave broadcast)."""
+        key = self._key(agent)
+        task = self._tasks.pop(key)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def stop(self, agent: Agent | str, *, leave: bool = True) -> None:
+        """Graceful stop; with ``leave`` the agent broadcasts its leave first."""
+        key = self._key(agent)
+        a = self.agents[key]
+        if leave:
+            await a.leave_pools()
+        a.stop()
+        task = self._tasks.pop(key)
+        await asyncio.wait_for(task, timeout=10.0)
+
+    def _key(self, agent: Agent | str) -> str:
+        if isinstance(agent, str):
+            return agent if "/" in agent else f"dc1/{agent}"
+        return f"{agent.config.datacenter}/{agent.config.node_name}"
+
+    # ------------------------------------------------------------------ addresses / HTTP
+
+    @staticmethod
+    def lan_addr(agent: Agent) -> str:
+        host, port = agent.bound["serf_lan"]
+        return f"{host}:{port}"
+
+    @staticmethod
+    def wan_addr(agent: Agent) -> str:
+        host, port = agent.bound["serf_wan"]
+        return f"{host}:{port}"
+
+    @staticmethod
+    def url(agent: Agent, path: str) -> str:
+        host, port = agent.bound["http"]
+        return f"http://{host}:{port}{path}"
+
+    async def get(self, agent: Agent, path: str, **params: Any) -> tuple[int, Any, dict[str, str]]:
+        """GET ``path``: (status, JSON body or text, headers)."""
+        assert self._session is not None
+        async with self._session.get(self.url(agent, path), params=params) as resp:
+            body: Any = await resp.text()
+            if resp.content_type == "application/json":
+                body = await resp.json()
+            return resp.status, body, dict(resp.headers)
+
+    async def put(
+        self, agent: Agent, path: str, json: Any = None, **params: Any
+    ) -> tuple[int, Any]:
+        """PUT ``path`` with an optional JSON body: (status, JSON body or text)."""
+        assert self._session is not None
+        async with self._session.put(self.url(agent, path), json=json, params=params) as resp:
+            body: Any = await resp.text()
+            if resp.content_type == "application/json":
+                body = await resp.json()
+            return resp.status, body
+
+    async def wait_for(self, cond: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+        """``wait_for`` (module function) for convenience."""
+        return await wait_for(cond, what, timeout)
