@@ -54,7 +54,7 @@ from node.catalog.store import CatalogStore
 from node.catalog.sync import CatalogSync
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
-from node.cluster import member_view, parse_join_addr
+from node.cluster import KeyringPoolReport, keyring_reports, member_view, parse_join_addr
 from node.config import AgentConfig
 from node.errors import (
     ConfigError,
@@ -81,7 +81,9 @@ from node.rpc import (
     RPCServer,
     call_datacenter,
     rpc_address,
+    rpc_targets,
 )
+from node.rpc.keyops import KEYRING_METHOD, KeyringOp, keyring_handler
 
 __all__ = ["Agent", "Component", "run_agent", "PORTS_FILE"]
 
@@ -91,6 +93,9 @@ PORTS_FILE = "ports.json"  # the ports actually bound (for -http-port 0 in tests
 #: Default bound of one server call: a datacenter whose servers are all down answers
 #: with DatacenterUnavailable within this many seconds, never hangs.
 RPC_TIMEOUT = 5.0
+#: Bound of a whole cluster-wide keyring operation, and of its hop to each other datacenter.
+KEYRING_TIMEOUT = 30.0
+KEYRING_HOP_TIMEOUT = 10.0
 #: How long a graceful leave waits for the leave broadcast to go out.
 LEAVE_TIMEOUT = 5.0
 #: Pause between rounds fetching records CatalogSync.missing() asked for.
@@ -541,6 +546,8 @@ class Agent:
             "Catalog.Read": self._rpc_read,
             "Catalog.Datacenters": self._rpc_datacenters,
             "Forward.Call": self._rpc_forward,
+            KEYRING_METHOD: self._rpc_keyring_op,
+            "Keyring.Cluster": self._rpc_keyring_cluster,
         }
 
     async def _rpc_node_record(self, args: Any) -> Any:
@@ -642,6 +649,82 @@ class Agent:
         if not isinstance(reply, dict) or not isinstance(reply.get("body"), bytes):
             raise RPCUnreachable(f"malformed Catalog.Read reply from datacenter {dc!r}")
         return ForwardedBody(reply["body"]), _int_arg(reply, "index")
+
+    # -- cluster: keyring
+
+    async def keyring_op(self, op: str, key: str | None = None) -> list[KeyringPoolReport]:
+        """``op`` (list/install/use/remove) on the LAN and WAN keyrings of every node of
+        every datacenter; Consul's per-pool reports (WAN first, then one per datacenter)."""
+        _check_keyring_op(op, key)
+        args = {"op": op, "key": key, "local": False}
+        wire = await self.call_server("Keyring.Cluster", args, timeout=KEYRING_TIMEOUT)
+        if not isinstance(wire, list):
+            raise RPCUnreachable("malformed Keyring.Cluster reply")
+        return [KeyringPoolReport.from_wire(r) for r in wire]
+
+    async def _rpc_keyring_op(self, args: Any) -> Any:
+        rings = [r for r in (self.lan_keyring, self.wan_keyring) if r is not None]
+        inner = keyring_handler(lambda: rings, self._save_keyrings)
+        result = await inner(args)
+        if self.wan_keyring is not None:
+            result["wan_keys"] = list(self.wan_keyring.keys_base64())
+        return result
+
+    def _save_keyrings(self) -> None:
+        save_keyrings(self.config, self.lan_keyring, self.wan_keyring)
+        log.info("keyring changed and saved", extra={"node": self.config.node_name})
+
+    async def _rpc_keyring_cluster(self, args: Any) -> Any:
+        """On a server: the operation on every node of this datacenter (``local``), or of
+        every datacenter (each other one through one of its servers)."""
+        if not self.is_server or self.lan is None:
+            raise InvalidRequest("Keyring.Cluster must be sent to a running server", field="op")
+        if not isinstance(args, dict):
+            raise InvalidRequest("Keyring.Cluster needs {'op', 'key', 'local'}", field="op")
+        op, key = args.get("op"), args.get("key")
+        _check_keyring_op(op, key)
+        here = await self._keyring_dc({"op": op, "key": key})
+        if args.get("local"):
+            return here
+        remote = {"op": op, "key": key, "local": True}
+        others = await asyncio.gather(
+            *(self._keyring_remote_dc(dc, remote) for dc in self.datacenters()[1:])
+        )
+        results = [here, *others]
+        return [r.to_wire() for r in keyring_reports(results)]
+
+    async def _keyring_remote_dc(self, dc: str, args: dict[str, Any]) -> Any:
+        try:
+            got = await self.call_server(
+                "Keyring.Cluster", args, dc=dc, timeout=KEYRING_HOP_TIMEOUT
+            )
+        except NodeError as exc:
+            return {"dc": dc, "replies": {}, "failures": {"(datacenter)": str(exc)}}
+        if not isinstance(got, dict) or not isinstance(got.get("replies"), dict):
+            return {"dc": dc, "replies": {}, "failures": {"(datacenter)": "malformed reply"}}
+        return got
+
+    async def _keyring_dc(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.lan is not None
+        targets = rpc_targets(self.lan.members())
+        names = list(targets)
+        got = await asyncio.gather(
+            *(
+                self.rpc_client.call(targets[n], KEYRING_METHOD, args, timeout=RPC_TIMEOUT)
+                for n in names
+            ),
+            return_exceptions=True,
+        )
+        replies: dict[str, Any] = {}
+        failures: dict[str, str] = {}
+        for name, result in zip(names, got, strict=True):
+            if isinstance(result, dict) and isinstance(result.get("keys"), list):
+                replies[name] = result
+            elif isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            else:
+                failures[name] = str(result) if isinstance(result, Exception) else "malformed reply"
+        return {"dc": self.config.datacenter, "replies": replies, "failures": failures}
 
     # -- cluster: join / leave
 
@@ -749,6 +832,16 @@ class Agent:
         if not self.config.server:
             return ""
         return f"{advertise_address(self.config)}:{self.config.ports.server}"
+
+
+def _check_keyring_op(op: Any, key: Any) -> None:
+    """Validate before fanning out, so a typo is one clear error, not N node failures."""
+    if op not in {o.value for o in KeyringOp}:
+        raise InvalidRequest(f"unknown keyring operation {op!r}", field="op")
+    if op != KeyringOp.LIST:
+        if not isinstance(key, str) or not key:
+            raise InvalidRequest(f"keyring {op} needs a base64 key", field="key")
+        parse_key(key)
 
 
 def _int_arg(args: Mapping[str, Any], key: str) -> int:

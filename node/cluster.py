@@ -24,7 +24,7 @@ __all__ = [
     "member_view",
     "parse_join_addr",
     "KeyringPoolReport",
-    "keyring_pool_reports",
+    "keyring_reports",
 ]
 
 #: serf.MemberStatus values (StatusNone 0, Alive 1, Leaving 2, Left 3, Failed 4).
@@ -115,36 +115,34 @@ class KeyringPoolReport:
         )
 
 
-def keyring_pool_reports(
-    dc: str,
-    replies: Mapping[str, Any],
-    failures: Mapping[str, str],
-    wan_names: Iterable[str],
-) -> list[KeyringPoolReport]:
-    """Per-pool reports from per-node replies ``{"keys": [...], "wan_keys": [...]}``.
+def keyring_reports(dc_results: Iterable[Mapping[str, Any]]) -> list[KeyringPoolReport]:
+    """Consul's per-pool key counts from per-datacenter results of a keyring operation.
 
-    LAN counts come from every node of ``dc``; WAN counts from the WAN-member nodes
-    (``wan_names``: their LAN names), which are the servers.
+    Each result is ``{"dc", "replies": {node: {"keys", "wan_keys"?}}, "failures": {node:
+    text}}``. One LAN report per datacenter (every node answers for its LAN keyring) and
+    one WAN report over all servers (the nodes that sent ``wan_keys``), WAN first as Consul
+    lists it. Nodes that failed are named in their datacenter's LAN report.
     """
-    wan_set = set(wan_names)
-    lan: collections.Counter[str] = collections.Counter()
+    lan_reports: list[KeyringPoolReport] = []
     wan: collections.Counter[str] = collections.Counter()
-    for name, reply in replies.items():
-        lan.update(reply.get("keys") or [])
-        if name in wan_set:
-            wan.update(reply.get("wan_keys") or [])
-    reports = [
-        KeyringPoolReport(
-            wan=False, datacenter=dc, keys=dict(lan), num_nodes=len(replies) + len(failures),
-            messages=dict(failures),
-        )
-    ]  # fmt: skip
-    if wan_set:
-        wan_failures = {n: m for n, m in failures.items() if n in wan_set}
-        reports.append(
+    wan_nodes = 0
+    for result in dc_results:
+        dc = str(result.get("dc", ""))
+        replies: Mapping[str, Any] = result.get("replies") or {}
+        failures: Mapping[str, str] = result.get("failures") or {}
+        lan: collections.Counter[str] = collections.Counter()
+        for reply in replies.values():
+            lan.update(reply.get("keys") or [])
+            if reply.get("wan_keys"):
+                wan.update(reply["wan_keys"])
+                wan_nodes += 1
+        lan_reports.append(
             KeyringPoolReport(
-                wan=True, datacenter=dc, keys=dict(wan), num_nodes=len(wan_set),
-                messages=wan_failures,
+                wan=False, datacenter=dc, keys=dict(lan),
+                num_nodes=len(replies) + len(failures), messages=dict(failures),
             )
         )  # fmt: skip
-    return reports
+    if not wan_nodes:
+        return lan_reports
+    wan_report = KeyringPoolReport(wan=True, datacenter="", keys=dict(wan), num_nodes=wan_nodes)
+    return [wan_report, *lan_reports]

@@ -50,6 +50,8 @@ __all__ = [
     "encode_member",
     "encode_agent_self",
     "encode_tagged_addresses",
+    "decode_keyring_request",
+    "encode_keyring_response",
 ]
 
 # ---------------------------------------------------------------------------- in
@@ -348,4 +350,30 @@ def encode_member(member: Mapping[str, Any]) -> dict[str, Any]:
         "DelegateMin": 2,
         "DelegateMax": 5,
         "DelegateCur": 4,
+    }
+
+
+# ---------------------------------------------------------------------------- keyring
+
+
+def decode_keyring_request(body: bytes) -> str:
+    """``{"Key": "<base64>"}`` of POST/PUT/DELETE /v1/operator/keyring → the key."""
+    raw = _require_object(decode_json(body, what="keyring request"), "keyring request")
+    key = raw.get("Key")
+    if not isinstance(key, str) or not key:
+        raise InvalidRequest(
+            "Request decode failed: keyring request: 'Key' must be a non-empty string", field="Key"
+        )
+    return key
+
+
+def encode_keyring_response(report: Any) -> dict[str, Any]:
+    """One pool's entry of GET /v1/operator/keyring (Consul's KeyringResponse)."""
+    return {
+        "WAN": report.wan,
+        "Datacenter": report.datacenter,
+        "Segment": "",
+        "Messages": dict(report.messages),
+        "Keys": dict(report.keys),
+        "NumNodes": report.num_nodes,
     }
