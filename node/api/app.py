@@ -18,6 +18,7 @@ from aiohttp import web
 
 from node.api import agent as agent_routes
 from node.api import catalog as catalog_routes
+from node.api import cluster as cluster_routes
 from node.api import health as health_routes
 from node.api import status as status_routes
 from node.api.errors import error_middleware
@@ -61,7 +62,7 @@ def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Applic
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[AGENT] = agent
     app[RNG] = rng or random.Random()
-    for module in (agent_routes, catalog_routes, health_routes, status_routes):
+    for module in (agent_routes, catalog_routes, health_routes, status_routes, cluster_routes):
         app.router.add_routes(module.routes)
     return app
 
