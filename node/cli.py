@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node import __version__
+from node import __version__, cli_cluster
 from node.errors import NodeError
 
 __all__ = ["main", "COMMANDS", "Command", "HTTPClient", "KeyValueFormatter", "format_table"]
@@ -256,43 +256,6 @@ def _run_version(ctx: Context) -> int:
     return EXIT_OK
 
 
-# -- members
-
-
-def _configure_members(p: argparse.ArgumentParser) -> None:
-    _flag(p, "wan", action="store_true", help="list WAN members (servers only)")
-
-
-def _run_members(ctx: Context) -> int:
-    params = {"wan": "1"} if ctx.args.wan else {}
-    members = ctx.client().get("/v1/agent/members", **params) or []
-    rows = []
-    for m in sorted(members, key=lambda m: m.get("Name", "")):
-        tags = m.get("Tags") or {}
-        node_type = "server" if tags.get("role") == "consul" else "client"
-        rows.append(
-            [
-                m.get("Name", ""),
-                f"{m.get('Addr', '')}:{m.get('Port', '')}",
-                _member_status(m.get("Status")),
-                node_type,
-                tags.get("build", __version__),
-                tags.get("vsn", "2"),
-                tags.get("dc", ""),
-                tags.get("segment", "<all>") or "<all>",
-            ]
-        )
-    header = ["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Segment"]
-    ctx.say(format_table(header, rows))
-    return EXIT_OK
-
-
-def _member_status(status: object) -> str:
-    # The API carries serf's numeric status; the CLI shows words, as Consul does.
-    names = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
-    return names.get(status, str(status)) if isinstance(status, int) else str(status)
-
-
 # -- services
 
 
@@ -390,7 +353,12 @@ COMMANDS: tuple[Command, ...] = (
     Command(path=("agent",), help="run a node", configure=_configure_agent, run=_run_agent, http=False),
     Command(path=("validate",), help="check config files", configure=_configure_validate, run=_run_validate, http=False),
     Command(path=("version",), help="print the version", configure=_no_flags, run=_run_version, http=False),
-    Command(path=("members",), help="list cluster members", configure=_configure_members, run=_run_members),
+    Command(path=("members",), help="list cluster members", configure=cli_cluster.configure_members, run=cli_cluster.run_members),
+    Command(path=("join",), help="join gossip pools through an address", configure=cli_cluster.configure_join, run=cli_cluster.run_join),
+    Command(path=("leave",), help="leave gracefully and shut the node down", configure=_no_flags, run=cli_cluster.run_leave),
+    Command(path=("force-leave",), help="mark a failed member as left", configure=cli_cluster.configure_force_leave, run=cli_cluster.run_force_leave),
+    Command(path=("keygen",), help="generate a gossip encryption key", configure=_no_flags, run=cli_cluster.run_keygen, http=False),
+    Command(path=("keyring",), help="manage gossip keys cluster-wide", configure=cli_cluster.configure_keyring, run=cli_cluster.run_keyring),
     Command(path=("services", "register"), help="register services from a file", configure=_configure_services_file, run=_run_services_register),
     Command(path=("services", "deregister"), help="deregister by ID or file", configure=_configure_services_file, run=_run_services_deregister),
     Command(path=("catalog", "services"), help="list services", configure=_configure_catalog_services, run=_run_catalog_services),
