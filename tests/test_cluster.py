@@ -1,0 +1,302 @@
+"""Real sockets on 127.0.0.1: agents in LAN pools and datacenters joined over WAN.
+
+Each test starts a handful of in-process agents (``tests.cluster_fixtures.Cluster``)
+with the fast gossip profile and talks to them over their HTTP APIs, as a user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.agent import Agent
+from node.catalog.model import NodeRecord
+from node.errors import DatacenterUnavailable, InvalidRequest
+from node.gossip.keyring import LAN_KEYRING_FILE, WAN_KEYRING_FILE, Keyring, generate_key
+from tests.cluster_fixtures import Cluster, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _register(cluster: Cluster, agent: Agent, name: str, port: int, **extra: Any) -> None:
+    status, body = await cluster.put(
+        agent, "/v1/agent/service/register", json={"Name": name, "Port": port, **extra}
+    )
+    assert status == 200, body
+
+
+async def _nodes_of(cluster: Cluster, agent: Agent, service: str, **params: Any) -> list[str]:
+    status, body, _ = await cluster.get(agent, f"/v1/catalog/service/{service}", **params)
+    assert status == 200, body
+    return sorted(e["Node"] for e in body)
+
+
+def _converged(agents: list[Agent], n: int) -> bool:
+    return all(sum(m["status"] == 1 for m in a.members()) == n for a in agents)
+
+
+# ---------------------------------------------------------------------------- one datacenter
+
+
+async def test_lan_pool_converges_and_every_node_answers_for_the_datacenter(
+    tmp_path: Path,
+) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        clients = [await cluster.start(f"c{i}", join=[s1]) for i in (1, 2, 3)]
+        everyone = [s1, *clients]
+        await wait_for(lambda: _converged(everyone, 4), "4 alive members everywhere")
+        for i, agent in enumerate(clients, start=1):
+            await _register(cluster, agent, "web", 8000 + i)
+        await _register(cluster, s1, "db", 5432)
+
+        async def all_see_everything() -> bool:
+            for agent in everyone:
+                if await _nodes_of(cluster, agent, "web") != ["c1", "c2", "c3"]:
+                    return False
+                _, services, _ = await cluster.get(agent, "/v1/catalog/services")
+                if set(services) != {"db", "web"}:
+                    return False
+            return True
+
+        await wait_for(all_see_everything, "every node sees every service")
+        for agent in everyone:
+            _, nodes, _ = await cluster.get(agent, "/v1/catalog/nodes")
+            assert sorted(n["Node"] for n in nodes) == ["c1", "c2", "c3", "s1"]
+            _, health, _ = await cluster.get(agent, "/v1/health/service/web", passing="1")
+            assert sorted(e["Node"]["Node"] for e in health) == ["c1", "c2", "c3"]
+            _, leader, _ = await cluster.get(agent, "/v1/status/leader")
+            assert leader == f"127.0.0.1:{s1.bound['server'][1]}"
+        # the member list is Consul's shape, this node first
+        _, members, _ = await cluster.get(clients[0], "/v1/agent/members")
+        assert members[0]["Name"] == "c1"
+        roles = {m["Name"]: m["Tags"]["role"] for m in members}
+        assert roles == {"s1": "consul", "c1": "node", "c2": "node", "c3": "node"}
+        # a client is in no WAN pool: empty list, as Consul answers
+        assert (await cluster.get(clients[0], "/v1/agent/members", wan="1"))[1] == []
+
+
+async def test_failed_node_turns_critical_and_left_node_disappears(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        c1 = await cluster.start("c1", join=[s1])
+        c2 = await cluster.start("c2", join=[s1])
+        c3 = await cluster.start("c3", join=[s1])
+        await wait_for(lambda: _converged([s1, c1, c2, c3], 4), "converged")
+        await _register(cluster, c2, "api", 9000)
+        await _register(cluster, c3, "cache", 6379)
+        await wait_for(
+            lambda: all(a.store.entry("c2") and a.store.entry("c3") for a in (s1, c1)), "records"
+        )
+        await cluster.kill(c2)  # crash: no leave
+
+        async def api_critical_everywhere() -> bool:
+            for agent in (s1, c1, c3):
+                _, entries, _ = await cluster.get(agent, "/v1/health/service/api")
+                checks = {c["CheckID"]: c["Status"] for e in entries for c in e["Checks"]}
+                if checks.get("serfHealth") != "critical":
+                    return False
+            return True
+
+        await wait_for(api_critical_everywhere, "api's serfHealth critical on all nodes")
+        _, failed, _ = await cluster.get(s1, "/v1/agent/members")
+        assert {m["Name"]: m["Status"] for m in failed}["c2"] == 4
+
+        await cluster.stop(c3, leave=True)
+
+        async def cache_gone() -> bool:
+            for agent in (s1, c1):
+                if await _nodes_of(cluster, agent, "cache"):
+                    return False
+                _, nodes, _ = await cluster.get(agent, "/v1/catalog/nodes")
+                if "c3" in {n["Node"] for n in nodes}:
+                    return False
+            return True
+
+        await wait_for(cache_gone, "left node's entries gone everywhere")
+        # force-leave turns the failed c2 into left: its entries go too
+        status, _ = await cluster.put(s1, "/v1/agent/force-leave/c2")
+        assert status == 200
+        await wait_for(lambda: c1.store.entry("c2") is None, "force-left node removed on c1")
+        status, text = await cluster.put(s1, "/v1/agent/force-leave/nobody")
+        assert status == 404 and "nobody" in text
+
+
+async def test_blocking_query_wakes_on_a_replicated_change(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        c1 = await cluster.start("c1", join=[s1])
+        await wait_for(lambda: _converged([s1, c1], 2), "converged")
+        await _register(cluster, c1, "web", 80)
+
+        async def web_on_s1() -> bool:
+            return await _nodes_of(cluster, s1, "web") == ["c1"]
+
+        await wait_for(web_on_s1, "c1's web replicated to s1")
+        _, _, headers = await cluster.get(s1, "/v1/health/service/web")
+        index = headers["X-Consul-Index"]
+
+        async def blocked() -> tuple[float, Any, dict[str, str]]:
+            start = time.monotonic()
+            _, body, hdrs = await cluster.get(s1, "/v1/health/service/web", index=index, wait="20s")
+            return time.monotonic() - start, body, hdrs
+
+        waiter = asyncio.create_task(blocked())
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        await _register(cluster, c1, "web", 81, ID="web-2")
+        elapsed, body, hdrs = await asyncio.wait_for(waiter, 10)
+        assert elapsed < 10
+        assert sorted(e["Service"]["ID"] for e in body) == ["web", "web-2"]
+        assert int(hdrs["X-Consul-Index"]) > int(index)
+
+
+async def test_records_are_fetched_by_rpc_from_their_owner(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        c1 = await cluster.start("c1", join=[s1])
+        await _register(cluster, c1, "web", 80)
+        await wait_for(lambda: s1.store.entry("c1") is not None, "c1 replicated")
+        raw = await s1.rpc_client.call(
+            c1.bound["server"], "Catalog.NodeRecord", {"node": "c1"}, timeout=2
+        )
+        record = NodeRecord.from_wire(raw)
+        assert record.name == "c1" and "web" in record.services
+        assert (
+            await s1.rpc_client.call(
+                c1.bound["server"], "Catalog.NodeRecord", {"node": "zz"}, timeout=2
+            )
+            is None
+        )
+        with pytest.raises(InvalidRequest, match="node"):
+            await s1.rpc_client.call(c1.bound["server"], "Catalog.NodeRecord", [], timeout=2)
+
+
+async def test_join_and_leave_over_http(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        c1 = await cluster.start("c1")
+        status, _ = await cluster.put(c1, f"/v1/agent/join/{cluster.lan_addr(s1)}")
+        assert status == 200
+        await wait_for(lambda: _converged([s1, c1], 2), "joined over HTTP")
+        status, text = await cluster.put(c1, f"/v1/agent/join/{cluster.lan_addr(s1)}", wan="1")
+        assert status == 400 and "Must be a server" in text
+        status, _ = await cluster.put(c1, "/v1/agent/leave")
+        assert status == 200
+        await wait_for(
+            lambda: {m["name"]: m["status"] for m in s1.members()}.get("c1") == 3, "c1 left"
+        )
+
+
+# ---------------------------------------------------------------------------- two datacenters
+
+
+async def test_two_datacenters_over_wan(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        c1 = await cluster.start("c1", join=[s1])
+        s2 = await cluster.start("s2", dc="dc2", server=True, join_wan=[s1])
+        c2 = await cluster.start("c2", dc="dc2", join=[s2])
+        await _register(cluster, c2, "billing", 7000)
+        await _register(cluster, c1, "web", 80)
+
+        async def both_everywhere() -> bool:
+            for agent, own in ((s1, "dc1"), (c1, "dc1"), (s2, "dc2"), (c2, "dc2")):
+                _, dcs, _ = await cluster.get(agent, "/v1/catalog/datacenters")
+                if dcs != [own, *sorted({"dc1", "dc2"} - {own})]:
+                    return False
+            return True
+
+        await wait_for(both_everywhere, "both datacenters listed on every node")
+        _, wan, _ = await cluster.get(s1, "/v1/agent/members", wan="1")
+        assert sorted(m["Name"] for m in wan) == ["s1.dc1", "s2.dc2"]
+        await wait_for(lambda: s2.store.entry("c2") is not None, "billing replicated in dc2")
+
+        # cross-datacenter read from a client: forwarded through s1 to a dc2 server
+        status, body, headers = await cluster.get(c1, "/v1/catalog/service/billing", dc="dc2")
+        assert status == 200, body
+        assert [(e["Node"], e["Datacenter"]) for e in body] == [("c2", "dc2")]
+        assert int(headers["X-Consul-Index"]) >= 1
+        _, health, _ = await cluster.get(c1, "/v1/health/service/billing", dc="dc2")
+        assert [e["Node"]["Datacenter"] for e in health] == ["dc2"]
+        # and the other way, from a server
+        assert await _nodes_of(cluster, s2, "web", dc="dc1") == ["c1"]
+        # a blocking read is forwarded with its index and wait
+        _, _, headers = await cluster.get(c1, "/v1/catalog/service/billing", dc="dc2")
+        start = time.monotonic()
+        status, _, _ = await cluster.get(
+            c1, "/v1/catalog/service/billing", dc="dc2", index=headers["X-Consul-Index"], wait="1s"
+        )
+        assert status == 200 and 0.5 < time.monotonic() - start < 5
+
+        # unknown datacenter: Consul's error text, at once
+        for agent in (c1, s1):
+            status, text, _ = await cluster.get(agent, "/v1/catalog/services", dc="nowhere")
+            assert status == 500 and text.startswith("No path to datacenter"), text
+
+        # every server of dc2 down: a bounded error, not a hang
+        await cluster.kill(s2)
+        start = time.monotonic()
+        status, text, _ = await cluster.get(c1, "/v1/catalog/services", dc="dc2")
+        assert status == 500 and "dc2" in text, text
+        assert time.monotonic() - start < 6.5
+        with pytest.raises(DatacenterUnavailable):
+            await s1.call_server("Catalog.Datacenters", dc="dc2", timeout=1.0)
+
+
+# ---------------------------------------------------------------------------- encryption
+
+
+async def test_wrong_key_is_refused(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True, encrypt=generate_key())
+        c1 = await cluster.start("c1", encrypt=generate_key())
+        assert await c1.join([cluster.lan_addr(s1)]) == 0
+        assert [m["name"] for m in s1.members()] == ["s1"]
+        assert [m["name"] for m in c1.members()] == ["c1"]
+        assert s1.lan is not None and s1.lan.stats.get("dropped_undecryptable", 0) > 0
+        # RPC is sealed with the same keyring: a wrong-key call gets no answer
+        with pytest.raises(Exception, match="(?i)closed|unreachable|answer"):
+            await c1.rpc_client.call(s1.bound["server"], "Catalog.Datacenters", None, timeout=1)
+
+
+async def test_key_rotation_across_lan_and_wan(tmp_path: Path) -> None:
+    k1, k2 = generate_key(), generate_key()
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True, encrypt=k1)
+        c1 = await cluster.start("c1", join=[s1], encrypt=k1)
+        s2 = await cluster.start("s2", dc="dc2", server=True, join_wan=[s1], encrypt=k1)
+        await wait_for(lambda: _converged([s1, c1], 2) and len(s2.datacenters()) == 2, "up")
+        await wait_for(lambda: c1.datacenters() == ["dc1", "dc2"], "client knows dc2")
+
+        for method, op in (("POST", "install"), ("PUT", "use"), ("DELETE", "remove")):
+            key = k2 if op != "remove" else k1
+            assert cluster._session is not None
+            async with cluster._session.request(
+                method, cluster.url(c1, "/v1/operator/keyring"), json={"Key": key}
+            ) as resp:
+                assert resp.status == 200, (op, await resp.text())
+
+        _, pools, _ = await cluster.get(c1, "/v1/operator/keyring")
+        by_pool = {
+            ("WAN" if p["WAN"] else p["Datacenter"]): (p["Keys"], p["NumNodes"]) for p in pools
+        }
+        assert by_pool == {"WAN": ({k2: 2}, 2), "dc1": ({k2: 2}, 2), "dc2": ({k2: 1}, 1)}
+        for agent in (s1, s2):
+            for name in (LAN_KEYRING_FILE, WAN_KEYRING_FILE):
+                saved = Keyring.load(Path(agent.config.data_dir or "") / name)
+                assert saved is not None and saved.keys_base64() == (k2,)
+
+        # gossip and RPC still work, and a newcomer holding only the new key gets in
+        c2 = await cluster.start("c2", join=[c1], encrypt=k2)
+        await wait_for(lambda: _converged([s1, c1, c2], 3), "newcomer with the new key joined")
+        status, body, _ = await cluster.get(c2, "/v1/catalog/nodes", dc="dc2")
+        assert status == 200 and [n["Node"] for n in body] == ["s2"]
+
+        # bad input: a clear error naming the key
+        status, text = await cluster.put(c1, "/v1/operator/keyring", json={"Key": "not base64!"})
+        assert status == 400 and "base64" in text
