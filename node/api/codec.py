@@ -9,8 +9,11 @@ does; anything malformed becomes ``InvalidRequest`` naming what was wrong.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from node import __version__
@@ -34,6 +37,13 @@ from node.errors import InvalidRequest
 from node.frozen import thaw
 
 __all__ = [
+    "encode_ca_roots",
+    "encode_ca_config",
+    "encode_leaf",
+    "encode_intention",
+    "encode_config_entry",
+    "encode_proxy_config",
+    "decode_object",
     "decode_json",
     "decode_service",
     "decode_check",
@@ -377,3 +387,161 @@ def encode_keyring_response(report: Any) -> dict[str, Any]:
         "Keys": dict(report.keys),
         "NumNodes": report.num_nodes,
     }
+
+
+# ---------------------------------------------------------------------------- out: connect
+
+
+def _rfc3339(when: datetime | None) -> str:
+    """Go's ``time.Time`` JSON form, in UTC (``2026-11-26T07:00:00Z``)."""
+    if when is None:
+        return "0001-01-01T00:00:00Z"
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode_ca_roots(roots: Any, indexes: tuple[int, int]) -> dict[str, Any]:
+    """/v1/connect/ca/roots (Consul ``IndexedCARoots``); never a signing key.
+
+    ``roots`` is a ``node.connect.CARoots`` or ``None`` before the CA exists (then an
+    empty bundle, as Consul answers before its leader initialised the CA).
+    """
+    if roots is None:
+        return {"ActiveRootID": "", "TrustDomain": "", "Roots": []}
+    create, modify = indexes
+    return {
+        "ActiveRootID": roots.active_root_id,
+        "TrustDomain": roots.trust_domain,
+        "Roots": [
+            {
+                "ID": r.id,
+                "Name": r.name,
+                "SerialNumber": r.serial_number,
+                "SigningKeyID": r.signing_key_id,
+                "ExternalTrustDomain": roots.cluster_id,
+                "NotBefore": _rfc3339(r.not_before),
+                "NotAfter": _rfc3339(r.not_after),
+                "RootCert": r.root_cert,
+                "IntermediateCerts": None,
+                "Active": r.id == roots.active_root_id,
+                "PrivateKeyType": r.private_key_type,
+                "PrivateKeyBits": r.private_key_bits,
+                "CreateIndex": create,
+                "ModifyIndex": modify,
+            }
+            for r in roots.roots
+        ],
+    }
+
+
+def _go_hours(seconds: float) -> str:
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes}m{secs}s"
+
+
+def encode_ca_config(config: Any, indexes: tuple[int, int]) -> dict[str, Any]:
+    """/v1/connect/ca/configuration: provider and durations; ``PrivateKey`` never."""
+    create, modify = indexes
+    return {
+        "Provider": config.provider,
+        "Config": {
+            "LeafCertTTL": _go_hours(config.leaf_cert_ttl.total_seconds()),
+            "RotationPeriod": _go_hours(config.rotation_period.total_seconds()),
+        },
+        "ClusterID": config.cluster_id,
+        "CreateIndex": create,
+        "ModifyIndex": modify,
+    }
+
+
+def encode_leaf(leaf: Any) -> dict[str, Any]:
+    """/v1/agent/connect/ca/leaf/:service (Consul ``IssuedCert``); the key is the node's own."""
+    return {
+        "SerialNumber": leaf.serial_number,
+        "CertPEM": leaf.cert_pem,
+        "PrivateKeyPEM": leaf.private_key_pem,
+        "Service": leaf.service,
+        "ServiceURI": leaf.service_uri,
+        "ValidAfter": _rfc3339(leaf.valid_after),
+        "ValidBefore": _rfc3339(leaf.valid_before),
+        "CreateIndex": leaf.create_index,
+        "ModifyIndex": leaf.modify_index,
+    }
+
+
+def _intention_hash(ixn: Any) -> str:
+    # Consul's Hash: blake2b-256 over the identifying and behavioural fields, base64.
+    fields = (ixn.id, *ixn.pair, ixn.source_type, str(ixn.action), ixn.description)
+    digest = hashlib.blake2b("\x00".join(fields).encode(), digest_size=32).digest()
+    return base64.b64encode(digest).decode()
+
+
+def encode_intention(ixn: Any) -> dict[str, Any]:
+    """One intention as Consul 1.6 marshals it."""
+    return {
+        "ID": ixn.id,
+        "Description": ixn.description,
+        "SourceNS": ixn.source_ns,
+        "SourceName": ixn.source_name,
+        "DestinationNS": ixn.destination_ns,
+        "DestinationName": ixn.destination_name,
+        "SourceType": ixn.source_type,
+        "Action": str(ixn.action),
+        "DefaultAddr": "",
+        "DefaultPort": 0,
+        "Meta": dict(ixn.meta),
+        "Precedence": ixn.precedence,
+        "CreatedAt": _rfc3339(ixn.created_at),
+        "UpdatedAt": _rfc3339(ixn.updated_at),
+        "Hash": _intention_hash(ixn),
+        "CreateIndex": ixn.create_index,
+        "ModifyIndex": ixn.modify_index,
+    }
+
+
+def encode_config_entry(entry: Any, indexes: tuple[int, int]) -> dict[str, Any]:
+    """A ``proxy-defaults`` / ``service-defaults`` entry as ``GET /v1/config`` shows it."""
+    create, modify = indexes
+    out: dict[str, Any] = {"Kind": entry.kind, "Name": entry.name}
+    if entry.kind == "proxy-defaults":
+        out["Config"] = thaw(entry.config)
+    else:
+        out["Protocol"] = entry.protocol
+    out["MeshGateway"] = _mesh_gateway(entry.mesh_gateway)
+    out["Expose"] = thaw(entry.expose)
+    if getattr(entry, "external_sni", ""):
+        out["ExternalSNI"] = entry.external_sni
+    out["CreateIndex"] = create
+    out["ModifyIndex"] = modify
+    return out
+
+
+def encode_proxy_config(
+    proxy: ServiceDefinition, resolved: Any, *, central_config: bool
+) -> dict[str, Any]:
+    """/v1/agent/connect/proxy-config/:id: each upstream's mode and the level that set it."""
+    conf = proxy.proxy or ProxyConfig()
+    return {
+        "ProxyServiceID": proxy.id,
+        "DestinationServiceName": conf.destination_service_name,
+        "EnableCentralServiceConfig": central_config,
+        "MeshGateway": _mesh_gateway(conf.mesh_gateway),
+        "Upstreams": [
+            {
+                "DestinationName": r.upstream.destination_name,
+                "Datacenter": r.upstream.datacenter,
+                "LocalBindPort": r.upstream.local_bind_port,
+                "MeshGatewayMode": str(r.mode),
+                "DecidedBy": str(r.decided_by),
+                "SameDatacenter": r.same_datacenter,
+                "UsesGateway": r.uses_gateway,
+            }
+            for r in resolved
+        ],
+    }
+
+
+def decode_object(body: bytes, *, what: str) -> Mapping[str, Any]:
+    """A request body that must be one JSON object (config entry, intention, CA config)."""
+    return _require_object(decode_json(body, what=what), what)
