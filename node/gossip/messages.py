@@ -498,13 +498,39 @@ def _decode_push_entry(e: Any) -> PushNodeState:
     )
 
 
-def _decode_push_pull(b: Any) -> PushPull:
+def _decode_push_pull(b: Any, memo: dict[tuple[Any, ...], PushNodeState] | None = None) -> PushPull:
     f = _fields(b, 3, "push-pull")
     if not isinstance(f[1], list) or len(f[1]) > MAX_PUSH_NODES:
         raise RemoteProtocolError(f"push-pull.nodes: expected an array of at most {MAX_PUSH_NODES}")
-    nodes = tuple(_decode_push_entry(e) for e in f[1])
+    if memo is None:
+        nodes = tuple(_decode_push_entry(e) for e in f[1])
+    else:
+        nodes = tuple(_memo_push_entry(e, memo) for e in f[1])
     user = _bin(f[2], "push-pull.user_state", MAX_PUSH_STATE_BYTES)
     return PushPull(join=_bool(f[0], "push-pull.join"), nodes=nodes, user_state=user)
+
+
+def _memo_push_entry(e: Any, memo: dict[tuple[Any, ...], PushNodeState]) -> PushNodeState:
+    """``_decode_push_entry`` through a memo keyed by the entry's scalar fields.
+
+    The same member entry arrives in every push-pull until it changes; validating and
+    building it once is enough. Only fully hashable, well-shaped entries are memoised.
+    """
+    try:
+        key = (e[0], e[1][0], e[1][1], e[2], e[3], e[4]) if len(e) == 5 and len(e[1]) == 2 else None
+        hit = memo.get(key) if key is not None else None
+    except (TypeError, IndexError, KeyError):
+        key = hit = None
+    if hit is not None:
+        return hit
+    node = _decode_push_entry(e)
+    if key is not None and len(memo) < _ENTRY_MEMO_SIZE:
+        memo[key] = node
+    return node
+
+
+#: Push-pull entries memoised per Decoder (one per member and incarnation is typical).
+_ENTRY_MEMO_SIZE = 1 << 16
 
 
 def _decode_err(b: Any) -> Err:
@@ -566,11 +592,22 @@ class Decoder:
     decoded value is safe. A real node uses a small cache or ``Decoder(cache_size=0)``.
     """
 
-    __slots__ = ("_cache", "_size")
+    __slots__ = ("_cache", "_size", "_entries")
 
     def __init__(self, cache_size: int = 4096) -> None:
         self._cache: dict[bytes, Message] = {}
         self._size = cache_size
+        self._entries: dict[tuple[Any, ...], PushNodeState] = {}
+
+    def decode_stream(self, data: bytes) -> Message:
+        """Decode one stream message; push-pull entries go through a memo."""
+        if data[:1] != b"\x06" or not self._size:
+            return decode(data, max_bytes=MAX_PUSH_STATE_BYTES)
+        if len(data) > MAX_PUSH_STATE_BYTES:
+            raise RemoteProtocolError(
+                f"message of {len(data)} bytes exceeds {MAX_PUSH_STATE_BYTES}"
+            )
+        return _decode_push_pull(_unpack_body(data[1:], "push_pull"), self._entries)
 
     @property
     def memo(self) -> Mapping[bytes, Message]:

@@ -37,7 +37,6 @@ from node.gossip.messages import (
     COMPOUND_HEADER_BYTES,
     COMPOUND_PART_OVERHEAD,
     MAX_COMPOUND_PARTS,
-    MAX_PUSH_STATE_BYTES,
     MAX_U32,
     Ack,
     Address,
@@ -54,7 +53,6 @@ from node.gossip.messages import (
     Suspect,
     UnknownMessageType,
     User,
-    decode,
     decode_tags,
     encode,
     encode_push_pull,
@@ -805,7 +803,7 @@ class GossipProtocol:
     ) -> tuple[bytes | None, list[Action]]:
         """Answer one inbound stream request (push-pull or TCP ping)."""
         try:
-            msg = decode(data, max_bytes=MAX_PUSH_STATE_BYTES)
+            msg = self._decoder.decode_stream(data)
         except UnknownMessageType as exc:
             self._count("dropped_unknown_type")
             return encode(Err(error=str(exc))), []
@@ -833,7 +831,7 @@ class GossipProtocol:
             return out
         kind, key = pending
         try:
-            msg = decode(data, max_bytes=MAX_PUSH_STATE_BYTES)
+            msg = self._decoder.decode_stream(data)
         except RemoteProtocolError:
             self._count("dropped_malformed")
             return out
