@@ -19,6 +19,8 @@ from aiohttp import web
 from node.api import agent as agent_routes
 from node.api import catalog as catalog_routes
 from node.api import cluster as cluster_routes
+from node.api import config_entries as config_entry_routes
+from node.api import connect as connect_routes
 from node.api import health as health_routes
 from node.api import status as status_routes
 from node.api.errors import error_middleware
@@ -64,6 +66,8 @@ def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Applic
     app[RNG] = rng or random.Random()
     for module in (agent_routes, catalog_routes, health_routes, status_routes, cluster_routes):
         app.router.add_routes(module.routes)
+    app.router.add_routes(connect_routes.routes)
+    app.router.add_routes(config_entry_routes.routes)
     return app
 
 

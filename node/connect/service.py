@@ -153,6 +153,7 @@ class ConnectService:
         self._mismatch_logged: set[str] = set()
         self._started = host.clock.monotonic()
         self._hosted: set[str] = set()
+        self._on_demand: set[str] = set()
         queue = UserBroadcastQueue(retransmit_mult=4, num_nodes=self._lan_size)
         self.sync = StateSync(self, primary=self._primary, queue=queue)
         self.leaves = LeafManager(
@@ -500,10 +501,28 @@ class ConnectService:
 
     # ================================================================== local services → leaves
 
+    def ensure_leaf(self, service: str) -> None:
+        """Keep a leaf for ``service`` too (the leaf endpoint asks for any local service)."""
+        if service in self._hosted:
+            return
+        if not self._locally_registered(service):
+            raise NotFound(f"service {service!r} is not registered on this node")
+        self._on_demand.add(service)
+        self._local_changed()
+
+    def _locally_registered(self, service: str) -> bool:
+        wanted = service.lower()
+        for svc in self._host.local.services().values():
+            instance = svc.instance()
+            if instance.connect_target() == wanted or svc.name.lower() == wanted:
+                return True
+        return False
+
     def _local_changed(self) -> None:
         if not self._cfg.connect.enabled:
             return
-        wanted = set()
+        self._on_demand = {s for s in self._on_demand if self._locally_registered(s)}
+        wanted = set(self._on_demand)
         for svc in self._host.local.services().values():
             if svc.kind is ServiceKind.CONNECT_PROXY and svc.proxy is not None:
                 wanted.add(svc.proxy.destination_service_name)
