@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from node.agent import build_local_state, build_store
+from node.api.read import ResponseCache
 from node.catalog.model import parse_service
 from node.clock import MonotonicClock
 from node.config import AgentConfig
@@ -81,6 +82,22 @@ class FakeAgent:
         self.handlers: dict[str, Callable[[Any], Any]] = {}
         self._net = net
         self.local.add_record_listener(lambda old, new: net.spread_record(self, new))
+        # What the HTTP API (node.api.app.AgentAPI) reads besides the seams.
+        self.response_cache = ResponseCache()
+        self.bound: dict[str, tuple[str, int]] = {}
+        self.connect: ConnectService | None = None
+
+    def members(self, *, wan: bool = False) -> list[dict[str, Any]]:
+        return []
+
+    def leader(self) -> str:
+        return "127.0.0.1:8300"
+
+    def peers(self) -> list[str]:
+        return []
+
+    async def forward_read(self, dc: str, name: str, args: Any, opts: Any) -> Any:
+        raise DatacenterUnavailable(f"No path to datacenter {dc!r}")
 
     def register_rpc(self, method: str, handler: Callable[[Any], Any]) -> None:
         self.handlers[method] = handler
@@ -129,6 +146,7 @@ class FakeNet:
                 agent.store.upsert_node(other.local.record())
                 other.store.upsert_node(agent.local.record())
         service = ConnectService(agent, timing=self.timing)
+        agent.connect = service
         self.services[name] = service
         return service
 
