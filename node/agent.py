@@ -56,6 +56,7 @@ from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
 from node.cluster import KeyringPoolReport, keyring_reports, member_view, parse_join_addr
 from node.config import AgentConfig
+from node.connect.service import ConnectService
 from node.errors import (
     ConfigError,
     DatacenterUnavailable,
@@ -274,6 +275,7 @@ class Agent:
         # Not bound to a loop until awaited (3.10+), so stop() works even before run().
         self._stop = asyncio.Event()
         self._build_cluster(lan_gossip, wan_gossip)
+        self.connect = ConnectService(self)  # global state, CA, leaves (channel 2, RPCs)
 
     def _build_cluster(
         self, lan_gossip: GossipConfig | None, wan_gossip: GossipConfig | None
@@ -307,6 +309,7 @@ class Agent:
         rows = [
             Component(name="http", run=self.http.serve),
             Component(name="checks", run=self.checks.run),
+            Component(name="connect", run=self.connect.run),
         ]
         if self.lan is not None:
             rows.append(Component(name="gossip-lan", run=self.lan.run))
@@ -333,6 +336,8 @@ class Agent:
                 group.create_task(self._wait_stop(), name="stop")
         except* _Shutdown:
             pass
+        except* ConfigError as group:  # e.g. a primary_datacenter mismatch: say it plainly
+            raise group.exceptions[0] from None
         finally:
             await self._shutdown()
 
@@ -417,6 +422,10 @@ class Agent:
             delegate=self.lan_delegate, on_change=self._on_lan_member, on_reaped=self._on_lan_reaped,
         )  # fmt: skip
         self.bound["serf_lan"] = self.lan.transport.local_addr
+        # Our record was published before the pool existed: announce it once, or peers
+        # that did not push-pull with us would wait for a periodic push-pull (30 s+).
+        own = self.store.entry(cfg.node_name)
+        self.catalog_sync.local_record_changed(None, own.record if own else self.local.record())
         if self.is_server:
             self.wan = await self._open_pool(
                 name=f"{cfg.node_name}.{cfg.datacenter}", port=cfg.ports.serf_wan,
@@ -450,8 +459,24 @@ class Agent:
         # Our own record is LocalState's business: never let gossip about us remove it.
         if member.name != self.config.node_name:
             self.catalog_sync.on_member_change(member, old)
+            if member.status is MemberStatus.ALIVE and old in (
+                None,
+                MemberStatus.DEAD,
+                MemberStatus.LEFT,
+            ):
+                self._regossip_record(member.name)
         if member.tags.get(TAG_ROLE) == ROLE_SERVER:
             self.bump_index()  # leader/peers answers changed
+
+    def _regossip_record(self, name: str) -> None:
+        """A member (re)joined: pass its record on, as memberlist re-broadcasts the alive
+        state it merged from a push-pull. Members that never push-pulled with the
+        newcomer learn its record from this instead of waiting for anti-entropy (30 s+).
+        The runtime reports a push-pull's member changes after merging its catalog state,
+        so the newcomer's record is already here when it came along."""
+        entry = self.store.entry(name)
+        if entry is not None:
+            self.catalog_sync.local_record_changed(None, entry.record)
 
     def _on_lan_reaped(self, member: Member) -> None:
         if member.name != self.config.node_name:
@@ -620,6 +645,15 @@ class Agent:
         # The server needs the whole bound for its own attempts; we add a margin for the hop.
         return await call_datacenter(self.rpc_client, self.lan.members(), self.config.datacenter,
                                      "Forward.Call", forward, timeout=timeout + 1.0, rng=self.rng)  # fmt: skip
+
+    async def call_peer_server(
+        self, method: str, args: Any = None, *, timeout: float = RPC_TIMEOUT
+    ) -> Any:
+        """Call another alive server of our own datacenter, never this node (CA.RootKey)."""
+        me = self.config.node_name
+        peers = [m for m in self.lan.members() if m.name != me] if self.lan is not None else []
+        return await call_datacenter(self.rpc_client, peers, self.config.datacenter, method,
+                                     args, timeout=timeout, rng=self.rng)  # fmt: skip
 
     async def _call_local(self, method: str, args: Any, timeout: float) -> Any:
         handler = self._handlers.get(method)

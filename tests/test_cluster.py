@@ -7,6 +7,7 @@ with the fast gossip profile and talks to them over their HTTP APIs, as a user w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from node.agent import Agent
 from node.catalog.model import NodeRecord
 from node.errors import DatacenterUnavailable, InvalidRequest
 from node.gossip.keyring import LAN_KEYRING_FILE, WAN_KEYRING_FILE, Keyring, generate_key
-from tests.cluster_fixtures import Cluster, wait_for
+from tests.cluster_fixtures import FAST_GOSSIP, Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,6 +79,19 @@ async def test_lan_pool_converges_and_every_node_answers_for_the_datacenter(
         assert roles == {"s1": "consul", "c1": "node", "c2": "node", "c3": "node"}
         # a client is in no WAN pool: empty list, as Consul answers
         assert (await cluster.get(clients[0], "/v1/agent/members", wan="1"))[1] == []
+
+
+async def test_a_newcomers_record_reaches_earlier_members_without_push_pull(
+    tmp_path: Path,
+) -> None:
+    slow = dataclasses.replace(FAST_GOSSIP, push_pull_interval=300.0)
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True, lan_gossip=slow)
+        c1 = await cluster.start("c1", join=[s1], lan_gossip=slow)
+        c2 = await cluster.start("c2", join=[s1], lan_gossip=slow)
+        # c1 never push-pulls with c2 (or with s1 after c2 came): only broadcasts carry it
+        await wait_for(lambda: c1.store.entry("c2") is not None, "c2's record on c1", timeout=5)
+        assert c2.store.entry("c1") is not None
 
 
 async def test_failed_node_turns_critical_and_left_node_disappears(tmp_path: Path) -> None:
