@@ -120,6 +120,7 @@ class ConnectHost(Protocol):
     async def call_server(
         self, method: str, args: Any, *, dc: str | None = None, timeout: float = ...
     ) -> Any: ...
+    async def call_peer_server(self, method: str, args: Any, *, timeout: float = ...) -> Any: ...
     def bump_index(self) -> int: ...
     def datacenters(self) -> list[str]: ...
 
@@ -474,8 +475,12 @@ class ConnectService:
             self._mismatch_logged.add(peer_primary)
             log.error("%s", message)
 
+    def _members(self) -> list[Any]:
+        lan = self._host.lan
+        return [] if lan is None else list(lan.members())
+
     def _lan_size(self) -> int:
-        return max(1, len(self._host.lan.members()))
+        return max(1, len(self._members()))
 
     def _fail(self, error: ConfigError) -> None:
         if self._fatal is None:
@@ -622,7 +627,7 @@ class ConnectService:
         return material
 
     def _is_dc_server(self, node: str) -> bool:
-        for member in self._host.lan.members():
+        for member in self._members():
             tags = member.tags
             if (
                 member.name == node
@@ -742,7 +747,7 @@ class ConnectService:
         if self._host.clock.monotonic() - self._started < self._t.bootstrap_delay:
             return False
         names = {self._cfg.node_name}
-        for member in self._host.lan.members():
+        for member in self._members():
             tags = member.tags
             alive = member.status is MemberStatus.ALIVE
             if alive and tags.get("role") == ROLE_SERVER and tags.get("dc") == self._primary:
@@ -774,7 +779,9 @@ class ConnectService:
     async def _fetch_root_key(self, roots: CARoots) -> None:
         assert self.authority is not None
         args = {"node": self._cfg.node_name, "root_id": roots.active_root_id}
-        material = await self._host.call_server("CA.RootKey", args, timeout=self._t.rpc_timeout)
+        material = await self._host.call_peer_server(
+            "CA.RootKey", args, timeout=self._t.rpc_timeout
+        )
         now = self._host.clock.utcnow()
         self.authority.add_root_pems(material, trust_domain=roots.trust_domain, now=now)
         log.info("root key fetched from a primary server", extra={"root_id": roots.active_root_id})
@@ -861,9 +868,9 @@ class ConnectService:
             args = {"since": 0, "wait": 0, "origin": None, "pdc": self._primary,
                     "dc": self._dc, "node": self._cfg.node_name}  # fmt: skip
             try:
-                reply = await self._host.call_server(
-                    "State.Pull", args, timeout=self._t.rpc_timeout
-                )
+                # A server would answer itself through call_server: ask a peer instead.
+                call = self._host.call_peer_server if self._server else self._host.call_server
+                reply = await call("State.Pull", args, timeout=self._t.rpc_timeout)
                 delta = Delta.from_wire(reply.get("delta") if isinstance(reply, Mapping) else None)
                 self.merge_records(delta.records, announce=True)
                 failures = 0

@@ -115,6 +115,11 @@ class FakeAgent:
     ) -> Any:
         return await self._net.call(self, method, args, dc or self.config.datacenter, timeout)
 
+    async def call_peer_server(self, method: str, args: Any, *, timeout: float = 10.0) -> Any:
+        return await self._net.call(
+            self, method, args, self.config.datacenter, timeout, exclude=self.name
+        )
+
     def register(self, raw: dict[str, Any]) -> None:
         self.local.register_service(parse_service(raw))
 
@@ -225,10 +230,14 @@ class FakeNet:
                         )
 
     # -- RPC
-    async def call(self, caller: FakeAgent, method: str, args: Any, dc: str, timeout: float) -> Any:
+    async def call(
+        self, caller: FakeAgent, method: str, args: Any, dc: str, timeout: float,
+        exclude: str | None = None,
+    ) -> Any:  # fmt: skip
         servers = [
             a for a in self.agents.values()
             if a.is_server and a.config.datacenter == dc and a.name in self._tasks
+            and a.name != exclude
         ]  # fmt: skip
         if not servers:
             raise DatacenterUnavailable(f"No path to datacenter {dc!r}")
