@@ -103,9 +103,12 @@ async def test_failed_node_turns_critical_and_left_node_disappears(tmp_path: Pat
         await wait_for(lambda: _converged([s1, c1, c2, c3], 4), "converged")
         await _register(cluster, c2, "api", 9000)
         await _register(cluster, c3, "cache", 6379)
-        await wait_for(
-            lambda: all(a.store.entry("c2") and a.store.entry("c3") for a in (s1, c1)), "records"
-        )
+
+        def replicated(agent: Agent) -> bool:
+            api, cache = agent.store.entry("c2"), agent.store.entry("c3")
+            return bool(api and "api" in api.record.services and cache and cache.record.services)
+
+        await wait_for(lambda: all(replicated(a) for a in (s1, c1, c3)), "services replicated")
         await cluster.kill(c2)  # crash: no leave
 
         async def api_critical_everywhere() -> bool:
