@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node import __version__, cli_cluster
+from node import __version__, cli_cluster, cli_connect
 from node.errors import NodeError
 
 __all__ = ["main", "COMMANDS", "Command", "HTTPClient", "KeyValueFormatter", "format_table"]
@@ -364,6 +364,17 @@ COMMANDS: tuple[Command, ...] = (
     Command(path=("catalog", "services"), help="list services", configure=_configure_catalog_services, run=_run_catalog_services),
     Command(path=("catalog", "nodes"), help="list nodes", configure=_no_flags, run=_run_catalog_nodes),
     Command(path=("catalog", "datacenters"), help="list datacenters", configure=_no_flags, run=_run_catalog_datacenters),
+    Command(path=("connect", "ca", "get-config"), help="show the CA configuration", configure=_no_flags, run=cli_connect.run_ca_get_config),
+    Command(path=("connect", "ca", "set-config"), help="change the CA configuration (JSON file)", configure=cli_connect.configure_ca_set_config, run=cli_connect.run_ca_set_config),
+    Command(path=("connect", "proxy-config"), help="resolved mesh-gateway mode per upstream", configure=cli_connect.configure_proxy_config, run=cli_connect.run_proxy_config),
+    Command(path=("intention", "create"), help="create an intention", configure=cli_connect.configure_intention_create, run=cli_connect.run_intention_create),
+    Command(path=("intention", "delete"), help="delete an intention (SRC DST or ID)", configure=cli_connect.configure_intention_pair, run=cli_connect.run_intention_delete),
+    Command(path=("intention", "check"), help="would SRC reach DST? (exit 0 yes, 2 no)", configure=cli_connect.configure_intention_pair, run=cli_connect.run_intention_check),
+    Command(path=("intention", "list"), help="list intentions", configure=_no_flags, run=cli_connect.run_intention_list),
+    Command(path=("config", "write"), help="write a config entry (HCL or JSON file)", configure=cli_connect.configure_config_file, run=cli_connect.run_config_write),
+    Command(path=("config", "read"), help="read a config entry", configure=cli_connect.configure_config_kind_name, run=cli_connect.run_config_read),
+    Command(path=("config", "list"), help="list config entries of a kind", configure=cli_connect.configure_config_kind, run=cli_connect.run_config_list),
+    Command(path=("config", "delete"), help="delete a config entry", configure=cli_connect.configure_config_kind_name, run=cli_connect.run_config_delete),
 )  # fmt: skip
 
 
