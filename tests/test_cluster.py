@@ -317,3 +317,83 @@ async def test_key_rotation_across_lan_and_wan(tmp_path: Path) -> None:
         # bad input: a clear error naming the key
         status, text = await cluster.put(c1, "/v1/operator/keyring", json={"Key": "not base64!"})
         assert status == 400 and "base64" in text
+
+
+# ---------------------------------------------------------------------------- config + CLI
+
+
+async def test_retry_join_from_config(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        s2 = await cluster.start(
+            "s2", dc="dc2", server=True, retry_join_wan=(cluster.wan_addr(s1),),
+            retry_interval_wan=0.2,
+        )  # fmt: skip
+        c1 = await cluster.start("c1", retry_join=(cluster.lan_addr(s1),), retry_interval=0.2)
+        await wait_for(lambda: _converged([s1, c1], 2), "c1 joined through retry_join")
+        await wait_for(
+            lambda: s1.datacenters() == ["dc1", "dc2"], "s2 joined through retry_join_wan"
+        )
+        assert s2.datacenters() == ["dc2", "dc1"]
+
+
+async def _cli(*argv: str) -> int:
+    from node import cli
+
+    return await asyncio.to_thread(cli.main, list(argv), {})
+
+
+async def test_cli_cluster_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = generate_key()
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True, encrypt=key)
+        s2 = await cluster.start("s2", dc="dc2", server=True, encrypt=key)
+        c1 = await cluster.start("c1", encrypt=key)
+        http = "{}:{}".format(*c1.bound["http"])
+        s1_http = "{}:{}".format(*s1.bound["http"])
+        capsys.readouterr()
+
+        assert await _cli("join", "-http-addr", http, cluster.lan_addr(s1)) == 0
+        assert "Successfully joined cluster by contacting 1 nodes." in capsys.readouterr().out
+        assert await _cli("join", "-wan", "-http-addr", s1_http, cluster.wan_addr(s2)) == 0
+        await wait_for(lambda: c1.datacenters() == ["dc1", "dc2"], "dc2 known on the client")
+        capsys.readouterr()
+
+        assert await _cli("members", "-http-addr", http) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == [
+            "Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Segment"
+        ]  # fmt: skip
+        rows = {line.split()[0]: line.split() for line in lines[1:]}
+        assert rows["s1"][2:4] == ["alive", "server"] and rows["c1"][2:4] == ["alive", "client"]
+        assert await _cli("members", "-wan", "-http-addr", s1_http) == 0
+        assert {ln.split()[0] for ln in capsys.readouterr().out.splitlines()[1:]} == {
+            "s1.dc1", "s2.dc2"
+        }  # fmt: skip
+        assert await _cli("members", "-detailed", "-http-addr", http) == 0
+        detailed = capsys.readouterr().out.splitlines()
+        assert detailed[0].split() == ["Node", "Address", "Status", "Tags"]
+        assert any("role=consul" in ln and ln.startswith("s1") for ln in detailed)
+
+        assert await _cli("keyring", "-list", "-http-addr", http) == 0
+        out = capsys.readouterr().out
+        assert "WAN:" in out and "dc1 (LAN):" in out and "dc2 (LAN):" in out
+        assert f"{key} [2/2]" in out and f"{key} [1/1]" in out
+        assert await _cli("keyring", "-install", "bad!", "-http-addr", http) == 1
+        assert "base64" in capsys.readouterr().err
+
+        assert await _cli("force-leave", "-http-addr", http, "ghost") == 1
+        assert "ghost" in capsys.readouterr().err
+        assert await _cli("leave", "-http-addr", http) == 0
+        assert "Graceful leave complete" in capsys.readouterr().out
+        await wait_for(
+            lambda: {m["name"]: m["status"] for m in s1.members()}.get("c1") == 3, "c1 left"
+        )
+
+
+def test_cli_keygen_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from node import cli
+
+    assert cli.main(["keygen"], {}) == 0
+    key = capsys.readouterr().out.strip()
+    assert len(Keyring.from_base64(key).primary) == 32
