@@ -94,6 +94,38 @@ async def test_a_newcomers_record_reaches_earlier_members_without_push_pull(
         assert c2.store.entry("c1") is not None
 
 
+async def test_a_record_too_big_to_broadcast_is_fetched_by_rpc(tmp_path: Path) -> None:
+    slow = dataclasses.replace(FAST_GOSSIP, push_pull_interval=300.0)
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True, lan_gossip=slow)
+        c1 = await cluster.start("c1", join=[s1], lan_gossip=slow)
+        await wait_for(lambda: _converged([s1, c1], 2), "converged")
+        # ~2 KB of metadata: neither the record nor its delta fits a gossip packet, so
+        # only a digest is gossiped and s1 must fetch the record from c1.
+        meta = {f"k{i:02d}": "v" * 60 for i in range(32)}
+        await _register(cluster, c1, "big", 1234, Meta=meta)
+
+        def has_big() -> bool:
+            entry = s1.store.entry("c1")
+            return entry is not None and "big" in entry.record.services
+
+        await wait_for(has_big, "big record fetched on s1", timeout=5)
+        assert dict(s1.store.entry("c1").record.services["big"].meta) == meta  # type: ignore[union-attr]
+        assert not s1.catalog_sync.missing()
+        assert c1.rpc_server.stats.get("calls", 0) >= 1  # the Catalog.NodeRecord fetch
+
+
+async def test_a_client_leaves_on_terminate(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        c1 = await cluster.start("c1", join=[s1])
+        await wait_for(lambda: _converged([s1, c1], 2), "converged")
+        assert c1.config.leave_on_terminate and not s1.config.leave_on_terminate
+        await cluster.stop(c1, leave=False)  # like SIGTERM: the agent leaves by itself
+        status = {m["name"]: m["status"] for m in s1.members()}
+        assert status["c1"] == 3  # left, not failed: the leave went out before shutdown
+
+
 async def test_failed_node_turns_critical_and_left_node_disappears(tmp_path: Path) -> None:
     async with Cluster(tmp_path) as cluster:
         s1 = await cluster.start("s1", server=True)
