@@ -203,6 +203,9 @@ def _configure_agent(p: argparse.ArgumentParser) -> None:
     _flag(p, "bind", dest="bind_addr", help="address for cluster traffic")
     _flag(p, "client", dest="client_addr", help="address for the HTTP API")
     _flag(p, "http-port", dest="http_port", type=int, help="HTTP API port (0 = any free)")
+    _flag(p, "serf-lan-port", dest="serf_lan_port", type=int, help="LAN gossip port (0 = any)")
+    _flag(p, "serf-wan-port", dest="serf_wan_port", type=int, help="WAN gossip port (0 = any)")
+    _flag(p, "server-port", dest="server_port", type=int, help="node RPC port (0 = any free)")
     _flag(p, "server", action="store_true", default=None, help="run as a server")
     _flag(p, "log-level", dest="log_level", help="trace|debug|info|warn|err")
 
@@ -216,6 +219,9 @@ def agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "bind": args.bind_addr,
         "client": args.client_addr,
         "http-port": args.http_port,
+        "serf-lan-port": args.serf_lan_port,
+        "serf-wan-port": args.serf_wan_port,
+        "server-port": args.server_port,
         "server": args.server,
         "log-level": args.log_level,
     }

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0
 WAKE_TIMEOUT = 10.0
+#: Every listener on a free port, so parallel runs never collide on Consul's defaults.
+ANY_PORTS = ("-http-port", "0", "-serf-lan-port", "0", "-serf-wan-port", "0", "-server-port", "0")
 LISTENING = re.compile(r"http server listening addr=(\S+):(\d+)")
 
 
@@ -30,7 +32,7 @@ LISTENING = re.compile(r"http server listening addr=(\S+):(\d+)")
 def node() -> Any:
     """A -dev meshnode on a free port; yields (host, port); stopped with SIGTERM."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "node", "agent", "-dev", "-node", "rc1", "-http-port", "0"],
+        [sys.executable, "-m", "node", "agent", "-dev", "-node", "rc1", *ANY_PORTS],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
