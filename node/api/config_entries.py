@@ -41,7 +41,8 @@ def _bool(value: bool) -> web.Response:
 
 def _entry(agent: Any, kind: str, name: str) -> tuple[Any, int]:
     connect = agent.connect
-    return connect.config_entry(kind, name), connect.index_of(kind)
+    found = connect.config_entries().get((kind, name))
+    return found, connect.index_of(kind)
 
 
 def _entries(agent: Any, kind: str) -> tuple[Any, int]:
@@ -84,8 +85,9 @@ async def config_list(request: web.Request) -> web.Response:
 async def config_get(request: web.Request) -> web.Response:
     """One entry (blocking); 404 ``Config entry not found for "kind" / "name"``."""
     kind = parse_config_entry_kind(request.match_info["kind"])
-    args = {"kind": kind, "name": request.match_info["name"]}
-    return await serve_global_read(request, ENTRY, args)
+    name = request.match_info["name"]
+    missing = f'Config entry not found for "{kind}" / "{name}"'
+    return await serve_global_read(request, ENTRY, {"kind": kind, "name": name}, missing=missing)
 
 
 @routes.delete("/v1/config/{kind}/{name}")

@@ -46,16 +46,23 @@ def _json(value: Any, *, index: int | None = None) -> web.Response:
 
 
 async def serve_global_read(
-    request: web.Request, spec: ReadSpec, args: Mapping[str, Any]
+    request: web.Request, spec: ReadSpec, args: Mapping[str, Any], *, missing: str | None = None
 ) -> web.Response:
-    """A (blocking) read of the global state from this node's copy."""
+    """A (blocking) read of the global state from this node's copy.
+
+    With ``missing``, a query answering ``None`` is a 404 with that text that still
+    carries ``X-Consul-Index``, so a watcher can block until the thing appears (Consul's
+    config-entry GET blocks the same way).
+    """
     agent = request.app[AGENT]
     opts = parse_query_options(request.query)
     if opts.dc not in (None, agent.config.datacenter) and opts.dc not in agent.datacenters():
         raise DatacenterUnavailable(f"No path to datacenter {opts.dc!r}")
 
-    def query() -> tuple[bytes, int]:
+    def query() -> tuple[bytes | None, int]:
         value, index = spec.query(agent, **args)
+        if value is None and missing is not None:
+            return None, index
         return dump_json(spec.encode(agent, value)), index
 
     if opts.blocking:
@@ -65,6 +72,9 @@ async def serve_global_read(
     else:
         body, index = query()
     headers = consul_headers(max(index, 1), known_leader=bool(agent.leader()))
+    if body is None:
+        headers["Content-Type"] = "text/plain"
+        return web.Response(status=404, text=f"{missing}\n", headers=headers)
     return web.Response(body=body, headers=headers)
 
 

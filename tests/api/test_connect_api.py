@@ -283,3 +283,21 @@ async def test_proxy_config_reports_mode_and_deciding_level(c1: Client) -> None:
     assert ups["api"]["UsesGateway"] is True
     assert (await c1.get("/v1/agent/connect/proxy-config/nope")).status == 404
     assert (await c1.get("/v1/agent/connect/proxy-config/web")).status == 400
+
+
+async def test_missing_entry_is_404_with_an_index_and_can_be_waited_for(
+    net: FakeNet, c1: Client
+) -> None:
+    first = await c1.get("/v1/config/service-defaults/later")
+    assert first.status == 404 and "X-Consul-Index" in first.headers
+    index = first.headers["X-Consul-Index"]
+    waiter = asyncio.ensure_future(
+        c1.get(f"/v1/config/service-defaults/later?index={index}&wait=5s")
+    )
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await net.services["c2"].put_config_entry(
+        parse_config_entry({"Kind": "service-defaults", "Name": "later"})
+    )
+    resp = await asyncio.wait_for(waiter, 5)
+    assert resp.status == 200 and (await resp.json())["Name"] == "later"
