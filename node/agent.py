@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
+from node.agent_proxy import build_proxy_feed
 from node.api.app import HTTPServer, make_app
 from node.api.blocking import QueryOptions
 from node.api.read import ForwardedBody, ResponseCache, answer_read
@@ -276,6 +277,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._build_cluster(lan_gossip, wan_gossip)
         self.connect = ConnectService(self)  # global state, CA, leaves (channel 2, RPCs)
+        self.proxies = build_proxy_feed(self)  # sidecar/gateway listeners and their feed
 
     def _build_cluster(
         self, lan_gossip: GossipConfig | None, wan_gossip: GossipConfig | None
@@ -310,6 +312,7 @@ class Agent:
             Component(name="http", run=self.http.serve),
             Component(name="checks", run=self.checks.run),
             Component(name="connect", run=self.connect.run),
+            Component(name="proxies", run=self.proxies.run),
         ]
         if self.lan is not None:
             rows.append(Component(name="gossip-lan", run=self.lan.run))

@@ -209,4 +209,4 @@ def test_Agent_registers_services_from_config_files(tmp_path: Path) -> None:
     )
     agent = Agent(load([str(conf)], overrides={"http-port": 0}))
     assert set(agent.local.services()) == {"web", "web-sidecar-proxy"}
-    assert [c.name for c in agent.components()] == ["http", "checks", "connect"]
+    assert [c.name for c in agent.components()] == ["http", "checks", "connect", "proxies"]

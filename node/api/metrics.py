@@ -1,0 +1,40 @@
+"""``/v1/agent/metrics``: the data plane's counters, per listener.
+
+Rule: the numbers come from the proxy manager's ``MetricsRegistry`` through the agent's
+proxy feed (``agent.proxies``); the JSON shape is ``codec.encode_proxy_metrics`` and the
+Prometheus text ``proxy.render_prometheus``. ``?format=prometheus`` selects the latter,
+any other format is a 400. Counters are read, never reset, by a request.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.api import codec
+from node.api.read import dump_json
+from node.api.state import AGENT
+from node.errors import InvalidRequest
+from node.proxy import render_prometheus
+
+__all__ = ["routes", "PROMETHEUS_CONTENT_TYPE"]
+
+routes = web.RouteTableDef()
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@routes.get("/v1/agent/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Connections opened/active/closed, bytes each way, rejections by reason."""
+    feed = request.app[AGENT].proxies
+    fmt = request.query.get("format", "")
+    if fmt == "prometheus":
+        text = render_prometheus(feed.manager.metrics.all())
+        return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+    if fmt:
+        raise InvalidRequest(
+            f"unknown metrics format {fmt!r} (use format=prometheus, or none for JSON)",
+            field="format",
+        )
+    body = codec.encode_proxy_metrics(feed.listener_rows(), feed.manager.status())
+    return web.Response(body=dump_json(body), content_type="application/json")
