@@ -28,7 +28,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +61,7 @@ from node.connect.hlc import Stamp
 from node.connect.intentions import Intention
 from node.connect.leaf import Leaf, LeafManager
 from node.connect.resolve import ResolvedUpstream, resolve_upstreams
+from node.connect.signbatch import MAX_BATCH, SignBatcher
 from node.connect.statesync import GLOBAL_STATE_CHANNEL, StateSync
 from node.errors import (
     CAError,
@@ -74,6 +75,7 @@ from node.errors import (
 from node.gossip.delegate import UserBroadcastQueue
 from node.gossip.messages import MemberStatus
 from node.persist import atomic_write, read_or_none
+from node.rpc.codec import error_from_wire, error_to_wire
 from node.wire import pack, unpack
 
 __all__ = ["ConnectService", "ConnectHost", "Timing", "STATE_FILE", "WRITABLE_KINDS"]
@@ -157,6 +159,7 @@ class ConnectService:
         self._on_demand: set[str] = set()
         queue = UserBroadcastQueue(retransmit_mult=4, num_nodes=self._lan_size)
         self.sync = StateSync(self, primary=self._primary, queue=queue)
+        self._batcher = SignBatcher(self._send_sign_batch)
         self.leaves = LeafManager(
             datacenter=self._dc, sign=self._sign_via_rpc, clock=host.clock,
             rng=random.Random(self._rng.random()), on_change=self._notify_listeners,
@@ -539,12 +542,31 @@ class ConnectService:
             self.leaves.remove_service(service)
         self._hosted = wanted
 
+    async def sign_csr(self, csr_pem: str, service: str) -> str:
+        """Have a server of this datacenter sign a leaf CSR (batched with concurrent ones)."""
+        return await self._batcher.sign(csr_pem, service)
+
     async def _sign_via_rpc(self, csr_pem: str, service: str) -> str:
-        args = {"csr": csr_pem, "node": self._cfg.node_name, "service": service}
-        reply = await self._host.call_server("CA.SignLeaf", args, timeout=self._t.rpc_timeout)
-        if not isinstance(reply, Mapping) or not isinstance(reply.get("cert_pem"), str):
-            raise CAError("CA.SignLeaf answered without a certificate")
-        return str(reply["cert_pem"])
+        return await self.sign_csr(csr_pem, service)
+
+    async def _send_sign_batch(self, items: Sequence[tuple[str, str]]) -> list[str | BaseException]:
+        args = {
+            "node": self._cfg.node_name,
+            "items": [{"csr": csr, "service": service} for csr, service in items],
+        }
+        reply = await self._host.call_server("CA.SignLeaves", args, timeout=self._t.rpc_timeout)
+        results = reply.get("results") if isinstance(reply, Mapping) else None
+        if not isinstance(results, list):
+            raise CAError("CA.SignLeaves answered without results")
+        out: list[str | BaseException] = []
+        for result in results:
+            if isinstance(result, Mapping) and isinstance(result.get("cert_pem"), str):
+                out.append(str(result["cert_pem"]))
+            elif isinstance(result, Mapping) and "error" in result:
+                out.append(error_from_wire(result["error"]))
+            else:
+                out.append(CAError("CA.SignLeaves answered a malformed result"))
+        return out
 
     def _is_registered(self, node: str, service: str) -> bool:
         entry = self._host.store.entry(node)
@@ -567,6 +589,7 @@ class ConnectService:
             "CA.RootKey": self._rpc_root_key,
             "CA.SignIntermediate": self._rpc_sign_intermediate,
             "CA.SignLeaf": self._rpc_sign_leaf,
+            "CA.SignLeaves": self._rpc_sign_leaves,
         }
 
     async def _rpc_apply(self, args: Any) -> dict[str, Any]:
@@ -659,6 +682,31 @@ class ConnectService:
         issued = self.authority.sign_leaf(str(csr), str(node), self._host.clock.utcnow())
         return {"cert_pem": issued.cert_pem}
 
+    async def _rpc_sign_leaves(self, args: Any) -> dict[str, Any]:
+        """A batch of CSRs from one node; each item answers ``cert_pem`` or its ``error``."""
+        if self.authority is None:
+            raise CAError("CA.SignLeaves is served by servers only")
+        node = args.get("node") if isinstance(args, Mapping) else None
+        items = args.get("items") if isinstance(args, Mapping) else None
+        if not isinstance(node, str) or not node or not isinstance(items, list):
+            raise InvalidRequest("CA.SignLeaves: node and items must be given")
+        if len(items) > MAX_BATCH:
+            raise InvalidRequest(f"CA.SignLeaves: at most {MAX_BATCH} items per call")
+        results: list[dict[str, Any]] = []
+        for item in items:
+            try:
+                results.append(await self._sign_item(node, item))
+            except NodeError as exc:
+                results.append({"error": error_to_wire(exc)})
+        return {"results": results}
+
+    async def _sign_item(self, node: str, item: Any) -> dict[str, str]:
+        csr = item.get("csr") if isinstance(item, Mapping) else None
+        service = item.get("service") if isinstance(item, Mapping) else None
+        if not isinstance(csr, str) or not isinstance(service, str) or not service:
+            raise InvalidRequest("CA.SignLeaves: each item needs a csr and a service")
+        return await self._rpc_sign_leaf({"csr": csr, "node": node, "service": service})
+
     async def _await_registration(self, node: str, service: str) -> None:
         # The registration may still be on its way here by gossip: give it a moment.
         deadline = self._host.clock.monotonic() + self._t.registration_wait
@@ -695,8 +743,8 @@ class ConnectService:
         raise self._fatal
 
     def _backoff(self, failures: int) -> float:
-        base = min(self._t.retry_max, self._t.retry_min * 2 ** max(0, failures - 1))
-        return base * self._rng.uniform(0.5, 1.0)
+        base = min(self._t.retry_max, self._t.retry_min * 2.0 ** max(0, failures - 1))
+        return float(base * self._rng.uniform(0.5, 1.0))
 
     # --- CA ---------------------------------------------------------------------------
 
@@ -820,7 +868,7 @@ class ConnectService:
                 record = self._gs.put(entry.kind, entry.name, entry, wall_ms=wall)
                 self._changed((record,), announce=True)
                 log.info(
-                    "bootstrap config entry written", extra={"kind": entry.kind, "name": entry.name}
+                    "bootstrap config entry written", extra={"kind": entry.kind, "entry": entry.name}
                 )
 
     # --- replication ------------------------------------------------------------------
