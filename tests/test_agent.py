@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0  # seconds for an agent to print its HTTP address
 STOP_TIMEOUT = 15.0
 LISTENING = re.compile(r"http server listening addr=(\S+)")
+#: Loopback only, every listener (HTTP, RPC, both gossip pools) on a free port.
+LOOPBACK_ANY_PORTS = ("-bind", "127.0.0.1", "-http-port", "0", "-server-port", "0",
+                      "-serf-lan-port", "0", "-serf-wan-port", "0")  # fmt: skip
 
 
 class AgentProcess:
@@ -31,7 +34,7 @@ class AgentProcess:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "agent", "-http-port", "0", *args],
+            [sys.executable, "-m", "node", "agent", *LOOPBACK_ANY_PORTS, *args],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
