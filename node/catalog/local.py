@@ -217,7 +217,9 @@ class LocalState:
         work = self._state.copy()
         ports = SidecarPorts(lo=self._port_range[0], hi=self._port_range[1], assigned=work.ports)
         ports.set_in_use({sid: svc.port for sid, svc in work.services.items() if svc.port})
-        parts = expand_sidecar(definition, allocate_port=ports.allocate)
+        parts = expand_sidecar(
+            definition, allocate_port=ports.allocate, node_address=self._identity.address
+        )
         old_sidecar = sidecar_id_for(definition.id)
         if len(parts) == 1 and work.sidecars.get(old_sidecar) == definition.id:
             self._remove_service(work, old_sidecar)

@@ -1366,12 +1366,16 @@ class SidecarPorts:
 
 
 def expand_sidecar(
-    svc: ServiceDefinition, *, allocate_port: Callable[[str], int]
+    svc: ServiceDefinition,
+    *,
+    allocate_port: Callable[[str], int],
+    node_address: str = "127.0.0.1",
 ) -> tuple[ServiceDefinition, ...]:
     """Split ``connect { sidecar_service {} }`` into (parent, sidecar) with Consul's defaults.
 
     Without a sidecar spec, returns ``(svc,)``. ``allocate_port(sidecar_id)`` is called
-    only when the spec sets no port.
+    only when the spec sets no port. The default "Connect Sidecar Listening" check dials
+    the address the public listener binds: the sidecar's address, else ``node_address``.
     """
     spec = svc.sidecar
     if spec is None:
@@ -1388,14 +1392,15 @@ def expand_sidecar(
         local_service_port=given.local_service_port or svc.port,
     )
     name = spec.name or f"{svc.name}-sidecar-proxy"
-    checks = _sidecar_checks(spec, sidecar_id, name, proxy, port, svc.id)
+    address = spec.address or svc.address
+    checks = _sidecar_checks(spec, sidecar_id, name, address or node_address, port, svc.id)
     sidecar = ServiceDefinition(
         id=sidecar_id,
         name=name,
         kind=spec.kind,
         tags=spec.tags or svc.tags,
         meta=spec.meta or svc.meta,
-        address=spec.address or svc.address,
+        address=address,
         port=port,
         tagged_addresses=spec.tagged_addresses,
         weights=spec.weights or Weights(),
@@ -1407,7 +1412,7 @@ def expand_sidecar(
 
 
 def _sidecar_checks(
-    spec: SidecarSpec, sidecar_id: str, name: str, proxy: ProxyConfig, port: int, parent_id: str
+    spec: SidecarSpec, sidecar_id: str, name: str, host: str, port: int, parent_id: str
 ) -> tuple[CheckDefinition, ...]:
     if spec.checks:
         total = len(spec.checks)
@@ -1422,7 +1427,6 @@ def _sidecar_checks(
         )
         _reject_duplicate_checks(checks, "connect.sidecar_service.checks")
         return checks
-    host = proxy.local_service_address
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     listening = CheckDefinition(
         id=f"service:{sidecar_id}:1",
