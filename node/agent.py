@@ -46,7 +46,7 @@ from typing import Any
 from node import __version__
 from node.agent_proxy import build_proxy_feed
 from node.api.app import HTTPServer, make_app
-from node.api.blocking import QueryOptions
+from node.api.blocking import MAX_WAIT, QueryOptions
 from node.api.read import ForwardedBody, ResponseCache, answer_read
 from node.catalog.checks import CheckRunner
 from node.catalog.local import LocalState, NodeIdentity
@@ -593,7 +593,10 @@ class Agent:
         read_args = args.get("args") or {}
         if not isinstance(read_args, dict):
             raise InvalidRequest("Catalog.Read args must be a map", field="args")
-        opts = QueryOptions(index=_int_arg(args, "index"), wait=float(args.get("wait") or 0.0))
+        wait = args.get("wait") or 0.0
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+            raise InvalidRequest("Catalog.Read 'wait' must be a non-negative number", field="wait")
+        opts = QueryOptions(index=_int_arg(args, "index"), wait=min(float(wait), MAX_WAIT))
         body, index = await answer_read(
             self, args["name"], read_args, opts, random.Random(self.rng.random())
         )

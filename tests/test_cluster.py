@@ -429,3 +429,30 @@ def test_cli_keygen_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["keygen"], {}) == 0
     key = capsys.readouterr().out.strip()
     assert len(Keyring.from_base64(key).primary) == 32
+
+
+async def test_builtin_rpc_methods_reject_bad_input_clearly(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        s1 = await cluster.start("s1", server=True)
+        c1 = await cluster.start("c1", join=[s1])
+        call = c1.rpc_client.call
+        addr = s1.bound["server"]
+        cases = [
+            ("Catalog.Read", {"name": "agent.self", "args": {}}, "non-forwardable"),
+            ("Catalog.Read", {"name": "nope", "args": {}}, "unknown"),
+            ("Catalog.Read", {"name": "catalog.nodes", "args": {}, "wait": "x"}, "wait"),
+            ("Catalog.Read", {"name": "catalog.nodes", "args": {}, "index": -1}, "index"),
+            ("Forward.Call", {"dc": 3}, "Forward.Call needs"),
+            ("Keyring.Cluster", {"op": "shred"}, "unknown keyring operation"),
+            ("No.Such", None, "unknown RPC method"),
+        ]
+        for method, args, text in cases:
+            with pytest.raises(InvalidRequest, match=text):
+                await call(addr, method, args, timeout=2)
+        reply = await call(addr, "Catalog.Read", {"name": "catalog.nodes", "args": {}}, timeout=2)
+        assert reply["index"] >= 1 and b'"Node":"s1"' in reply["body"]
+        # a client is no forwarder
+        with pytest.raises(InvalidRequest, match="server"):
+            await s1.rpc_client.call(
+                c1.bound["server"], "Forward.Call", {"dc": "dc2", "method": "x"}, timeout=2
+            )
