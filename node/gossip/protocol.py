@@ -347,13 +347,17 @@ class GossipProtocol:
         self._bump_incarnation(self._incarnation + 1)
         return self._announce_self(now)
 
-    def preload(self, members: Iterable[Member]) -> None:
+    def preload(self, members: Iterable[Member], *, announce: bool = True) -> None:
         """Adopt already-known members without gossiping about them.
 
         For restoring a saved view (Serf's snapshot) and for simulations that start from a
         converged cluster. Members we already know, and ourselves, are skipped; the
-        ``Member`` values may be shared between cores (they are frozen).
+        ``Member`` values may be shared between cores (they are frozen). With
+        ``announce=False`` our own start-up alive broadcast is withdrawn too (everyone in
+        ``members`` already holds it: a simulation's steady state).
         """
+        if not announce:
+            self._queue.reset()
         for m in members:
             if m.name == self._name or m.name in self._members:
                 continue

@@ -131,7 +131,7 @@ class ClusterSim:
         nodes = [self.add_node() for _ in range(count)]
         view = [m for n in nodes for m in n.proto.members() if m.name == n.name]
         for n in nodes:
-            n.proto.preload(view)
+            n.proto.preload(view, announce=False)
             n.scheduled = None
             self._reschedule(n)
         return [n.name for n in nodes]
