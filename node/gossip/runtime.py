@@ -55,6 +55,9 @@ __all__ = [
     "open_pool",
 ]
 
+#: First pause of retry_join; it doubles up to the configured retry interval.
+RETRY_JOIN_FIRST_DELAY = 0.5
+
 log = logging.getLogger(__name__)
 
 #: Inbound streams (push-pulls, TCP pings) served at once (memberlist maxPushPullRequests).
@@ -216,7 +219,13 @@ class GossipRuntime:
     async def retry_join(
         self, addrs: Sequence[Address], interval: float, max_attempts: int | None = None
     ) -> int:
-        """``join`` until at least one address answers; 0 if ``max_attempts`` ran out."""
+        """``join`` until at least one address answers; 0 if ``max_attempts`` ran out.
+
+        The pause doubles from ``RETRY_JOIN_FIRST_DELAY`` up to ``interval``: nodes started
+        together (a new cluster, a demo) find each other in about a second instead of
+        waiting out Consul's fixed 30 s, and a long outage still costs one try per
+        ``interval``.
+        """
         attempt = 0
         while max_attempts is None or attempt < max_attempts:
             attempt += 1
@@ -227,11 +236,12 @@ class GossipRuntime:
                 )
                 return joined
             shown = ", ".join(f"{h}:{p}" for h, p in addrs)
+            delay = min(interval, RETRY_JOIN_FIRST_DELAY * 2 ** (attempt - 1))
             log.warning(
-                "join: no answer from %s (attempt %d); retrying in %gs", shown, attempt, interval
+                "join: no answer from %s (attempt %d); retrying in %gs", shown, attempt, delay
             )
             if max_attempts is None or attempt < max_attempts:
-                await asyncio.sleep(interval)
+                await asyncio.sleep(delay)
         log.error("join: giving up after %d attempts", attempt)
         return 0
 
