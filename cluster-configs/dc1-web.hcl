@@ -26,6 +26,7 @@ service {
   connect {
     sidecar_service {
       proxy {
+        local_service_address = "127.0.1.3"
         upstreams = [
           {
             destination_name = "api"

@@ -24,6 +24,11 @@ service {
     interval = "5s"
   }
   connect {
-    sidecar_service {}
+    sidecar_service {
+      proxy {
+        # The app listens on the node's address, not on 127.0.0.1 (Consul's default).
+        local_service_address = "127.0.3.3"
+      }
+    }
   }
 }
