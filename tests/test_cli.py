@@ -68,9 +68,16 @@ def test_every_command_in_the_table_has_a_parser() -> None:
         if command.path[0] == "services":
             argv.append("web")
         # Commands with required arguments get a sample of them.
-        argv += {("join",): ["127.0.0.1"], ("force-leave",): ["n1"], ("keyring",): ["-list"]}.get(
-            command.path, []
-        )
+        argv += {
+            ("join",): ["127.0.0.1"], ("force-leave",): ["n1"], ("keyring",): ["-list"],
+            ("connect", "ca", "set-config"): ["-config-file", "ca.json"],
+            ("connect", "proxy-config"): ["web-sidecar-proxy"],
+            ("intention", "create"): ["web", "db"], ("intention", "delete"): ["web", "db"],
+            ("intention", "check"): ["web", "db"], ("config", "write"): ["e.hcl"],
+            ("config", "read"): ["-kind", "proxy-defaults", "-name", "global"],
+            ("config", "list"): ["-kind", "proxy-defaults"],
+            ("config", "delete"): ["-kind", "proxy-defaults", "-name", "global"],
+        }.get(command.path, [])  # fmt: skip
         args = parser.parse_args(argv)
         assert args.command is command
 

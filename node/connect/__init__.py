@@ -16,6 +16,7 @@ Callers import from here.
 
 from __future__ import annotations
 
+from node.connect.authority import Authority, Need
 from node.connect.ca import (
     CAChange,
     CAServer,
@@ -100,11 +101,20 @@ from node.connect.spiffe import (
     parse_spiffe_id,
     trust_domain_for,
 )
+from node.connect.statesync import GLOBAL_STATE_CHANNEL, StateSync
 
 __all__ = [
-    # leaf manager (asyncio; imported lazily, see __getattr__)
+    # asyncio parts (imported lazily, see __getattr__)
     "Leaf",
     "LeafManager",
+    "ConnectService",
+    "Timing",
+    "SignBatcher",
+    # server-side signing material, gossip sync of the global state
+    "Authority",
+    "Need",
+    "StateSync",
+    "GLOBAL_STATE_CHANNEL",
     # spiffe / names
     "SpiffeID",
     "SigningID",
@@ -194,10 +204,18 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The asyncio leaf manager is imported on first use so that pure modules importing
+    # The asyncio parts are imported on first use so that pure modules importing
     # ``node.connect.<x>`` (which runs this file) do not pull asyncio in with it.
     if name in ("Leaf", "LeafManager"):
         from node.connect import leaf
 
         return getattr(leaf, name)
+    if name in ("ConnectService", "Timing"):
+        from node.connect import service
+
+        return getattr(service, name)
+    if name == "SignBatcher":
+        from node.connect import signbatch
+
+        return signbatch.SignBatcher
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

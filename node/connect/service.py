@@ -67,6 +67,7 @@ from node.errors import (
     CAError,
     ConfigError,
     Conflict,
+    DatacenterUnavailable,
     InvalidRequest,
     NodeError,
     NotFound,
@@ -868,7 +869,8 @@ class ConnectService:
                 record = self._gs.put(entry.kind, entry.name, entry, wall_ms=wall)
                 self._changed((record,), announce=True)
                 log.info(
-                    "bootstrap config entry written", extra={"kind": entry.kind, "entry": entry.name}
+                    "bootstrap config entry written",
+                    extra={"kind": entry.kind, "entry": entry.name},
                 )
 
     # --- replication ------------------------------------------------------------------
@@ -892,8 +894,15 @@ class ConnectService:
             except NodeError as exc:
                 failures += 1
                 delay = self._backoff(failures)
-                log.warning("replication from %s failed: %s", self._primary, exc,
-                            extra={"retry_in_s": round(delay, 2)})  # fmt: skip
+                # Before the WAN join the primary is simply unknown: warn only if it lasts.
+                quiet = isinstance(exc, DatacenterUnavailable) and failures < 5
+                log.log(
+                    logging.DEBUG if quiet else logging.WARNING,
+                    "replication from %s failed: %s",
+                    self._primary,
+                    exc,
+                    extra={"retry_in_s": round(delay, 2)},
+                )
                 await asyncio.sleep(delay)
 
     def _take_pull(self, reply: Any) -> tuple[Delta, str]:
