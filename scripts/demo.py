@@ -136,9 +136,11 @@ def gateway_path() -> list[str]:
         listeners = metrics.get("Listeners", []) if isinstance(metrics, dict) else []
         for lst in listeners:
             if lst.get("Kind") == "mesh-gateway":
+                # Health-check probes connect and close before any ClientHello: not routed.
+                routed = lst.get("ConnectionsOpened", 0) - sum(lst.get("Rejections", {}).values())
                 lines.append(
                     f"  {name} mesh gateway {lst.get('Address')}: "
-                    f"{lst.get('ConnectionsOpened', 0)} connections, "
+                    f"{routed} connections routed by SNI, "
                     f"{lst.get('BytesIn', 0)} bytes in / {lst.get('BytesOut', 0)} out"
                 )
     return lines

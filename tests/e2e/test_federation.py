@@ -29,9 +29,10 @@ UPSTREAM_PORT = 10000
 
 
 def _gateway_conns(fed: Federation, dc: str) -> int:
+    """Connections the dc's gateway routed (health-check probes close before a hello)."""
     metrics = try_http(HTTP[f"{dc}-gateway"], "/v1/agent/metrics") or {}
     return sum(
-        lst.get("ConnectionsOpened", 0)
+        lst.get("ConnectionsOpened", 0) - sum(lst.get("Rejections", {}).values())
         for lst in metrics.get("Listeners", [])
         if lst.get("Kind") == "mesh-gateway"
     )
