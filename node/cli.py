@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node import __version__, cli_cluster, cli_connect
+from node import __version__, cli_cluster, cli_connect, cli_gateway
 from node.errors import NodeError
 
 __all__ = ["main", "COMMANDS", "Command", "HTTPClient", "KeyValueFormatter", "format_table"]
@@ -370,6 +370,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(path=("catalog", "services"), help="list services", configure=_configure_catalog_services, run=_run_catalog_services),
     Command(path=("catalog", "nodes"), help="list nodes", configure=_no_flags, run=_run_catalog_nodes),
     Command(path=("catalog", "datacenters"), help="list datacenters", configure=_no_flags, run=_run_catalog_datacenters),
+    Command(path=("connect", "gateway"), help="register a mesh gateway and show its status", configure=cli_gateway.configure, run=cli_gateway.run),
     Command(path=("connect", "ca", "get-config"), help="show the CA configuration", configure=_no_flags, run=cli_connect.run_ca_get_config),
     Command(path=("connect", "ca", "set-config"), help="change the CA configuration (JSON file)", configure=cli_connect.configure_ca_set_config, run=cli_connect.run_ca_set_config),
     Command(path=("connect", "proxy-config"), help="resolved mesh-gateway mode per upstream", configure=cli_connect.configure_proxy_config, run=cli_connect.run_proxy_config),
