@@ -337,3 +337,18 @@ async def test_client_with_another_primary_stops_on_first_gossip(net: FakeNet) -
     net.start()
     await eventually(lambda: "c1" in net.errors, what="c1 stopped")
     assert "'dc9'" in str(net.errors["c1"]) and "'dc1'" in str(net.errors["c1"])
+
+
+async def test_two_self_declared_primaries_the_younger_ca_stops(net: FakeNet) -> None:
+    net.add("s1", "dc1", server=True)
+    net.start()
+    await _ready(net, "s1")
+    # dc2 forgot primary_datacenter: it defaults to itself and makes its own CA.
+    net.add("s2", "dc2", server=True, primary="dc2")
+    net.start("s2")
+    await eventually(lambda: "s2" in net.errors, what="s2 stopped")
+    assert isinstance(net.errors["s2"], ConfigError)
+    assert "'dc2'" in str(net.errors["s2"]) and "'dc1'" in str(net.errors["s2"])
+    # s1 asked dc2 which primary it names, judged it, and keeps running.
+    await eventually(lambda: ("s1", "s2", "State.Info") in net.rpc_log, what="s1 asked dc2")
+    assert "s1" not in net.errors
