@@ -964,7 +964,7 @@ class ConnectService:
                     continue  # not reachable now; asked again next round
                 self._judge_federation(dc, info)
                 checked.add(dc)
-            await asyncio.sleep(min(self._t.maintenance, 5.0))
+            await asyncio.sleep(min(self._t.maintenance, 1.0))  # datacenters() is cheap
 
     def _judge_federation(self, dc: str, info: Any) -> None:
         if not isinstance(info, Mapping) or info.get("pdc") == self._primary:
