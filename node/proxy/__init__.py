@@ -3,9 +3,13 @@
 Pure: ``sni`` (ClientHello → server name), ``snapshot`` (frozen inputs + ``handle_update``),
 ``plan`` (``render(snapshot)`` → listener plans, gateway routing, endpoint choice by mode).
 I/O: ``relay`` (splice with pooled pipes), ``gateway``, ``sidecar``, ``manager``
-(reconciles running listeners against plans), ``metrics`` (counters, JSON/Prometheus).
+(reconciles running listeners against plans), ``metrics`` (counters, JSON/Prometheus),
+``feed`` (builds each local proxy's snapshot from the catalog, Connect and other
+datacenters' blocking reads; ``endpoints`` is its pure address/health rule).
 """
 
+from node.proxy.endpoints import endpoint_of, is_healthy, make_endpoint
+from node.proxy.feed import FeedSources, ProxyFeed, gateway_binds, listeners_check_id
 from node.proxy.gateway import GatewayListener
 from node.proxy.manager import COALESCE_DELAY, ProxyManager, ProxyStatus
 from node.proxy.metrics import ListenerStats, MetricsRegistry, render_prometheus
@@ -55,6 +59,7 @@ __all__ = [
     "DatacentersUpdate",
     "Endpoint",
     "EndpointInfo",
+    "FeedSources",
     "GatewayBind",
     "GatewayEndpointsUpdate",
     "GatewayListener",
@@ -68,6 +73,7 @@ __all__ = [
     "MAX_HELLO_BYTES",
     "MetricsRegistry",
     "PipePool",
+    "ProxyFeed",
     "ProxyKind",
     "ProxyManager",
     "ProxyPlan",
@@ -90,7 +96,12 @@ __all__ = [
     "UpstreamPlan",
     "UpstreamSpec",
     "UpstreamsUpdate",
+    "endpoint_of",
+    "gateway_binds",
     "handle_update",
+    "is_healthy",
+    "listeners_check_id",
+    "make_endpoint",
     "new_gateway_snapshot",
     "new_sidecar_snapshot",
     "parse_client_hello",
