@@ -29,6 +29,8 @@ async def _serve(name: str, dc: str, host: str, port: int) -> None:
                     break
                 writer.write(reply)
                 await writer.drain()
+                if b"connection: close" in head.lower():
+                    break
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
