@@ -480,8 +480,11 @@ class ProxyFeed:
         for pid in self._proxies:
             status = statuses.get(pid)
             health, output = _health_of(status)
-            self._ensure_check(pid)
-            self.sources.local.update_ttl(listeners_check_id(pid), health, output)
+            try:
+                self._ensure_check(pid)
+                self.sources.local.update_ttl(listeners_check_id(pid), health, output)
+            except NodeError:  # deregistered since the last sync: the next sync forgets it
+                continue
             self._check_state[pid] = (health, output)
             if status is not None and status.errors:
                 snap = self.manager.snapshot(pid)
