@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,14 @@ def _gateway_conns(fed: Federation, dc: str) -> int:
         for lst in metrics.get("Listeners", [])
         if lst.get("Kind") == "mesh-gateway"
     )
+
+
+def _routed_via(fed: Federation) -> set[str] | None:
+    """Send one request through web's upstream port; the DCs whose gateway routed it."""
+    before = {dc: _gateway_conns(fed, dc) for dc in ("dc1", "dc2")}
+    if request_through(UPSTREAM_PORT) != "api in dc2":
+        return None
+    return {dc for dc in ("dc1", "dc2") if _gateway_conns(fed, dc) > before[dc]}
 
 
 def _set_mode(fed: Federation, mode: str, workdir: Path) -> None:
@@ -111,9 +120,8 @@ def test_Federation_modes_route_through_the_right_gateways(
 
 
 def test_Federation_gateway_killed_fails_fast_and_recovers(fed: Federation) -> None:
+    wait_for(lambda: _routed_via(fed) == {"dc1", "dc2"}, 15, "mode local back in force")
     fed.procs["dc2-gateway"].kill(signal.SIGKILL)
-    import time
-
     started = time.monotonic()
     assert request_through(UPSTREAM_PORT, timeout=10) is None
     assert time.monotonic() - started < 8, "a dead gateway must fail fast, not hang"
