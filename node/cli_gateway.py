@@ -186,7 +186,8 @@ def wait_for_agent(client: Any, timeout: float, stop: threading.Event) -> None:
 def status_line(service: str, metrics: Any, checks: Any) -> str:
     """One line: listening addresses, connections, bytes and the service's health."""
     rows = [r for r in (metrics or {}).get("Listeners", []) if r.get("Proxy") == service]
-    addrs = ", ".join(r.get("Address") or "(not listening)" for r in rows) or "no listener yet"
+    addrs = ", ".join(r.get("Address") or "(stopped)" for r in rows)
+    where = f"listening on {addrs}" if addrs else "not listening yet"
     active = sum(r.get("ConnectionsActive", 0) for r in rows)
     opened = sum(r.get("ConnectionsOpened", 0) for r in rows)
     rejected = sum(sum(r.get("Rejections", {}).values()) for r in rows)
@@ -199,7 +200,7 @@ def status_line(service: str, metrics: Any, checks: Any) -> str:
             worst = f"{c.get('Status')} ({c.get('Name')}: {c.get('Output', '')})"
             break
     return (
-        f"{service}: listening on {addrs}; connections {active} active, {opened} total, "
+        f"{service}: {where}; connections {active} active, {opened} total, "
         f"{rejected} rejected; {bytes_in} bytes in, {bytes_out} bytes out; health {worst}"
     )
 

@@ -195,6 +195,14 @@ async def federation(tmp_path: Path) -> AsyncIterator[Fed]:
                 app.close()
 
 
+async def decided_by(fed: Fed, service: str) -> str:
+    """Which precedence level set ``service``'s mode on w1 (the proxy-config endpoint)."""
+    path = "/v1/agent/connect/proxy-config/web-sidecar-proxy"
+    status, body, _ = await fed.cluster.get(fed.agents["w1"], path)
+    assert status == 200, body
+    return str(next(u["DecidedBy"] for u in body["Upstreams"] if u["DestinationName"] == service))
+
+
 async def set_mode(fed: Fed, kind: str, name: str, mode: str) -> None:
     await fed.put("s1", "/v1/config", {"Kind": kind, "Name": name, "MeshGateway": {"Mode": mode}})
 
@@ -223,21 +231,26 @@ async def test_modes_and_precedence_route_through_the_right_gateways(tmp_path: P
         w1 = fed.agents["w1"]
         # Nothing configured anywhere: mode none, straight to api's sidecar in dc2.
         await fed.wait_route(api, "api", set(), "default (none) goes direct", timeout=40)
+        assert await decided_by(fed, "api") == "default"
 
         # proxy-defaults (level 4) decides: local → both gateways.
         await set_mode(fed, "proxy-defaults", "global", "local")
         await fed.wait_route(api, "api", {"dc1", "dc2"}, "proxy-defaults local")
+        assert await decided_by(fed, "api") == "proxy-defaults"
         # service-defaults of web (level 3) beats proxy-defaults: remote → dc2's only.
         await set_mode(fed, "service-defaults", "web", "remote")
         await fed.wait_route(api, "api", {"dc2"}, "service-defaults remote")
+        assert await decided_by(fed, "api") == "service-defaults"
         # The proxy registration (level 2) beats service-defaults: none → direct.
         reg = web_registration(fed.up_ports, proxy="none")
         await fed.put("w1", "/v1/agent/service/register", reg)
         await fed.wait_route(api, "api", set(), "proxy registration none")
+        assert await decided_by(fed, "api") == "proxy"
         # The upstream's own mode (level 1) beats the registration: local.
         reg = web_registration(fed.up_ports, proxy="none", api="local")
         await fed.put("w1", "/v1/agent/service/register", reg)
         await fed.wait_route(api, "api", {"dc1", "dc2"}, "upstream local")
+        assert await decided_by(fed, "api") == "upstream"
 
         # The seed's three upstreams: api remote, db local, logging none.
         reg = web_registration(fed.up_ports, api="remote", db="local", logging="none")
