@@ -44,6 +44,7 @@ class AgentAPI(Protocol):
     notifier: Any  # node.catalog.IndexNotifier (``index``, ``wait``)
     clock: Any  # node.clock.Clock
     response_cache: Any  # node.api.read.ResponseCache
+    proxies: Any  # node.proxy.ProxyFeed (its manager's metrics and status)
     node_id: str
 
     @property
