@@ -299,6 +299,16 @@ async def test_gateway_faults_recover_and_deregistered_instances_are_never_diall
         assert status == 200
         assert checks[listeners_check_id("mesh-gateway")]["Status"] == Health.PASSING
 
+        # A failing gateway is not chosen in remote mode (Consul #15703); warning still is.
+        check = {"ID": "gw-ttl", "Name": "gw ttl", "ServiceID": "mesh-gateway", "TTL": "60s"}
+        await fed.put("g2", "/v1/agent/check/register", check)
+        await fed.put("g2", "/v1/agent/check/warn/gw-ttl", None)
+        await fed.wait_route(api, "api", {"dc2"}, "a gateway in warning still serves")
+        await fed.put("g2", "/v1/agent/check/fail/gw-ttl", None)
+        await wait_for(lambda: _refused(api), "a failing gateway is skipped", 10.0)
+        await fed.put("g2", "/v1/agent/check/pass/gw-ttl", None)
+        await fed.wait_route(api, "api", {"dc2"}, "the gateway passes again")
+
         # Deregistering the gateway closes its listener: remote traffic fails at once ...
         status, _ = await fed.cluster.put(g2, "/v1/agent/service/deregister/mesh-gateway")
         assert status == 200
