@@ -249,3 +249,13 @@ def test_IsolatedNetworks_upstream_works_through_gateways(
     except AssertionError:
         print(netfed.logs())
         raise
+
+
+def test_IsolatedNetworks_mode_none_cannot_cross(netfed: NetnsFederation) -> None:
+    # Without gateways the sidecar dials api's own address, which dc1 cannot reach: the
+    # app's connection is closed instead of hanging, and no reply ever arrives.
+    netfed.set_mode("none")
+    try:
+        wait_for(lambda: _get("dc1", "127.0.0.1", 10000) is None, 30, "mode none failing fast")
+    finally:
+        netfed.set_mode("local")
