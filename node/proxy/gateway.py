@@ -32,6 +32,8 @@ from node.proxy.plan import Endpoint, GatewayPlan, Route, RouteKind, route_gatew
 from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Poller, Relay, make_poller, make_scratch
 from node.proxy.sni import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
 
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
 __all__ = [
     "ACCEPT_BATCH",
     "HELLO_TIMEOUT",
@@ -116,7 +118,7 @@ class _Pending:
             relay.downstream_readable()
             return
         try:
-            data = self.sock.recv(MAX_HELLO_BYTES - len(self.buf))
+            data = self.sock.recv(MAX_HELLO_BYTES - len(self.buf), _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -191,6 +193,7 @@ class GatewayListener:
         self._relays: dict[Relay, tuple[int, float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._routes: dict[str, Route] = {}
+        self._now = self._clock.monotonic()  # coarse: refreshed per accept batch and sweep
 
     @property
     def address(self) -> tuple[str, int]:
@@ -242,7 +245,8 @@ class GatewayListener:
         if lsock is None:
             return
         stats = self.stats
-        deadline = self._clock.monotonic() + self.hello_timeout
+        self._now = now = self._clock.monotonic()
+        deadline = now + self.hello_timeout
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, _addr = lsock.accept()
@@ -260,7 +264,11 @@ class GatewayListener:
                 sock.close()
                 continue
             stats.active += 1
-            sock.setblocking(False)  # TCP_NODELAY is inherited from the listening socket
+            # TCP_NODELAY is inherited from the listening socket. The socket stays
+            # blocking at the fd level (no FIONBIO ioctl): every read and write on it
+            # passes MSG_DONTWAIT, and the relay sets O_NONBLOCK only if it splices.
+            if not _DONTWAIT:  # a platform without per-call non-blocking I/O
+                sock.setblocking(False)
             conn = _Pending(self, sock, deadline)
             self._pending[conn] = None
             self.poller.add_reader(conn.fd, conn.on_hello)
@@ -279,7 +287,9 @@ class GatewayListener:
         conn.endpoints = decision.endpoints
         n = len(decision.endpoints)
         conn.start = self._rng.randrange(n) if n > 1 else 0
-        conn.deadline = self._clock.monotonic() + self.plan.connect_timeout
+        # Coarse time (last accept batch or sweep): deadlines are swept every
+        # SWEEP_INTERVAL anyway, so a clock read per connection buys nothing.
+        conn.deadline = self._now + self.plan.connect_timeout
         self.dial_next(conn, "")
 
     def dial_next(self, conn: _Pending, last_error: str) -> None:
@@ -341,7 +351,7 @@ class GatewayListener:
             scratch=self._scratch,
             on_close=self._relay_closed,
         )
-        self._relays[relay] = (0, self._clock.monotonic())
+        self._relays[relay] = (0, self._now)
         if conn.reading:
             conn.relay = relay
         relay.start(conn.buf[sent:], already_sent=sent, downstream_reader=conn.reading)
@@ -374,7 +384,7 @@ class GatewayListener:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _sweep(self) -> None:
-        now = self._clock.monotonic()
+        self._now = now = self._clock.monotonic()
         for conn in [c for c in self._pending if c.deadline <= now]:
             if conn.up is not None:
                 self.reject(conn, "connect_timeout")

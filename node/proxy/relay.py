@@ -67,6 +67,10 @@ SPLICE_AFTER_READ = 16 * 1024
 MAX_IDLE_PIPES = 512
 
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+# Every copy-mode recv/send is non-blocking per call, so an accepted socket needs no
+# FIONBIO ioctl (Python's accept4 has no SOCK_NONBLOCK); splice needs O_NONBLOCK on the
+# socket itself and sets it when a direction starts splicing.
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Errors that mean "the peer went away": end the relay quietly.
 _GONE = (ConnectionError, BrokenPipeError, TimeoutError)
@@ -301,7 +305,7 @@ class _Direction:
         relay = self.relay
         view = relay.scratch
         try:
-            n = self.src.recv_into(view)
+            n = self.src.recv_into(view, 0, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -322,7 +326,7 @@ class _Direction:
 
     def send_copy(self, data: memoryview | bytes) -> None:
         try:
-            sent = self.dst.send(data)
+            sent = self.dst.send(data, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
@@ -334,7 +338,7 @@ class _Direction:
 
     def flush_copy(self) -> None:
         try:
-            sent = self.dst.send(self.rest)
+            sent = self.dst.send(self.rest, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -349,6 +353,9 @@ class _Direction:
         pool = self.relay.pool
         assert pool is not None
         self.pipe = pool.acquire()
+        for sock in (self.src, self.dst):
+            if sock.gettimeout() != 0.0:  # splice honours only the socket's own O_NONBLOCK
+                sock.setblocking(False)
         self.relay.poller.add_reader(self.src_fd, self.on_readable_splice)  # replaces on_readable
 
     def on_readable_splice(self) -> None:
@@ -404,8 +411,12 @@ class _Direction:
 
     def on_eof(self) -> None:
         self.eof = True
-        self.relay.poller.remove_reader(self.src_fd)
-        if not self.pending and not self.rest:
+        empty = not self.pending and not self.rest
+        # The last EOF closes both sockets right away, and close() drops them from the
+        # epoll set: unregistering first would be a wasted epoll_ctl per connection.
+        if not (empty and self.relay.other(self).done):
+            self.relay.poller.remove_reader(self.src_fd)
+        if empty:
             self.finish()
 
     def finish(self) -> None:
@@ -486,8 +497,12 @@ class Relay:
         """Readiness of the downstream socket, for a caller-owned reader."""
         self._dirs[0].on_readable()
 
+    def other(self, d: _Direction) -> _Direction:
+        """The opposite direction of ``d``."""
+        return self._dirs[1] if d is self._dirs[0] else self._dirs[0]
+
     def direction_done(self, d: _Direction) -> None:
-        other = self._dirs[1] if d is self._dirs[0] else self._dirs[0]
+        other = self.other(d)
         if other.done:
             self.close()  # close() sends the FIN; a shutdown first would be a wasted syscall
             return
