@@ -133,7 +133,8 @@ def build_store() -> tuple[CatalogStore, IndexNotifier]:
 def build_local_state(config: AgentConfig, store: CatalogStore, clock: Clock) -> LocalState:
     """The node's own services and checks, restored from ``data_dir`` unless dev.
 
-    Services from config files are (re-)registered on every start, as Consul does.
+    Services from config files are (re-)registered on every start, and config services
+    the files no longer define are removed; API registrations are kept, as Consul does.
     """
     identity = NodeIdentity(
         name=config.node_name,
@@ -149,8 +150,7 @@ def build_local_state(config: AgentConfig, store: CatalogStore, clock: Clock) ->
         clock=clock,
         sidecar_ports=(config.ports.sidecar_min_port, config.ports.sidecar_max_port),
     )
-    for definition in config.services:
-        local.register_service(definition)
+    local.load_config_services(tuple(config.services))
     return local
 
 

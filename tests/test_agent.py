@@ -213,3 +213,27 @@ def test_Agent_registers_services_from_config_files(tmp_path: Path) -> None:
     agent = Agent(load([str(conf)], overrides={"http-port": 0}))
     assert set(agent.local.services()) == {"web", "web-sidecar-proxy"}
     assert [c.name for c in agent.components()] == ["http", "checks", "connect", "proxies"]
+
+
+def test_Agent_config_services_follow_the_files_api_services_survive_sigkill(
+    agents: Any, tmp_path: Path
+) -> None:
+    conf = tmp_path / "services.hcl"
+    conf.write_text(
+        'service {\n  name = "web"\n  port = 8080\n}\nservice {\n  name = "db"\n  port = 5432\n}\n'
+    )
+    data = tmp_path / "data"
+    first = agents("-data-dir", str(data), "-node", "s1", "-config-file", str(conf))
+    first.wait_listening()
+    first.http("/v1/agent/service/register", method="PUT", body={"Name": "api", "Port": 9000})
+    first.kill()
+
+    second = agents("-data-dir", str(data), "-node", "s1", "-config-file", str(conf))
+    second.wait_listening()
+    assert set(second.http("/v1/agent/services")) == {"web", "db", "api"}
+    second.kill()
+
+    conf.write_text('service {\n  name = "web"\n  port = 8080\n}\n')
+    third = agents("-data-dir", str(data), "-node", "s1", "-config-file", str(conf))
+    third.wait_listening()
+    assert set(third.http("/v1/agent/services")) == {"web", "api"}

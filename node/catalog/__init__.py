@@ -8,7 +8,7 @@ is the gossip delegate that replicates node records across the datacenter.
 """
 
 from node.catalog.checks import CheckRunner
-from node.catalog.local import LocalState, NodeIdentity, load_node_id
+from node.catalog.local import LocalState, NodeIdentity, ServiceSource, load_node_id
 from node.catalog.model import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_OUTPUT_MAX_SIZE,
@@ -92,6 +92,7 @@ __all__ = [
     "IndexNotifier",
     "LocalState",
     "NodeIdentity",
+    "ServiceSource",
     "load_node_id",
     "CheckRunner",
     "CatalogSync",

@@ -10,6 +10,10 @@ are recomputed after a restart); TTL updates are persisted, as Consul does. Per-
 values (instances, check states, serialised definitions) are cached by identity, so a
 status change costs O(changed) allocations plus one pass over the node's record.
 ``data_dir=None`` keeps everything in memory (``-dev``).
+
+Each service remembers its source (``ServiceSource``, persisted): the config files own
+the services they define, so ``load_config_services`` at start drops config-sourced
+services the files no longer define, while API registrations survive restarts untouched.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -48,6 +53,7 @@ from node.wire import pack
 __all__ = [
     "LocalState",
     "NodeIdentity",
+    "ServiceSource",
     "STATE_FILE",
     "STATUS_FILE",
     "NODE_ID_FILE",
@@ -60,6 +66,13 @@ STATE_FILE = "local-catalog.msgpack"
 STATUS_FILE = "check-status.msgpack"
 NODE_ID_FILE = "node-id"
 _FORMAT = 1
+
+
+class ServiceSource(StrEnum):
+    """Who registered a service: the config files (owned by them) or the HTTP API."""
+
+    CONFIG = "config"
+    API = "api"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,11 +113,12 @@ class _State:
     status: dict[str, tuple[Health, str]]
     sidecars: dict[str, str]  # sidecar id -> parent id
     ports: dict[str, int]
+    sources: dict[str, ServiceSource]
 
     def copy(self) -> _State:
         return _State(
             dict(self.services), dict(self.checks), dict(self.status), dict(self.sidecars),
-            dict(self.ports),
+            dict(self.ports), dict(self.sources),
         )  # fmt: skip
 
 
@@ -126,7 +140,7 @@ class LocalState:
         self._identity = replace(identity, node_id=node_id)
         self._store = store
         self._port_range = sidecar_ports
-        self._state = _State({}, {}, {}, {}, {})
+        self._state = _State({}, {}, {}, {}, {}, {})
         self._version = 0
         self._critical_since: dict[str, float] = {}
         self._ttl_deadline: dict[str, float] = {}
@@ -179,6 +193,12 @@ class LocalState:
             raise NotFound(f'Unknown check ID "{check_id}"')
         return self._check_state(self._state, check_id)
 
+    def source(self, service_id: str) -> ServiceSource:
+        """Who registered ``service_id`` (config files or the API); ``NotFound`` when unknown."""
+        if service_id not in self._state.services:
+            raise NotFound(f'Unknown service ID "{service_id}"')
+        return self._state.sources.get(service_id, ServiceSource.API)
+
     def is_sidecar(self, service_id: str) -> bool:
         """Whether ``service_id`` was made by sidecar expansion."""
         return service_id in self._state.sidecars
@@ -207,39 +227,54 @@ class LocalState:
     # ------------------------------------------------------------------ writes
 
     def register_service(
-        self, definition: ServiceDefinition, *, replace_existing_checks: bool = False
+        self,
+        definition: ServiceDefinition,
+        *,
+        replace_existing_checks: bool = False,
+        source: ServiceSource = ServiceSource.API,
     ) -> tuple[ServiceDefinition, ...]:
         """Register (or update) a service and its sidecar; returns what was registered.
 
         Without ``replace_existing_checks`` checks of an existing registration that the
-        new definition does not mention are kept (Consul's default).
+        new definition does not mention are kept (Consul's default). The service and its
+        sidecar take ``source``, so re-registering a config service through the API
+        makes it an API service that outlives its removal from the config files.
         """
         work = self._state.copy()
-        ports = SidecarPorts(lo=self._port_range[0], hi=self._port_range[1], assigned=work.ports)
-        ports.set_in_use({sid: svc.port for sid, svc in work.services.items() if svc.port})
-        parts = expand_sidecar(
-            definition, allocate_port=ports.allocate, node_address=self._identity.address
-        )
-        old_sidecar = sidecar_id_for(definition.id)
-        if len(parts) == 1 and work.sidecars.get(old_sidecar) == definition.id:
-            self._remove_service(work, old_sidecar)
-        for part in parts:
-            self._put_service(work, part, replace_existing_checks)
-        if len(parts) == 2:
-            work.sidecars[parts[1].id] = definition.id
-        work.ports = dict(ports.assigned)
+        ids = self._register_into(work, definition, replace_existing_checks, source)
         self._commit(work, persist=True)
-        return tuple(self.service(p.id) for p in parts)
+        return tuple(self.service(sid) for sid in ids)
+
+    def load_config_services(
+        self, definitions: tuple[ServiceDefinition, ...]
+    ) -> tuple[ServiceDefinition, ...]:
+        """At start: make the config files' services exactly ``definitions``, in one write.
+
+        Registers (or updates) each of them as ``ServiceSource.CONFIG`` and removes, with
+        their checks and sidecars, the config-sourced services that the files no longer
+        define. API registrations restored from ``data_dir`` are left as they are.
+        """
+        work = self._state.copy()
+        kept: list[str] = []
+        for definition in definitions:
+            kept += self._register_into(work, definition, False, ServiceSource.CONFIG)
+        stale = [
+            sid
+            for sid, src in work.sources.items()
+            if src is ServiceSource.CONFIG and sid not in kept and sid not in work.sidecars
+        ]
+        for service_id in stale:
+            log.info("removing service no longer in config", extra={"service_id": service_id})
+            self._remove_with_sidecar(work, service_id)
+        self._commit(work, persist=True)
+        return tuple(self.service(sid) for sid in kept)
 
     def deregister_service(self, service_id: str) -> None:
         """Remove a service, its checks and its sidecar; ``NotFound`` when unknown."""
         work = self._state.copy()
         if service_id not in work.services:
             raise NotFound(f'Unknown service ID "{service_id}"')
-        self._remove_service(work, service_id)
-        sidecar = sidecar_id_for(service_id)
-        if work.sidecars.get(sidecar) == service_id:
-            self._remove_service(work, sidecar)
+        self._remove_with_sidecar(work, service_id)
         self._commit(work, persist=True)
 
     def register_check(self, check: CheckDefinition) -> None:
@@ -321,6 +356,36 @@ class LocalState:
         checks = tuple(c for c in self._state.checks.values() if c.service_id == svc.id)
         return replace(svc, checks=checks)
 
+    def _register_into(
+        self,
+        work: _State,
+        definition: ServiceDefinition,
+        replace_checks: bool,
+        source: ServiceSource,
+    ) -> list[str]:
+        # Expands the sidecar into ``work``; returns the IDs registered (parent first).
+        ports = SidecarPorts(lo=self._port_range[0], hi=self._port_range[1], assigned=work.ports)
+        ports.set_in_use({sid: svc.port for sid, svc in work.services.items() if svc.port})
+        parts = expand_sidecar(
+            definition, allocate_port=ports.allocate, node_address=self._identity.address
+        )
+        old_sidecar = sidecar_id_for(definition.id)
+        if len(parts) == 1 and work.sidecars.get(old_sidecar) == definition.id:
+            self._remove_service(work, old_sidecar)
+        for part in parts:
+            self._put_service(work, part, replace_checks)
+            work.sources[part.id] = source
+        if len(parts) == 2:
+            work.sidecars[parts[1].id] = definition.id
+        work.ports = dict(ports.assigned)
+        return [part.id for part in parts]
+
+    def _remove_with_sidecar(self, work: _State, service_id: str) -> None:
+        self._remove_service(work, service_id)
+        sidecar = sidecar_id_for(service_id)
+        if work.sidecars.get(sidecar) == service_id:
+            self._remove_service(work, sidecar)
+
     def _put_service(self, work: _State, svc: ServiceDefinition, replace_checks: bool) -> None:
         if replace_checks:
             for cid in [cid for cid, c in work.checks.items() if c.service_id == svc.id]:
@@ -342,6 +407,7 @@ class LocalState:
     def _remove_service(self, work: _State, service_id: str) -> None:
         work.services.pop(service_id, None)
         work.sidecars.pop(service_id, None)
+        work.sources.pop(service_id, None)
         for cid in [cid for cid, c in work.checks.items() if c.service_id == service_id]:
             del work.checks[cid]
             work.status.pop(cid, None)
@@ -486,6 +552,7 @@ class LocalState:
             "checks": [self._raw("c", check) for check in work.checks.values()],
             "sidecars": work.sidecars,
             "sidecar_ports": work.ports,
+            "sources": {sid: str(src) for sid, src in work.sources.items()},
         }
         atomic_write(self._data_dir / STATE_FILE, pack(doc))
         keep = {f"s:{sid}" for sid in work.services} | {f"c:{cid}" for cid in work.checks}
@@ -557,7 +624,12 @@ def _decode_state(doc: Any) -> tuple[_State, int]:
     status = {cid: (c.status, "") for cid, c in checks.items()}
     sidecars = {str(k): str(v) for k, v in dict(doc.get("sidecars", {})).items()}
     ports = {str(k): int(v) for k, v in dict(doc.get("sidecar_ports", {})).items()}
-    return _State(services, checks, status, sidecars, ports), int(doc["version"])
+    # Files written before sources were recorded: treat every service as the API's, so
+    # nothing is removed on the strength of a guess.
+    recorded = dict(doc.get("sources", {}))
+    sources = {sid: ServiceSource(recorded.get(sid, ServiceSource.API)) for sid in services}
+    state = _State(services, checks, status, sidecars, ports, sources)
+    return state, int(doc["version"])
 
 
 def _truncate(output: str, limit: int) -> str:

@@ -1,4 +1,5 @@
-"""LocalState: registration semantics, atomicity, TTL timers, persistence and SIGKILL safety."""
+"""LocalState: registration semantics, atomicity, TTL timers, persistence, SIGKILL safety
+and config-file versus API ownership of services."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from node import wire
 from node.catalog import queries
-from node.catalog.local import NODE_ID_FILE, STATE_FILE, LocalState, NodeIdentity
-from node.catalog.model import Health, parse_check, parse_service
+from node.catalog.local import NODE_ID_FILE, STATE_FILE, LocalState, NodeIdentity, ServiceSource
+from node.catalog.model import Health, ServiceDefinition, parse_check, parse_service
 from node.catalog.store import CatalogStore
 from node.errors import ConfigError, InvalidRequest, NotFound
 
@@ -305,3 +307,96 @@ def test_LocalState_explicit_registration_of_sidecar_id_is_not_owned_by_parent()
     assert not local.is_sidecar("web-sidecar-proxy")
     local.deregister_service("web")
     assert "web-sidecar-proxy" in local.services()
+
+
+def _config(*names: str) -> tuple[ServiceDefinition, ...]:
+    return tuple(parse_service({"name": n, "port": 80, "check": {"ttl": "30s"}}) for n in names)
+
+
+def test_LocalState_service_removed_from_config_is_gone_after_restart(tmp_path: Path) -> None:
+    local, _ = make(tmp_path)
+    local.load_config_services(
+        _config("db") + (parse_service(web(connect={"sidecar_service": {}})),)
+    )
+    assert local.source("web") is local.source("web-sidecar-proxy") is ServiceSource.CONFIG
+    again, store = make(tmp_path)
+    assert set(again.services()) == {"db", "web", "web-sidecar-proxy"}  # restored first
+    again.load_config_services(_config("db"))
+    assert set(again.services()) == {"db"}
+    assert set(again.checks()) == {"service:db"}
+    entry = store.entry("n1")
+    assert entry is not None and set(entry.record.services) == {"db"}
+    assert set(make(tmp_path)[0].services()) == {"db"}
+
+
+def test_LocalState_api_services_survive_config_changes(tmp_path: Path) -> None:
+    local, _ = make(tmp_path)
+    local.load_config_services(_config("db", "cache"))
+    local.register_service(parse_service(web(connect={"sidecar_service": {}})))
+    # Re-registered through the API: now the API's, so the config no longer owns it.
+    local.register_service(_config("cache")[0])
+    assert local.source("web") is ServiceSource.API
+    assert local.source("cache") is ServiceSource.API
+    again, _ = make(tmp_path)
+    assert again.source("cache") is ServiceSource.API and again.source("db") is ServiceSource.CONFIG
+    again.load_config_services(())
+    assert set(again.services()) == {"web", "web-sidecar-proxy", "cache"}
+    # A config file that defines an API service takes it over again.
+    again.load_config_services(_config("web"))
+    assert again.source("web") is ServiceSource.CONFIG
+    assert "web-sidecar-proxy" not in again.services()  # the config's web has no sidecar
+
+
+def test_LocalState_state_file_without_sources_counts_every_service_as_api(
+    tmp_path: Path,
+) -> None:
+    local, _ = make(tmp_path)
+    local.load_config_services(_config("db"))
+    doc = wire.unpack((tmp_path / STATE_FILE).read_bytes())
+    del doc["sources"]
+    (tmp_path / STATE_FILE).write_bytes(wire.pack(doc))
+    again, _ = make(tmp_path)
+    again.load_config_services(())
+    assert again.source("db") is ServiceSource.API
+
+
+CONFIG_THEN_API = textwrap.dedent(
+    """
+    import sys
+    from node.catalog.local import LocalState, NodeIdentity
+    from node.catalog.model import parse_service
+    from node.catalog.store import CatalogStore
+
+    local = LocalState(identity=NodeIdentity(name="n1", datacenter="dc1", address="127.0.0.1"),
+                       store=CatalogStore(), data_dir=sys.argv[1])
+    local.load_config_services((parse_service({"name": "from-config", "port": 1}),
+                                parse_service({"name": "dropped", "port": 2})))
+    local.register_service(parse_service({"name": "from-api", "port": 3}))
+    print("acknowledged", flush=True)
+    sys.stdin.read()  # wait to be killed
+    """
+)
+
+
+def test_LocalState_sigkill_restart_keeps_config_and_api_services(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CONFIG_THEN_API, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()  # bounded: the child exits if it fails
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert line.strip() == "acknowledged"
+    local, _ = make(tmp_path)
+    assert set(local.services()) == {"from-config", "dropped", "from-api"}
+    local.load_config_services((parse_service({"name": "from-config", "port": 1}),))
+    assert set(local.services()) == {"from-config", "from-api"}
+    assert local.source("from-config") is ServiceSource.CONFIG
+    assert local.source("from-api") is ServiceSource.API
