@@ -1,28 +1,40 @@
-"""Node-to-node RPC client.
+"""Node-to-node RPC client: pooled, multiplexed connections.
 
 Rule: every call has a deadline the caller chooses (connect + request + reply), so a
 dead or partitioned peer costs at most that long. A call that got no answer raises
 ``RPCUnreachable``; an answer that is an error raises the remote error's own class.
-One connection per call: calls are rare (forwarding, signing, replication) and a
-blocking query holds its connection for minutes anyway, so pooling would buy little.
+Calls to one address share a few long-lived connections (at most
+``max_connections_per_addr``; a new one only when every open one already carries
+``calls_per_connection`` calls), each carrying many calls at once matched by request id,
+so a blocking query never holds up a short call and the TCP/accept cost is paid once,
+not per call. A caller that gives up (timeout or cancellation) sends a cancel frame for
+its id, which stops the remote handler; the connection stays. A connection that fails
+(closed, unreadable or unexpected reply) fails every call on it and is discarded; one
+with no call in flight for ``idle_timeout`` is closed (shorter than the server's 60 s,
+so the server practically never closes a connection a request is about to use).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
 from node.errors import DatacenterUnavailable, RemoteProtocolError
+from node.gossip.keyring import Keyring
 from node.gossip.state import Member
 from node.gossip.transport import Address
 from node.rpc.codec import (
     MAX_RPC_BYTES,
+    Reply,
     Request,
     RPCUnreachable,
     decode_reply,
+    encode_cancel,
     encode_request,
     open_sealed,
     seal,
@@ -33,16 +45,42 @@ from node.wire import FRAME_HEADER, frame, parse_frame_header
 
 __all__ = ["RPCClient", "call_datacenter"]
 
+#: Open connections per address at most (more calls then share the least loaded one).
+MAX_CONNECTIONS_PER_ADDR = 4
+#: Calls one connection carries before another is opened (the server allows 256).
+CALLS_PER_CONNECTION = 32
+#: An unused connection is closed after this many seconds (the server's is 60).
+IDLE_TIMEOUT = 30.0
+#: Ids of given-up calls remembered per connection, so their late replies are dropped.
+_CANCELLED_MEMORY = 1024
+
 
 class RPCClient:
     """Calls methods on other nodes' ``RPCServer``."""
 
     def __init__(
-        self, keyring_provider: KeyringProvider = lambda: None, *, verify_outgoing: bool = True
+        self,
+        keyring_provider: KeyringProvider = lambda: None,
+        *,
+        verify_outgoing: bool = True,
+        max_connections_per_addr: int = MAX_CONNECTIONS_PER_ADDR,
+        calls_per_connection: int = CALLS_PER_CONNECTION,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self._keyring = keyring_provider
         self._verify_outgoing = verify_outgoing
         self._ids = itertools.count(1)
+        self._max_conns = max_connections_per_addr
+        self._per_conn = calls_per_connection
+        self._idle_timeout = idle_timeout
+        self._pools: dict[Address, list[_Connection]] = {}
+        self._dialing: dict[Address, asyncio.Task[_Connection]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def open_connections(self) -> int:
+        """Connections currently open (all addresses)."""
+        return sum(1 for pool in self._pools.values() for c in pool if not c.closed)
 
     async def call(self, addr: Address, method: str, args: Any = None, *, timeout: float) -> Any:
         """Call ``method(args)`` on ``addr`` and return its result.
@@ -57,32 +95,164 @@ class RPCClient:
         where = f"{addr[0]}:{addr[1]}"
         try:
             async with asyncio.timeout(timeout):
-                data = await self._exchange(addr, payload)
+                conn = await self._connection(addr)
+                reply = await conn.exchange(request.id, payload, keyring)
         except TimeoutError:
             raise RPCUnreachable(f"rpc {method} to {where} timed out after {timeout:g}s") from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise RPCUnreachable(f"rpc {method} to {where} failed: {_describe(exc)}") from exc
-        body, _ = open_sealed(data, keyring, accept_plaintext=False)
-        reply = decode_reply(body)
-        if reply.id != request.id:
-            raise RemoteProtocolError(
-                f"rpc {method} to {where}: reply id {reply.id} != request id {request.id}"
-            )
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"rpc {method} to {where}: {exc}") from None
         if reply.error is not None:
             raise reply.error
         return reply.result
 
-    async def _exchange(self, addr: Address, payload: bytes) -> bytes:
-        reader, writer = await asyncio.open_connection(addr[0], addr[1])
+    async def close(self) -> None:
+        """Close every pooled connection (calls still on them fail as unreachable)."""
+        for task in self._dialing.values():
+            task.cancel()
+        conns = [c for pool in self._pools.values() for c in pool]
+        self._pools.clear()
+        self._dialing.clear()
+        for conn in conns:
+            conn.close(ConnectionAbortedError("RPC client closed"))
+        for conn in conns:
+            await conn.wait_closed()
+
+    async def _connection(self, addr: Address) -> _Connection:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # connections cannot move between event loops
+            self._loop, self._pools, self._dialing = loop, {}, {}
+        while True:
+            pool = self._pools.setdefault(addr, [])
+            pool[:] = [c for c in pool if not c.closed]
+            best = min(pool, key=_load, default=None)
+            if best is not None and (_load(best) < self._per_conn or len(pool) >= self._max_conns):
+                return best
+            dial = self._dialing.get(addr)
+            if dial is None:
+                dial = self._dialing[addr] = asyncio.ensure_future(self._dial(addr))
+            # Shielded: one caller giving up must not abort the dial others wait for.
+            conn = await asyncio.shield(dial)
+            if not conn.closed and _load(conn) < self._per_conn:
+                return conn
+
+    async def _dial(self, addr: Address) -> _Connection:
         try:
-            writer.write(payload)
-            await writer.drain()
-            length = parse_frame_header(
-                await reader.readexactly(FRAME_HEADER), max_bytes=MAX_RPC_BYTES
-            )
-            return await reader.readexactly(length)
+            reader, writer = await asyncio.open_connection(addr[0], addr[1])
+            # Replies come back sealed exactly when requests went out sealed.
+            keyring = self._keyring if self._verify_outgoing else _no_keyring
+            conn = _Connection(reader, writer, keyring, self._idle_timeout)
+            self._pools.setdefault(addr, []).append(conn)
+            return conn
         finally:
-            writer.close()
+            del self._dialing[addr]
+
+
+def _no_keyring() -> None:
+    return None
+
+
+def _load(conn: _Connection) -> int:
+    return len(conn.pending)
+
+
+class _Connection:
+    """One TCP connection: writes sealed request frames, a reader task routes the replies."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        keyring: KeyringProvider,
+        idle_timeout: float,
+    ) -> None:
+        self.pending: dict[int, asyncio.Future[Reply]] = {}
+        self.closed = False
+        self._writer = writer
+        self._keyring = keyring
+        self._idle_timeout = idle_timeout
+        self._given_up: deque[int] = deque(maxlen=_CANCELLED_MEMORY)
+        self._idle: asyncio.TimerHandle | None = None
+        self._reader = asyncio.ensure_future(self._read_loop(reader))
+        self._arm_idle()
+
+    async def exchange(self, rid: int, payload: bytes, keyring: Keyring | None) -> Reply:
+        """Send one request frame and wait for its reply (cancel frame if we give up)."""
+        if self.closed:
+            raise ConnectionResetError("connection closed")
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = reply
+        self._disarm_idle()
+        try:
+            self._writer.write(payload)
+            await self._writer.drain()
+            return await reply
+        finally:
+            # Our await cancels the future itself when the caller gives up.
+            if self.pending.pop(rid, None) is not None and (reply.cancelled() or not reply.done()):
+                self._give_up(rid, keyring)
+            if not self.pending:
+                self._arm_idle()
+
+    def _give_up(self, rid: int, keyring: Keyring | None) -> None:
+        self._given_up.append(rid)
+        if not self.closed:
+            self._writer.write(frame(seal(encode_cancel(rid), keyring)))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                length = parse_frame_header(
+                    await reader.readexactly(FRAME_HEADER), max_bytes=MAX_RPC_BYTES
+                )
+                self._deliver(await reader.readexactly(length))
+        except asyncio.CancelledError:
+            self.close(ConnectionAbortedError("RPC client closed"))
+        except Exception as exc:  # task boundary: every error ends this connection
+            self.close(exc)
+
+    def _deliver(self, data: bytes) -> None:
+        body, _ = open_sealed(data, self._keyring(), accept_plaintext=False)
+        reply = decode_reply(body)
+        waiter = self.pending.get(reply.id)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(reply)
+        elif reply.id not in self._given_up:  # a late answer to a cancelled call is normal
+            raise RemoteProtocolError(f"reply id {reply.id} matches no call in flight")
+
+    def close(self, exc: BaseException) -> None:
+        """Fail every call in flight with ``exc`` and close the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        self._disarm_idle()
+        self._writer.close()
+        for waiter in self.pending.values():
+            if not waiter.done():
+                waiter.set_exception(exc)
+        if self._reader is not asyncio.current_task():
+            self._reader.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait until the reader task has ended."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    def _arm_idle(self) -> None:
+        self._disarm_idle()
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self._idle_timeout, self._idle_close)
+
+    def _disarm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_close(self) -> None:
+        if not self.pending:
+            self.close(ConnectionResetError("idle connection closed"))
 
 
 async def call_datacenter(

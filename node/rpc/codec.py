@@ -1,7 +1,10 @@
 """RPC message bodies, sealing, and the error-class mapping.
 
 Rule: a request is ``{"id", "method", "args"}``, a reply ``{"id", "result"}`` or
-``{"id", "error": {"type", "message", "field"?}}``, msgpack-encoded and — when a keyring
+``{"id", "error": {"type", "message", "field"?}}``, and a caller that gives up on a call
+still in flight sends ``{"id", "cancel": true}`` (no reply follows). Ids are chosen by the
+caller and unique per connection, so several calls can share one. Each is
+msgpack-encoded and — when a keyring
 is set — sealed with the same AES-GCM envelope as gossip, authenticated with the
 ``RPC_LABEL`` so a gossip packet can never be replayed as an RPC (or back). An error
 raised by a handler travels by class name and is rebuilt as the same ``node.errors``
@@ -25,11 +28,14 @@ __all__ = [
     "MAX_RPC_BYTES",
     "RPCUnreachable",
     "Request",
+    "Cancel",
     "Reply",
     "seal",
     "open_sealed",
     "encode_request",
     "decode_request",
+    "encode_cancel",
+    "decode_call_frame",
     "encode_reply",
     "decode_reply",
     "error_to_wire",
@@ -49,6 +55,13 @@ class Request:
     id: int
     method: str
     args: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel:
+    """The caller gave up on call ``id``: stop its handler, send nothing back."""
+
+    id: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,14 +105,31 @@ def encode_request(request: Request) -> bytes:
     return pack({"id": request.id, "method": request.method, "args": request.args})
 
 
+def encode_cancel(rid: int) -> bytes:
+    """msgpack body of a cancel frame for call ``rid``."""
+    return pack({"id": rid, "cancel": True})
+
+
 def decode_request(body: bytes) -> Request:
     """Parse a request body or raise ``RemoteProtocolError`` naming what is wrong."""
+    frame = decode_call_frame(body)
+    if isinstance(frame, Cancel):
+        raise RemoteProtocolError("RPC request must have a 'method', got a cancel frame")
+    return frame
+
+
+def decode_call_frame(body: bytes) -> Request | Cancel:
+    """Parse what a caller sends (a request or a cancel) or raise ``RemoteProtocolError``."""
     obj = _unpack(body)
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"RPC request must be a map, got {type(obj).__name__}")
     rid, method = obj.get("id"), obj.get("method")
     if not isinstance(rid, int) or isinstance(rid, bool):
         raise RemoteProtocolError("RPC request 'id' must be an integer")
+    if "cancel" in obj:
+        if obj["cancel"] is not True or "method" in obj:
+            raise RemoteProtocolError("RPC cancel frame must be exactly {'id', 'cancel': true}")
+        return Cancel(id=rid)
     if not isinstance(method, str) or not method:
         raise RemoteProtocolError("RPC request 'method' must be a non-empty string")
     return Request(id=rid, method=method, args=obj.get("args"))

@@ -1,10 +1,14 @@
-"""Node-to-node RPC server: one TCP connection carries sequential framed calls.
+"""Node-to-node RPC server: one TCP connection carries many framed calls at once.
 
-Rule: a connection is served one request at a time; a handler may run as long as the
-caller allows (blocking queries up to 10 minutes), and is cancelled if the caller hangs
-up. Malformed, oversized or undecryptable frames close that connection and are counted;
-nothing a peer sends stops the server. Idle connections are closed after
-``idle_timeout``; at most ``max_connections`` are served at once.
+Rule: every request on a connection runs as its own task (at most
+``max_calls_per_connection`` at once; beyond that the request is answered with an
+``RPCError`` at once) and its reply goes back, tagged with the request's id, as soon as it
+is ready, so a blocking query (up to 10 minutes) never holds up a short call. A handler
+is cancelled when its caller sends a cancel frame for its id, or hangs up the connection
+(then every call of that connection is). Malformed, oversized or undecryptable frames
+close that connection and are counted; nothing a peer sends stops the server. A
+connection with no frame and no call in flight for ``idle_timeout`` is closed; at most
+``max_connections`` are served at once.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from node.gossip.keyring import Keyring
 from node.gossip.transport import Address
 from node.rpc.codec import (
     MAX_RPC_BYTES,
+    Cancel,
     Request,
-    decode_request,
+    decode_call_frame,
     encode_reply,
     open_sealed,
     seal,
@@ -38,6 +43,9 @@ KeyringProvider = Callable[[], Keyring | None]
 
 #: Concurrent connections served; more are closed at once (memberlist caps push-pulls at 128).
 MAX_CONNECTIONS = 512
+#: Calls in flight on one connection; more are answered at once with an ``RPCError``
+#: (``RPCClient`` spreads its calls over several connections long before this).
+MAX_CALLS_PER_CONNECTION = 256
 
 
 class RPCServer:
@@ -51,12 +59,14 @@ class RPCServer:
         verify_incoming: bool = True,
         idle_timeout: float = 60.0,
         max_connections: int = MAX_CONNECTIONS,
+        max_calls_per_connection: int = MAX_CALLS_PER_CONNECTION,
     ) -> None:
         self._handlers = dict(handlers)
         self._keyring = keyring_provider
         self._accept_plaintext = not verify_incoming
         self._idle_timeout = idle_timeout
         self._max_connections = max_connections
+        self._max_calls = max_calls_per_connection
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._stats: collections.Counter[str] = collections.Counter()
@@ -71,7 +81,8 @@ class RPCServer:
 
     @property
     def stats(self) -> Mapping[str, int]:
-        """Counters: calls, errors, dropped_* per reason."""
+        """Counters: connections (accepted), calls, errors, cancelled_by_caller,
+        rejected_busy, dropped_* per reason."""
         return dict(self._stats)
 
     def add_handler(self, method: str, handler: Handler) -> None:
@@ -102,6 +113,7 @@ class RPCServer:
             writer.close()
             return
         self._connections.add(task)
+        self._stats["connections"] += 1
         peer = writer.get_extra_info("peername") or ("?", 0)
         try:
             await self._serve(reader, writer)
@@ -120,45 +132,80 @@ class RPCServer:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            async with asyncio.timeout(self._idle_timeout):
-                try:
-                    header = await reader.readexactly(FRAME_HEADER)
-                except asyncio.IncompleteReadError as exc:
-                    if not exc.partial:
-                        return  # the caller hung up between calls: normal
-                    raise
-                data = await reader.readexactly(parse_frame_header(header, max_bytes=MAX_RPC_BYTES))
-            keyring = self._keyring()
-            body, sealed = open_sealed(data, keyring, accept_plaintext=self._accept_plaintext)
-            request = decode_request(body)
-            reply = await self._call_watching_hangup(request, reader)
-            if reply is None:
-                return
-            writer.write(frame(seal(reply, keyring if sealed else None)))
-            await writer.drain()
-
-    async def _call_watching_hangup(
-        self, request: Request, reader: asyncio.StreamReader
-    ) -> bytes | None:
-        # A caller sends nothing while waiting, so any read completing means it hung up
-        # (or broke protocol): cancel the handler instead of running a 10-minute query for nobody.
-        call = asyncio.ensure_future(self._dispatch(request))
-        hangup = asyncio.ensure_future(reader.read(1))
+        calls: dict[int, asyncio.Task[None]] = {}
         try:
-            await asyncio.wait((call, hangup), return_when=asyncio.FIRST_COMPLETED)
+            while (data := await self._next_frame(reader, calls)) is not None:
+                keyring = self._keyring()
+                body, sealed = open_sealed(data, keyring, accept_plaintext=self._accept_plaintext)
+                msg = decode_call_frame(body)
+                if isinstance(msg, Cancel):
+                    self._cancel(calls, msg.id)
+                    continue
+                if msg.id in calls:
+                    raise RemoteProtocolError(f"RPC request id {msg.id} is already in flight")
+                reply_key = keyring if sealed else None
+                if len(calls) >= self._max_calls:
+                    self._stats["rejected_busy"] += 1
+                    busy = RPCError(
+                        f"more than {self._max_calls} calls in flight on one connection"
+                    )
+                    _send(writer, encode_reply(msg.id, error=busy), reply_key)
+                    continue
+                calls[msg.id] = asyncio.ensure_future(self._run(msg, writer, reply_key, calls))
         finally:
-            hangup.cancel()
-            # Let the cancelled read unregister from the reader before anyone reads again
-            # (``wait`` does not re-raise the read's cancellation, only our own).
-            await asyncio.wait((hangup,))
-        if not call.done():
-            call.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await call
-            self._stats["cancelled_by_caller"] += 1
-            return None
-        return call.result()
+            # The caller hung up (or broke protocol): nobody is waiting for these answers.
+            running = list(calls.values())
+            by_caller = not _current().cancelling()  # else close() is shutting us down
+            for rid in list(calls):
+                self._cancel(calls, rid, count=by_caller)
+            if running:
+                await asyncio.wait(running)
+
+    async def _next_frame(
+        self, reader: asyncio.StreamReader, calls: Mapping[int, asyncio.Task[None]]
+    ) -> bytes | None:
+        # Idle means no frame *and* no call in flight: a blocking query may run for minutes.
+        while True:
+            try:
+                async with asyncio.timeout(self._idle_timeout):
+                    header = await reader.readexactly(FRAME_HEADER)
+                break
+            except TimeoutError:
+                if not calls:
+                    raise
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial:
+                    return None  # the caller hung up between frames: normal
+                raise
+        async with asyncio.timeout(self._idle_timeout):
+            return await reader.readexactly(parse_frame_header(header, max_bytes=MAX_RPC_BYTES))
+
+    def _cancel(
+        self, calls: dict[int, asyncio.Task[None]], rid: int, *, count: bool = True
+    ) -> None:
+        task = calls.pop(rid, None)
+        if task is not None and not task.done():  # else it finished first: nothing to stop
+            task.cancel()
+            self._stats["cancelled_by_caller"] += count
+
+    async def _run(
+        self,
+        request: Request,
+        writer: asyncio.StreamWriter,
+        keyring: Keyring | None,
+        calls: dict[int, asyncio.Task[None]],
+    ) -> None:
+        try:
+            reply = await self._dispatch(request)
+        finally:
+            wanted = calls.get(request.id) is asyncio.current_task()
+            if wanted:
+                del calls[request.id]
+        # Not wanted: the caller cancelled it, but the handler finished anyway.
+        if wanted and not writer.is_closing():
+            _send(writer, reply, keyring)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()  # the reader side notices a dead peer and cleans up
 
     async def _dispatch(self, request: Request) -> bytes:
         self._stats["calls"] += 1
@@ -182,3 +229,14 @@ class RPCServer:
             return encode_reply(
                 request.id, error=RPCError(f"result of {request.method} cannot be encoded: {exc}")
             )
+
+
+def _send(writer: asyncio.StreamWriter, body: bytes, keyring: Keyring | None) -> None:
+    # One write per frame: frames of concurrent calls never interleave.
+    writer.write(frame(seal(body, keyring)))
+
+
+def _current() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    assert task is not None  # only called from connection tasks
+    return task

@@ -1,4 +1,5 @@
-"""Node RPC over real sockets on 127.0.0.1: round-trips, errors, sealing, timeouts."""
+"""Node RPC over real sockets on 127.0.0.1: round-trips, errors, sealing, timeouts (pooling
+and multiplexing: test_pool.py)."""
 
 from __future__ import annotations
 
