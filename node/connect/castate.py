@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from node.connect.keys import read_keys
 from node.duration import format_go_duration, parse_go_duration
 from node.errors import InvalidRequest
 
@@ -140,18 +141,13 @@ _CA_IGNORED: Final = frozenset(
 
 
 def _pick(raw: Mapping[str, Any], table: Mapping[str, str], where: str) -> dict[str, Any]:
-    known = dict(table) | {snake: snake for snake in table.values()}
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in _CA_IGNORED:
-            continue
-        if key not in known:
-            raise InvalidRequest(f"invalid CA configuration key {where}{key!r}", field=where + key)
-        canon = key if key in table else next(k for k, v in table.items() if v == key)
-        if canon in out:
-            raise InvalidRequest(f"CA configuration key {where}{canon} is given twice")
-        out[canon] = value
-    return out
+    read = read_keys(raw, table, ignored=_CA_IGNORED)
+    if read.unknown:
+        key = read.unknown[0]
+        raise InvalidRequest(f"invalid CA configuration key {where}{key!r}", field=f"{where}{key}")
+    if read.twice is not None:
+        raise InvalidRequest(f"CA configuration key {where}{read.twice[1]} is given twice")
+    return read.values
 
 
 def _optional_pem(value: object, key: str) -> str | None:

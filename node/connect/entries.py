@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Final
 
 from node.catalog.model import MeshGatewayMode, parse_mesh_gateway_mode
+from node.connect.keys import read_keys
 from node.errors import InvalidRequest
 from node.frozen import freeze, thaw
 
@@ -146,25 +147,17 @@ _MESH_GATEWAY_KEYS: Final = {"Mode": "mode"}
 
 def _canonical(raw: Mapping[Any, Any], table: Mapping[str, str], where: str) -> dict[str, Any]:
     """Map each key of ``raw`` to its PascalCase name; reject unknown or doubled keys."""
-    spellings = {pascal: pascal for pascal in table} | {snake: p for p, snake in table.items()}
-    out: dict[str, Any] = {}
-    unknown: list[str] = []
-    for key, value in raw.items():
-        if key in _IGNORED_KEYS and where == "":
-            continue
-        canon = spellings.get(key) if isinstance(key, str) else None
-        if canon is None:
-            unknown.append(str(key))
-        elif canon in out:
-            raise InvalidRequest(
-                f"config key {_quote(where + canon)} is given twice", field=where + canon
-            )
-        else:
-            out[canon] = value
-    if unknown:
+    read = read_keys(raw, table, ignored=_IGNORED_KEYS if where == "" else frozenset())
+    if read.twice is not None:
+        canon = read.twice[1]
+        raise InvalidRequest(
+            f"config key {_quote(where + canon)} is given twice", field=where + canon
+        )
+    if read.unknown:
+        unknown = [str(key) for key in read.unknown]
         names = ", ".join(_quote(where + k) for k in sorted(unknown))
         raise InvalidRequest(f"invalid config key {names}", field=where + unknown[0])
-    return out
+    return read.values
 
 
 def _check_name(name: object, kind: str) -> str:

@@ -22,6 +22,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+from node.connect.keys import read_keys
 from node.connect.spiffe import SpiffeID
 from node.errors import Conflict, InvalidRequest
 
@@ -213,17 +214,14 @@ _IGNORED: Final = frozenset(
 
 
 def _fields(raw: Mapping[str, Any]) -> dict[str, Any]:
-    snake_of = dict(_KEYS) | {s: s for s in _KEYS.values()}
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in _IGNORED:
-            continue
-        if key not in snake_of:
-            raise InvalidRequest(f"invalid intention field {key!r}", field=str(key))
-        if snake_of[key] in out:
-            raise InvalidRequest(f"intention field {key!r} is given twice", field=key)
-        out[snake_of[key]] = value
-    return out
+    read = read_keys(raw, _KEYS, ignored=_IGNORED)
+    if read.unknown:
+        key = read.unknown[0]
+        raise InvalidRequest(f"invalid intention field {key!r}", field=str(key))
+    if read.twice is not None:
+        key = read.twice[0]
+        raise InvalidRequest(f"intention field {key!r} is given twice", field=key)
+    return {_KEYS[pascal]: value for pascal, value in read.values.items()}
 
 
 def _parse_action(value: object) -> IntentionAction:
