@@ -16,10 +16,10 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from node.duration import parse_go_duration
 from node.errors import InvalidRequest, RemoteProtocolError
@@ -262,20 +262,8 @@ class ServiceDefinition:
 
     def instance(self) -> ServiceInstance:
         """The catalog entry for this definition (no checks, no sidecar sugar)."""
-        return ServiceInstance(
-            id=self.id,
-            name=self.name,
-            kind=self.kind,
-            tags=self.tags,
-            meta=self.meta,
-            address=self.address,
-            port=self.port,
-            tagged_addresses=self.tagged_addresses,
-            weights=self.weights,
-            enable_tag_override=self.enable_tag_override,
-            proxy=self.proxy,
-            connect_native=self.connect_native,
-        )
+        # Every ServiceInstance field is a ServiceDefinition field of the same name.
+        return ServiceInstance(**{name: getattr(self, name) for name in _INSTANCE_FIELDS})
 
     def to_raw(self) -> dict[str, Any]:
         """A snake_case mapping that ``parse_service`` turns back into an equal value.
@@ -351,6 +339,10 @@ class ServiceInstance:
             return parse_service(raw).instance()
         except InvalidRequest as exc:
             raise RemoteProtocolError(f"service instance: {exc}") from exc
+
+
+#: The fields ``ServiceDefinition.instance`` copies (all of ServiceInstance's).
+_INSTANCE_FIELDS: Final = tuple(f.name for f in fields(ServiceInstance))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

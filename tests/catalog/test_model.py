@@ -609,3 +609,18 @@ def test_from_wire_only_ever_raises_RemoteProtocolError(raw: Any) -> None:
             decode(raw)
         except RemoteProtocolError:
             pass
+
+
+def test_ServiceDefinition_instance_copies_every_instance_field() -> None:
+    import dataclasses
+
+    from node.catalog.model import ServiceDefinition, ServiceInstance
+
+    definition = parse_service(
+        {"name": "web", "port": 80, "tags": ["a"], "meta": {"k": "v"}, "address": "10.0.0.1",
+         "connect": {"native": True}, "check": {"ttl": "5s"}}
+    )  # fmt: skip
+    instance = definition.instance()
+    names = [f.name for f in dataclasses.fields(ServiceInstance)]
+    assert set(names) <= {f.name for f in dataclasses.fields(ServiceDefinition)}
+    assert all(getattr(instance, n) == getattr(definition, n) for n in names)
