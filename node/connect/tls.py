@@ -9,15 +9,25 @@ certificates carry no DNS names; the SNI is only a routing label for gateways.
 
 ``ssl`` can load a certificate chain only from a file, so the leaf and key are written
 to a private temporary file (in /dev/shm when there is one) that is removed at once.
+
+Cheap per connection: contexts are built once per leaf/roots (the caller keeps them),
+the URI SANs of a peer certificate are parsed once per distinct certificate (cached by
+its DER bytes), and a client context resumes TLS sessions per upstream endpoint (TLS 1.3
+tickets between our own sidecars, as Envoy does). A resumed session still carries the
+peer's certificate, so the SPIFFE check runs on every connection all the same; tickets
+are only ever offered to the endpoint that issued them, and a server's tickets die with
+its listening context, which ``ServerContextSwitch.replace`` renews on rotation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import ssl
 import tempfile
 from collections.abc import Sequence
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
@@ -27,6 +37,8 @@ from node.errors import InvalidRequest, TrustError
 
 __all__ = [
     "make_client_context",
+    "ResumingClientContext",
+    "resumption_key",
     "make_server_context",
     "ServerContextSwitch",
     "peer_spiffe_id",
@@ -34,6 +46,18 @@ __all__ = [
 ]
 
 _SHM = "/dev/shm"
+_C = TypeVar("_C", bound=ssl.SSLContext)
+# Distinct peer certificates whose URI SANs we remember (a mesh has one leaf per
+# service instance, rotated every few days); beyond this the cache starts over.
+PEER_CACHE_SIZE = 4096
+# Endpoints whose last TLS session a client context remembers.
+SESSION_CACHE_SIZE = 4096
+
+# Set around a dial (e.g. to (address, port, sni)): the session to offer is looked up
+# under this key when the TLS object is created, wherever the event loop creates it.
+resumption_key: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "resumption_key", default=None
+)
 
 
 def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
@@ -51,10 +75,10 @@ def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
             os.unlink(path)
 
 
-def _base(protocol: int, roots_pem: Sequence[str]) -> ssl.SSLContext:
+def _base(protocol: int, roots_pem: Sequence[str], cls: type[_C]) -> _C:
     if not roots_pem:
         raise TrustError("no CA roots to trust")
-    ctx = ssl.SSLContext(protocol)
+    ctx = cls(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
     try:
@@ -64,9 +88,45 @@ def _base(protocol: int, roots_pem: Sequence[str]) -> ssl.SSLContext:
     return ctx
 
 
-def make_client_context(cert_pem: str, key_pem: str, roots_pem: Sequence[str]) -> ssl.SSLContext:
+class ResumingClientContext(ssl.SSLContext):
+    """A client context that offers the last session it saw for the same endpoint.
+
+    The endpoint is whatever ``resumption_key`` holds when the TLS object is made;
+    without a key nothing is offered. Sessions die with the context (rotation).
+    """
+
+    sessions: dict[object, ssl.SSLSession]
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        if session is None and not server_side:
+            key = resumption_key.get()
+            if key is not None:
+                session = self.sessions.get(key)
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+    def remember(self, key: object, sslobj: ssl.SSLObject | None) -> None:
+        """Keep ``sslobj``'s session for ``key`` if it can be resumed (has a ticket)."""
+        session = sslobj.session if sslobj is not None else None
+        if session is None or not session.has_ticket:
+            return
+        if len(self.sessions) >= SESSION_CACHE_SIZE and key not in self.sessions:
+            self.sessions.clear()
+        self.sessions[key] = session
+
+
+def make_client_context(
+    cert_pem: str, key_pem: str, roots_pem: Sequence[str]
+) -> ResumingClientContext:
     """Client side of mesh mTLS: present the leaf, verify the server against the roots."""
-    ctx = _base(ssl.PROTOCOL_TLS_CLIENT, roots_pem)
+    ctx = _base(ssl.PROTOCOL_TLS_CLIENT, roots_pem, ResumingClientContext)
+    ctx.sessions = {}
     ctx.check_hostname = False  # identity is the SPIFFE id, checked by check_peer
     _load_chain(ctx, cert_pem, key_pem)
     return ctx
@@ -74,7 +134,7 @@ def make_client_context(cert_pem: str, key_pem: str, roots_pem: Sequence[str]) -
 
 def make_server_context(cert_pem: str, key_pem: str, roots_pem: Sequence[str]) -> ssl.SSLContext:
     """Server side of mesh mTLS: present the leaf, require a client cert chained to the roots."""
-    ctx = _base(ssl.PROTOCOL_TLS_SERVER, roots_pem)
+    ctx = _base(ssl.PROTOCOL_TLS_SERVER, roots_pem, ssl.SSLContext)
     _load_chain(ctx, cert_pem, key_pem)
     return ctx
 
@@ -92,29 +152,52 @@ class ServerContextSwitch:
 
     def __init__(self, ctx: ssl.SSLContext) -> None:
         self.current = ctx
-        self.listening = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.listening.verify_mode = ssl.CERT_REQUIRED
-        self.listening.sni_callback = self._select
+        self.listening = self._new_listening()
+
+    def _new_listening(self) -> ssl.SSLContext:
+        # Session tickets are sealed with this context's keys (OpenSSL keeps the first
+        # context as the session context across the switch), so a fresh one on each
+        # rotation means no session from before the rotation is ever resumed.
+        listening = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        listening.verify_mode = ssl.CERT_REQUIRED
+        listening.num_tickets = 1  # our clients keep one session per endpoint
+        listening.sni_callback = self._select
+        return listening
 
     def replace(self, ctx: ssl.SSLContext) -> None:
         """Use ``ctx`` for connections whose handshake starts from now on."""
         self.current = ctx
+        self.listening = self._new_listening()
 
     def _select(self, sslobj: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
         sslobj.context = self.current
 
 
-def _uri_sans(der: bytes) -> list[str]:
+_peer_sans: dict[bytes, tuple[str, ...]] = {}
+
+
+def _uri_sans(der: bytes) -> tuple[str, ...]:
+    """The URI SANs of a DER certificate, parsed once per distinct certificate."""
+    sans = _peer_sans.get(der)
+    if sans is None:
+        sans = _parse_uri_sans(der)
+        if len(_peer_sans) >= PEER_CACHE_SIZE:
+            _peer_sans.clear()
+        _peer_sans[der] = sans
+    return sans
+
+
+def _parse_uri_sans(der: bytes) -> tuple[str, ...]:
     try:
         cert = x509.load_der_x509_certificate(der)
         ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     except x509.ExtensionNotFound:
-        return []
+        return ()
     except ValueError as exc:
         raise TrustError(f"peer certificate cannot be parsed: {exc}") from exc
     san = ext.value
     assert isinstance(san, x509.SubjectAlternativeName)
-    return list(san.get_values_for_type(x509.UniformResourceIdentifier))
+    return tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def check_peer(

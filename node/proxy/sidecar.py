@@ -24,10 +24,12 @@ from collections.abc import Callable
 from typing import cast
 
 from node.connect.tls import (
+    ResumingClientContext,
     ServerContextSwitch,
     make_client_context,
     make_server_context,
     peer_spiffe_id,
+    resumption_key,
 )
 from node.errors import ProxyError, TrustError
 from node.proxy.gateway import ACCEPT_BATCH, bind_listener
@@ -93,6 +95,7 @@ class _Half(asyncio.Protocol):
         "outbound",
         "on_made",
         "on_lost",
+        "resume",
     )
 
     def __init__(self, stats: ListenerStats, *, outbound: bool) -> None:
@@ -105,6 +108,8 @@ class _Half(asyncio.Protocol):
         self.outbound = outbound  # True: bytes from this side go downstream → upstream
         self.on_made: Callable[[_Half], None] | None = None
         self.on_lost: Callable[[], None] | None = None
+        # Upstream TLS side: where to keep the session once its ticket has arrived.
+        self.resume: tuple[ResumingClientContext, object, ssl.SSLObject] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
@@ -114,6 +119,11 @@ class _Half(asyncio.Protocol):
             self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.resume is not None:
+            # TLS 1.3 tickets follow the handshake: by the first reply they are in.
+            ctx, key, sslobj = self.resume
+            self.resume = None
+            ctx.remember(key, sslobj)
         if self.outbound:
             self.stats.bytes_in += len(data)
         else:
@@ -314,18 +324,26 @@ class UpstreamListener(_Listener):
     async def _dial(self, plan: UpstreamPlan, ep: Endpoint) -> _Half:
         loop = asyncio.get_running_loop()
         remote = _Half(self.stats, outbound=False)
-        async with asyncio.timeout(plan.connect_timeout + HANDSHAKE_TIMEOUT):
-            transport, _ = await loop.create_connection(
-                lambda: remote,
-                ep.address,
-                ep.port,
-                ssl=self.tls.client,
-                server_hostname=plan.sni,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            )
+        ctx = self.tls.client
+        key = (ep.address, ep.port, plan.sni)
+        token = resumption_key.set(key)  # offer this endpoint's last session, if any
         try:
+            async with asyncio.timeout(plan.connect_timeout + HANDSHAKE_TIMEOUT):
+                transport, _ = await loop.create_connection(
+                    lambda: remote,
+                    ep.address,
+                    ep.port,
+                    ssl=ctx,
+                    server_hostname=plan.sni,
+                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                )
+        finally:
+            resumption_key.reset(token)
+        sslobj = transport.get_extra_info("ssl_object")
+        try:
+            # Resumed or not, the session carries the server's certificate: check it.
             peer_spiffe_id(
-                transport.get_extra_info("ssl_object"),
+                sslobj,
                 trust_domain=self.tls.trust_domain,
                 service=plan.target_service,
                 datacenter=plan.target_dc,
@@ -333,6 +351,7 @@ class UpstreamListener(_Listener):
         except TrustError:
             transport.abort()
             raise
+        remote.resume = (ctx, key, sslobj)
         return remote
 
 

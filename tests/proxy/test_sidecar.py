@@ -230,3 +230,46 @@ async def test_TLSState_rotation_applies_to_new_connections(ca: MeshTestCA) -> N
     w2.close()
     pub.close()
     await app.aclose()
+
+
+async def test_UpstreamListener_resumes_sessions_per_endpoint(ca: MeshTestCA) -> None:
+    app = await Backend().start()
+    pub = await start_public(ca, app, {"web"})
+    up = UpstreamListener(
+        upstream_plan((Endpoint(address="127.0.0.1", port=pub.address[1]),)),
+        tls=TLSState(material(ca, "web")),
+        stats=ListenerStats("web-proxy:upstream:api", "upstream"),
+    )
+    await up.start()
+    made: list[ssl.SSLObject] = []
+    for ctx in (up.tls.client,):
+        wrap = ctx.wrap_bio
+
+        def spy(*a: object, _wrap: object = wrap, **kw: object) -> ssl.SSLObject:
+            obj = _wrap(*a, **kw)  # type: ignore[operator]
+            made.append(obj)
+            return obj  # type: ignore[no-any-return]
+
+        ctx.wrap_bio = spy  # type: ignore[method-assign]
+
+    async def one(n: int) -> None:
+        reader, writer = await asyncio.open_connection(*up.address)
+        writer.write(b"hello")
+        assert await reader.readexactly(5) == b"hello"
+        writer.close()
+        await wait_for(lambda: up.stats.closed == n and pub.stats.closed == n)
+
+    await one(1)
+    assert len(up.tls.client.sessions) == 1  # the ticket arrived with the first reply
+    await one(2)
+    assert [o.session_reused for o in made] == [False, True]
+    # The server's identity was still checked (from the resumed session) and the
+    # public side still authorized the client from its certificate.
+    assert dict(up.stats.rejected) == {} and dict(pub.stats.rejected) == {}
+    # Rotation on the public side renews its ticket keys: no resumption across it.
+    pub.tls.update(material(ca, "api"))
+    await one(3)
+    assert [o.session_reused for o in made] == [False, True, False]
+    up.close()
+    pub.close()
+    await app.aclose()
