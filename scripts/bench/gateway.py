@@ -15,7 +15,9 @@ Paths:
                exchanges copied through a shared buffer, streams spliced via pooled pipes)
 Sidecar pair (plain app → upstream listener → mTLS → public listener → plain backend):
   haproxy-mtls HAProxy: server ... ssl crt verify required / bind ... ssl crt verify required
-               (no-ssl-reuse: every connection is a full handshake, as in our sidecar)
+               with no-ssl-reuse: every connection is a full handshake
+  haproxy-mtls-r  the same with HAProxy's default TLS session reuse towards the server;
+               the fair peer, since our upstream listener resumes sessions per endpoint
   meshnode-sc  node.proxy.sidecar UpstreamListener + PublicListener on uvloop
 
 Usage: scripts/bench/gateway.py [--quick | --smoke] [--rounds N] [--json out.json]
@@ -334,7 +336,7 @@ HAPROXY_MTLS = """frontend up_in
     bind {host}:{up_port}
     default_backend to_public
 backend to_public
-    server pub {host}:{pub_port} ssl crt {d}/client.pem ca-file {d}/ca.pem verify required sni str({sni}) no-ssl-reuse
+    server pub {host}:{pub_port} ssl crt {d}/client.pem ca-file {d}/ca.pem verify required sni str({sni}){reuse}
 frontend pub_in
     bind {host}:{pub_port} ssl crt {d}/web.pem ca-file {d}/ca.pem verify required
     default_backend app
@@ -593,7 +595,10 @@ class Bench:
         make_certs(self.tmp)
         ports = {
             k: free_port()
-            for k in ("tls", "raw", "plain", "hap", "hapsp", "gw", "hup", "hpub", "sup", "spub")
+            for k in (
+                *("tls", "raw", "plain", "hap", "hapsp", "gw"),
+                *("hup", "hpub", "hupr", "hpubr", "sup", "spub"),
+            )
         }
         self.spawn(
             [
@@ -642,15 +647,20 @@ class Bench:
             ],
             ports["gw"],
         )
-        mtls = HAPROXY_MTLS.format(
-            host=HOST,
-            up_port=ports["hup"],
-            pub_port=ports["hpub"],
-            backend=ports["plain"],
-            d=self.tmp,
-            sni=f"web.default.dc1.internal.{TD}",
-        )
-        hmtls = self.haproxy("hmtls", mtls, ports["hup"])
+
+        def mtls(up: str, pub: str, reuse: str) -> str:
+            return HAPROXY_MTLS.format(
+                host=HOST,
+                up_port=ports[up],
+                pub_port=ports[pub],
+                backend=ports["plain"],
+                d=self.tmp,
+                sni=f"web.default.dc1.internal.{TD}",
+                reuse=reuse,
+            )
+
+        hmtls = self.haproxy("hmtls", mtls("hup", "hpub", " no-ssl-reuse"), ports["hup"])
+        hmtlsr = self.haproxy("hmtlsr", mtls("hupr", "hpubr", ""), ports["hupr"])
         sc = self.spawn(
             [
                 PY,
@@ -706,6 +716,7 @@ class Bench:
                 continue
             for name, port, pid in [
                 ("haproxy-mtls", ports["hup"], hmtls.pid),
+                ("haproxy-mtls-r", ports["hupr"], hmtlsr.pid),
                 ("meshnode-sc", ports["sup"], sc.pid),
                 ("direct-plain", ports["plain"], None),
             ]:
@@ -776,32 +787,28 @@ def report(rows: list[dict[str, object]]) -> str:
     row("raw bulk 8 conns MB/s", v, r, "≥ 2× HAProxy (no splice)", r >= 2.0)
     lines += [
         "",
-        "| sidecar pair | direct | HAProxy mTLS | meshnode | ratio | target | met |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| sidecar pair | direct | HAProxy mTLS full hs | HAProxy mTLS reuse | meshnode"
+        " | ratio vs reuse | ratio vs full | target (vs reuse) | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    sc_paths = ("direct-plain", "haproxy-mtls", "haproxy-mtls-r", "meshnode-sc")
     for label, test, key in (
         ("throughput MB/s (1 conn)", "bulk", "mbps"),
         ("conn/s @16", "rate", "rate"),
     ):
-        d, h, s = (
-            m(p, "plain", test, key) for p in ("direct-plain", "haproxy-mtls", "meshnode-sc")
-        )
-        r = s / h
+        d, hf, hr, s = (m(p, "plain", test, key) for p in sc_paths)
+        r = s / hr
         lines.append(
-            f"| {label} | {d:,.1f} | {h:,.1f} | {s:,.1f} | {r:.2f} | ≥ 0.6× | {'yes' if r >= 0.6 else 'NO'} |"
+            f"| {label} | {d:,.1f} | {hf:,.1f} | {hr:,.1f} | {s:,.1f} | {r:.2f} | {s / hf:.2f}"
+            f" | ≥ 0.6× | {'yes' if r >= 0.6 else 'NO'} |"
         )
-    h_us = (
-        1e6
-        * m("haproxy-mtls", "plain", "rate", "router_cpu_s")
-        / m("haproxy-mtls", "plain", "rate", "conns")
-    )
-    s_us = (
-        1e6
-        * m("meshnode-sc", "plain", "rate", "router_cpu_s")
-        / m("meshnode-sc", "plain", "rate", "conns")
+    hf_us, hr_us, s_us = (
+        1e6 * m(p, "plain", "rate", "router_cpu_s") / m(p, "plain", "rate", "conns")
+        for p in sc_paths[1:]
     )
     lines.append(
-        f"| proxy CPU µs/conn (info) | — | {h_us:,.0f} | {s_us:,.0f} | {s_us / h_us:.2f} | — | — |"
+        f"| proxy CPU µs/conn (info) | — | {hf_us:,.0f} | {hr_us:,.0f} | {s_us:,.0f}"
+        f" | {s_us / hr_us:.2f} | {s_us / hf_us:.2f} | — | — |"
     )
     errors = sum(int(r.get("errors", 0)) for r in rows)  # type: ignore[call-overload]
     lines.append(f"\nclient errors across all tests: {errors}")
