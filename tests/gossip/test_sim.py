@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from node.gossip import GossipConfig, MemberChanged, MemberStatus, suspicion_timeouts
 from node.testing import ClusterSim, LinkConditions
 
@@ -30,6 +32,7 @@ def _detection_bound(cfg: GossipConfig, n: int) -> float:
     return 5 * cfg.probe_interval + cfg.probe_interval + hi + 5 * cfg.probe_interval
 
 
+@pytest.mark.timeout(600)  # pure CPU: about 40 s alone, slower on a busy 2-core box
 def test_ClusterSim_thousand_nodes_join_and_converge() -> None:
     sim = ClusterSim(seed=7)
     sim.add_nodes(1000, window=5.0)
