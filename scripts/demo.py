@@ -37,6 +37,9 @@ DC2_GATEWAY = "127.0.2.2:8500"
 DC1_WEB = "127.0.1.3:8500"
 UPSTREAM = ("127.0.0.1", 10000)
 READY_TIMEOUT = 90.0
+# honcho, meshnode and the Procfile's commands come from the interpreter's own venv.
+BIN = str(Path(sys.executable).parent)
+os.environ["PATH"] = BIN + os.pathsep + os.environ.get("PATH", "")
 
 
 def http_json(addr: str, path: str, timeout: float = 2.0) -> object:
