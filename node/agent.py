@@ -387,6 +387,7 @@ class Agent:
         # closing the listeners is all that is left: no request can start a new write.
         await self.http.aclose()
         await self.rpc_server.close()
+        await self.rpc_client.close()  # pooled connections to other nodes
         for pool in (self.lan, self.wan):
             if pool is not None:
                 await pool.transport.close()
