@@ -212,7 +212,9 @@ class GatewayListener:
         plan = self.plan
         self._sock = sock or bind_listener(plan.bind_address, plan.bind_port, plan.name)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.loop.add_reader(self._sock.fileno(), self._on_accept)
+        # In the private epoll set with the connections: one wakeup dispatches accepts
+        # and relay events together (one Python callback from the loop, not two).
+        self.poller.add_reader(self._sock.fileno(), self._on_accept)
         self._schedule_sweep()
 
     def update(self, plan: GatewayPlan) -> None:
@@ -223,7 +225,7 @@ class GatewayListener:
     def stop_accepting(self) -> None:
         """Close the listening socket; open connections run until they end."""
         if self._sock is not None:
-            self.loop.remove_reader(self._sock.fileno())
+            self.poller.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
 
