@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
-from node.agent_proxy import build_proxy_feed
-from node.api.app import HTTPServer, make_app
+from node.agent_proxy import SERVICE_KIND, build_proxy_feed
+from node.api.app import FORWARDABLE_READS, HTTPServer, make_app
 from node.api.blocking import MAX_WAIT, QueryOptions
-from node.api.read import ForwardedBody, ResponseCache, answer_read
+from node.api.read import ForwardedBody, ResponseCache, answer_read, read_table
 from node.catalog.checks import CheckRunner
 from node.catalog.local import LocalState, NodeIdentity
 from node.catalog.model import NodeRecord
@@ -278,6 +278,8 @@ class Agent:
         self._build_cluster(lan_gossip, wan_gossip)
         self.connect = ConnectService(self)  # global state, CA, leaves (channel 2, RPCs)
         self.proxies = build_proxy_feed(self)  # sidecar/gateway listeners and their feed
+        # What other datacenters may read here: the API's reads plus the proxies' own.
+        self._forwardable = read_table(*FORWARDABLE_READS.values(), SERVICE_KIND)
 
     def _build_cluster(
         self, lan_gossip: GossipConfig | None, wan_gossip: GossipConfig | None
@@ -599,7 +601,12 @@ class Agent:
             raise InvalidRequest("Catalog.Read 'wait' must be a non-negative number", field="wait")
         opts = QueryOptions(index=_int_arg(args, "index"), wait=min(float(wait), MAX_WAIT))
         body, index = await answer_read(
-            self, args["name"], read_args, opts, random.Random(self.rng.random())
+            self,
+            args["name"],
+            read_args,
+            opts,
+            random.Random(self.rng.random()),
+            reads=self._forwardable,
         )
         return {"body": body, "index": index}
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -25,14 +25,28 @@ from node.api import health as health_routes
 from node.api import metrics as metrics_routes
 from node.api import status as status_routes
 from node.api.errors import error_middleware
+from node.api.read import read_table
 from node.api.state import AGENT, RNG
 
-__all__ = ["AgentAPI", "make_app", "HTTPServer", "MAX_BODY_BYTES"]
+__all__ = ["AgentAPI", "make_app", "HTTPServer", "MAX_BODY_BYTES", "FORWARDABLE_READS"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a registration bigger than this is a mistake, not data
 SHUTDOWN_GRACE = 2.0  # seconds in-flight requests get when the server stops
+#: The catalog and health reads another datacenter may run here (``?dc=`` forwarding).
+FORWARDABLE_READS: Final = read_table(
+    catalog_routes.SERVICES,
+    catalog_routes.SERVICE,
+    catalog_routes.CONNECT,
+    catalog_routes.NODES,
+    catalog_routes.NODE,
+    catalog_routes.DATACENTERS,
+    health_routes.SERVICE,
+    health_routes.CHECKS,
+    health_routes.NODE,
+    health_routes.STATE,
+)
 
 
 class AgentAPI(Protocol):

@@ -7,8 +7,9 @@ per ``(name, args)`` and the notifier's index at encoding time: while nothing in
 catalog has changed, the same request costs one dict lookup, and when one change wakes
 a thousand blocked watchers of the same query, the body is encoded once.
 
-Forwarding (``?dc=``): every ``ReadSpec`` registers itself by name; the serving
-datacenter runs ``answer_read`` (the same local/blocking pipeline) and ships back the
+Forwarding (``?dc=``): the composition root lists the forwardable reads once
+(``read_table``, ``node.api.app.FORWARDABLE_READS``); the serving datacenter looks the
+name up there and runs ``answer_read`` (the same local/blocking pipeline) and ships back the
 encoded JSON body, so the answer's datacenter fields are those of the datacenter that
 served it. ``agent.forward_read`` returns it as a ``ForwardedBody``, sent as is.
 Only ``catalog.*`` and ``health.*`` reads are forwardable (``FORWARDABLE_PREFIXES``).
@@ -20,6 +21,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +36,7 @@ __all__ = [
     "ForwardedBody",
     "serve_read",
     "answer_read",
+    "read_table",
     "dump_json",
     "CACHE_ENTRIES",
     "FORWARDABLE_PREFIXES",
@@ -43,7 +46,6 @@ CACHE_ENTRIES = 4096  # distinct (query, args) bodies kept; LRU beyond that
 _NO_OPTIONS = QueryOptions()
 #: Reads another datacenter may ask us to run (Consul forwards catalog and health reads).
 FORWARDABLE_PREFIXES = ("catalog.", "health.")
-_SPECS: dict[str, ReadSpec] = {}
 
 Query = Callable[..., tuple[Any, int]]
 Encoder = Callable[[Any, Any], Any]
@@ -67,9 +69,6 @@ class ReadSpec:
     #: Whether the answer depends only on the catalog store (so its index can key a
     #: cache). Answers from gossip membership or config (members, leader) are not.
     cacheable: bool = True
-
-    def __post_init__(self) -> None:
-        _SPECS[self.name] = self  # the registry ``answer_read`` looks names up in
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,14 +160,34 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
     return web.Response(body=body, headers=consul_headers(index, known_leader=bool(agent.leader())))
 
 
+def read_table(*specs: ReadSpec) -> Mapping[str, ReadSpec]:
+    """The reads other datacenters may ask for, by name (for ``answer_read``).
+
+    Built once by the composition root, so what can be forwarded is listed in one place
+    rather than by whichever modules happen to be imported.
+    """
+    table = {spec.name: spec for spec in specs}
+    for name in table:
+        if not name.startswith(FORWARDABLE_PREFIXES):
+            raise ValueError(f"read {name!r} is not forwardable (not {FORWARDABLE_PREFIXES})")
+    return MappingProxyType(table)
+
+
 async def answer_read(
-    agent: Any, name: str, args: Mapping[str, Any], opts: QueryOptions, rng: Any
+    agent: Any,
+    name: str,
+    args: Mapping[str, Any],
+    opts: QueryOptions,
+    rng: Any,
+    *,
+    reads: Mapping[str, ReadSpec],
 ) -> tuple[bytes, int]:
-    """Run the read ``name`` here for another datacenter: ``(JSON body, index)``.
+    """Run the read ``name`` (one of ``reads``) here for another datacenter:
+    ``(JSON body, index)``.
 
     Raises ``InvalidRequest`` for a name that is unknown or not forwardable.
     """
-    spec = _SPECS.get(name)
+    spec = reads.get(name)
     if spec is None or not name.startswith(FORWARDABLE_PREFIXES):
         raise InvalidRequest(f"unknown or non-forwardable read {name!r}", field="name")
     query = _local_query_of(agent, spec, args)
