@@ -249,6 +249,6 @@ def _watch(ctx: Any, client: Any, args: argparse.Namespace, stop: threading.Even
         except Exception as exc:  # the node may restart under us: say so and keep watching
             line = f"{args.service}: node not answering: {exc}"
         ctx.say(line)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stdout
             ctx.out.flush()
         stop.wait(interval)

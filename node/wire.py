@@ -19,6 +19,7 @@ __all__ = [
     "FRAME_HEADER",
     "pack",
     "unpack",
+    "UNPACK_ERRORS",
     "frame",
     "parse_frame_header",
 ]
@@ -38,13 +39,18 @@ def pack(obj: Any) -> bytes:
         raise LocalProtocolError(f"cannot encode: {exc}") from exc
 
 
+#: What msgpack raises on garbage: ExtraData/FormatError/StackError/UnicodeDecodeError are
+#: ValueErrors, unhashable map keys a TypeError, out-of-range ints an OverflowError.
+UNPACK_ERRORS = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
+
+
 def unpack(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     """Decode one msgpack object or raise ``RemoteProtocolError``."""
     if len(data) > max_bytes:
         raise RemoteProtocolError(f"message of {len(data)} bytes exceeds {max_bytes}")
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises many unrelated types on garbage
+    except UNPACK_ERRORS as exc:
         raise RemoteProtocolError(f"malformed msgpack: {type(exc).__name__}") from exc
 
 

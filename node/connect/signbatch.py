@@ -63,6 +63,7 @@ class SignBatcher:
                 future.cancel()
             raise
         except Exception as exc:  # task boundary: the whole batch fails, the caller retries
+            log.warning("leaf signing batch failed", extra={"csrs": len(live), "error": repr(exc)})
             for *_, future in live:
                 if not future.done():
                     future.set_exception(exc)

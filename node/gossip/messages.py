@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 import msgpack
 
 from node.errors import LocalProtocolError, RemoteProtocolError
+from node.wire import UNPACK_ERRORS
 
 __all__ = [
     "Address",
@@ -368,7 +369,7 @@ def decode_tags(meta: bytes) -> dict[str, str]:
 def _unpack_body(data: bytes, what: str) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
-    except Exception as exc:  # msgpack raises many unrelated types on garbage
+    except UNPACK_ERRORS as exc:
         raise RemoteProtocolError(f"{what}: malformed msgpack body ({type(exc).__name__})") from exc
 
 
