@@ -229,7 +229,10 @@ class Authority:
                 self._inter = inter
         except (ValueError, KeyError, TypeError, AttributeError, InvalidRequest) as exc:
             # Never echo the file: it holds keys. The CA material is re-fetched or re-made.
-            log.error("CA material in data_dir is unreadable; ignoring it: %s", type(exc).__name__)
+            log.error(
+                "CA material in data_dir is unreadable; ignoring it",
+                extra={"error_type": type(exc).__name__},
+            )
 
     def _load_root(self, material: Any) -> None:
         key = load_private_key(str(material["private_key"]), what="stored root key")

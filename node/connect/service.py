@@ -119,13 +119,22 @@ class ConnectHost(Protocol):
     node_id: str
     is_server: bool
 
-    def register_rpc(self, method: str, handler: Callable[[Any], Any]) -> None: ...
+    def register_rpc(self, method: str, handler: Callable[[Any], Any]) -> None:
+        """Serve RPC ``method`` with ``handler(args)``."""
+
     async def call_server(
         self, method: str, args: Any, *, dc: str | None = None, timeout: float = ...
-    ) -> Any: ...
-    async def call_peer_server(self, method: str, args: Any, *, timeout: float = ...) -> Any: ...
-    def bump_index(self) -> int: ...
-    def datacenters(self) -> list[str]: ...
+    ) -> Any:
+        """Call a server of this datacenter (or of ``dc``)."""
+
+    async def call_peer_server(self, method: str, args: Any, *, timeout: float = ...) -> Any:
+        """Call another server of this datacenter (not this node)."""
+
+    def bump_index(self) -> int:
+        """Advance the catalog index blocking queries wait on; returns the new index."""
+
+    def datacenters(self) -> list[str]:
+        """Known datacenters, sorted."""
 
 
 def _wall_ms(now: datetime) -> int:
@@ -477,7 +486,7 @@ class ConnectService:
             self._fail(ConfigError(message, key="primary_datacenter"))
         elif peer_primary not in self._mismatch_logged:
             self._mismatch_logged.add(peer_primary)
-            log.error("%s", message)
+            log.error("primary datacenter mismatch", extra={"error": message})
 
     def _members(self) -> list[Any]:
         lan = self._host.lan
@@ -488,7 +497,7 @@ class ConnectService:
 
     def _fail(self, error: ConfigError) -> None:
         if self._fatal is None:
-            log.error("%s", error)
+            log.error("connect cannot run", extra={"error": str(error)})
             self._fatal = error
             self._fatal_set.set()
 
@@ -501,7 +510,9 @@ class ConnectService:
         try:
             return GlobalState.from_wire(unpack(raw))
         except (NodeError, ValueError) as exc:
-            log.error("global state in data_dir is damaged, starting empty: %s", exc)
+            log.error(
+                "global state in data_dir is damaged, starting empty", extra={"error": str(exc)}
+            )
             return GlobalState(node_id)
 
     def _save_state(self) -> None:
@@ -822,7 +833,7 @@ class ConnectService:
         try:
             return parse_ca_configuration(raw).config
         except InvalidRequest as exc:
-            log.warning("connect.ca_config not used for the CA: %s", exc)
+            log.warning("connect.ca_config not used for the CA", extra={"error": str(exc)})
             return CAConfig()
 
     async def _fetch_root_key(self, roots: CARoots) -> None:
@@ -935,7 +946,7 @@ class ConnectService:
                 failures += 1
                 self._wanted.set()
                 await asyncio.sleep(self._backoff(failures))
-                log.debug("fetching global state failed: %s", exc)
+                log.debug("fetching global state failed", extra={"error": str(exc)})
 
     # --- maintenance ------------------------------------------------------------------
 
@@ -975,7 +986,10 @@ class ConnectService:
         # The younger CA (or none) is the one that split off: that side stops.
         if mine is None or (isinstance(theirs, str) and theirs < mine):
             raise ConfigError(message, key="primary_datacenter")
-        log.error("%s (the other side's CA is younger; it must stop)", message)
+        log.error(
+            "primary datacenter mismatch; the other side's CA is younger, it must stop",
+            extra={"error": message},
+        )
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> None:

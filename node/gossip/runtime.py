@@ -208,7 +208,10 @@ class GossipRuntime:
             try:
                 targets.append(await resolve(addr))
             except OSError as exc:
-                log.warning("join: cannot resolve %s:%s: %s", addr[0], addr[1], exc)
+                log.warning(
+                    "join: cannot resolve",
+                    extra={"addr": f"{addr[0]}:{addr[1]}", "error": str(exc)},
+                )
         actions = self._protocol.join(targets, self._clock.monotonic())
         streams = [a for a in actions if isinstance(a, SendStream)]
         self._execute([a for a in actions if not isinstance(a, SendStream)])
@@ -232,17 +235,19 @@ class GossipRuntime:
             joined = await self.join(addrs)
             if joined:
                 log.info(
-                    "join: %d of %d addresses answered (attempt %d)", joined, len(addrs), attempt
+                    "join: answered",
+                    extra={"answered": joined, "asked": len(addrs), "attempt": attempt},
                 )
                 return joined
             shown = ", ".join(f"{h}:{p}" for h, p in addrs)
             delay = min(interval, RETRY_JOIN_FIRST_DELAY * 2 ** (attempt - 1))
             log.warning(
-                "join: no answer from %s (attempt %d); retrying in %gs", shown, attempt, delay
+                "join: no answer; retrying",
+                extra={"addrs": shown, "attempt": attempt, "retry_in_s": round(delay, 3)},
             )
             if max_attempts is None or attempt < max_attempts:
                 await asyncio.sleep(delay)
-        log.error("join: giving up after %d attempts", attempt)
+        log.error("join: giving up", extra={"attempts": attempt})
         return 0
 
     async def leave(self, timeout: float) -> None:
@@ -277,7 +282,7 @@ class GossipRuntime:
                 await loop()
             except Exception:
                 self._stats[f"{name}_loop_restarts"] += 1
-                log.exception("gossip %s loop failed; restarting", name)
+                log.exception("gossip loop failed; restarting", extra={"loop": name})
                 await asyncio.sleep(0.1)
 
     async def _timer_loop(self) -> None:
@@ -322,7 +327,9 @@ class GossipRuntime:
                 self._execute(actions)
             except Exception:
                 self._stats["packet_errors"] += 1
-                log.exception("gossip packet from %s:%s failed", *packet.source)
+                log.exception(
+                    "gossip packet failed", extra={"from": f"{packet.source[0]}:{packet.source[1]}"}
+                )
             self._kick.set()
 
     async def _accept_loop(self) -> None:
@@ -350,10 +357,13 @@ class GossipRuntime:
                     await stream.write_frame(self._seal(reply, self._stream_label))
         except (TimeoutError, RemoteProtocolError, OSError) as exc:
             self._stats["inbound_stream_failures"] += 1
-            log.debug("gossip stream from %s:%s failed: %s", source[0], source[1], exc)
+            log.debug(
+                "gossip stream failed",
+                extra={"from": f"{source[0]}:{source[1]}", "error": str(exc)},
+            )
         except Exception:
             self._stats["inbound_stream_failures"] += 1
-            log.exception("gossip stream from %s:%s failed", *source)
+            log.exception("gossip stream failed", extra={"from": f"{source[0]}:{source[1]}"})
         finally:
             self._inbound -= 1
             stream.close()
@@ -369,7 +379,10 @@ class GossipRuntime:
             elif isinstance(action, MemberChanged):
                 self._notify(action.member, action.old)
             elif isinstance(action, MemberReaped):
-                log.info("gossip: forgot %s (%s)", action.member.name, action.member.status)
+                log.info(
+                    "gossip: forgot member",
+                    extra={"member": action.member.name, "status": str(action.member.status)},
+                )
                 self._callback(self._on_member_reaped, action.member)
 
     def _send_packet(self, action: SendPacket) -> None:
@@ -379,7 +392,10 @@ class GossipRuntime:
 
     def _notify(self, member: Member, old: MemberStatus | None) -> None:
         if old is not member.status:
-            log.info("gossip: member %s is %s (was %s)", member.name, member.status, old)
+            log.info(
+                "gossip: member status changed",
+                extra={"member": member.name, "status": str(member.status), "was": str(old)},
+            )
         self._callback(self._on_member_change, member, old)
 
     def _callback(self, callback: Callable[..., None] | None, member: Member, *rest: Any) -> None:
@@ -389,7 +405,7 @@ class GossipRuntime:
             callback(member, *rest)
         except Exception:
             self._stats["callback_errors"] += 1
-            log.exception("member callback failed for %s", member.name)
+            log.exception("member callback failed", extra={"member": member.name})
 
     async def _exchange(self, action: SendStream) -> bool:
         """Run one outbound stream request; ``True`` if a usable reply came back."""
@@ -405,11 +421,11 @@ class GossipRuntime:
             plain = self._open(data, self._stream_label, "stream reply", action.to)
         except (TimeoutError, RemoteProtocolError, OSError) as exc:
             self._stats["outbound_stream_failures"] += 1
-            log.debug("gossip stream to %s failed: %s", where, exc)
+            log.debug("gossip stream failed", extra={"to": str(where), "error": str(exc)})
             plain = None
         except Exception:  # e.g. an unencodable payload: still tell the core it failed
             self._stats["outbound_stream_failures"] += 1
-            log.exception("gossip stream to %s failed", where)
+            log.exception("gossip stream failed", extra={"to": str(where)})
             plain = None
         try:
             if plain is None:
@@ -421,7 +437,7 @@ class GossipRuntime:
             return plain[:1] != bytes((MessageType.ERR,))
         except Exception:
             self._stats["stream_errors"] += 1
-            log.exception("gossip stream reply from %s failed", where)
+            log.exception("gossip stream reply failed", extra={"from": str(where)})
             return False
         finally:
             self._kick.set()

@@ -266,7 +266,8 @@ class NetTransport:
         if len(payload) > self.max_packet:
             self._counters.incr("packets_dropped_oversize_out")
             log.warning(
-                "dropping %d-byte packet to %s: limit %d", len(payload), addr, self.max_packet
+                "dropping oversize packet",
+                extra={"to": str(addr), "bytes": len(payload), "limit": self.max_packet},
             )
             return False
         if not _is_ip(addr[0]):
@@ -286,7 +287,7 @@ class NetTransport:
             self._udp.sendto(payload, addr)
         except (OSError, ValueError) as exc:
             self._counters.incr("udp_errors")
-            log.debug("sendto %s failed: %s", addr, exc)
+            log.debug("sendto failed", extra={"to": str(addr), "error": str(exc)})
 
     def _flush(self) -> None:
         while self._backlog and not self._paused and not self._closed:

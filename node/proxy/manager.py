@@ -125,7 +125,7 @@ class ProxyManager:
             try:
                 await self.apply(plans)
             except Exception:  # a task boundary: log, keep the manager alive
-                log.exception("proxy reconcile failed")
+                log.exception("proxy reconcile failed", extra={"proxies": len(plans)})
 
     async def wait_idle(self) -> None:
         """Wait until pending updates are applied (tests and shutdown)."""
