@@ -41,7 +41,8 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from node import __version__
 from node.agent_proxy import SERVICE_KIND, build_proxy_feed
@@ -105,9 +106,7 @@ FETCH_INTERVAL = 0.5
 #: How often a client refreshes its list of datacenters from a server.
 DATACENTERS_REFRESH = 2.0
 #: Extra member tags shown by /v1/agent/members (not gossiped: they never change).
-SHOWN_TAGS = {"vsn": "2", "segment": ""}
-PROTOCOL = {"min": 1, "max": 5, "cur": 2}  # serf protocol versions Consul 1.6 reports
-DELEGATE = {"min": 2, "max": 5, "cur": 4}
+SHOWN_TAGS: Final = MappingProxyType({"vsn": "2", "segment": ""})
 MEMBER_ALIVE = 1  # serf.StatusAlive, as /v1/agent/members encodes it
 
 
@@ -530,9 +529,9 @@ class Agent:
         if pool is None or not addrs:
             return
         targets = [parse_join_addr(a, port) for a in addrs]
-        log.info("retry_join %s: joining %s", what, ", ".join(addrs))
+        log.info("retry_join: joining", extra={"pool": what, "addrs": ",".join(addrs)})
         joined = await pool.retry_join(targets, interval)
-        log.info("retry_join %s: joined via %d address(es)", what, joined)
+        log.info("retry_join: joined", extra={"pool": what, "answered": joined})
 
     async def _fetch_missing_loop(self) -> None:
         """Fetch records CatalogSync heard of (digest/delta) but cannot build, from their owner."""
@@ -552,7 +551,10 @@ class Agent:
             if raw is not None:
                 self.catalog_sync.apply_fetched(NodeRecord.from_wire(raw))
         except (NodeError, ValueError, TypeError) as exc:
-            log.warning("catalog fetch of %s from %s:%s failed: %s", name, addr[0], addr[1], exc)
+            log.warning(
+                "catalog fetch failed",
+                extra={"node": name, "from": f"{addr[0]}:{addr[1]}", "error": str(exc)},
+            )
 
     async def _refresh_datacenters_loop(self) -> None:
         """A client learns the datacenters from a server of its own (it is in no WAN pool)."""

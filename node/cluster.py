@@ -12,7 +12,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from node.errors import InvalidRequest
 from node.gossip.messages import Address, MemberStatus
@@ -28,12 +29,14 @@ __all__ = [
 ]
 
 #: serf.MemberStatus values (StatusNone 0, Alive 1, Leaving 2, Left 3, Failed 4).
-SERF_STATUS = {
-    MemberStatus.ALIVE: 1,
-    MemberStatus.SUSPECT: 1,
-    MemberStatus.LEFT: 3,
-    MemberStatus.DEAD: 4,
-}
+SERF_STATUS: Final = MappingProxyType(
+    {
+        MemberStatus.ALIVE: 1,
+        MemberStatus.SUSPECT: 1,
+        MemberStatus.LEFT: 3,
+        MemberStatus.DEAD: 4,
+    }
+)
 CONSUL_SERVER_ROLE = "consul"
 
 

@@ -104,13 +104,13 @@ def _gateways_ready() -> bool:
     return True
 
 
-STEPS: list[tuple[str, Callable[[], bool]]] = [
+STEPS: tuple[tuple[str, Callable[[], bool]], ...] = (
     ("WAN pool: dc1 and dc2 servers joined", _wan_ready),
     ("Connect CA: one root, shared by dc1 and dc2", _roots_ready),
     ("leaf certificates for web (dc1) and api (dc2)", _leaves_ready),
     ("mesh gateways registered and passing in both datacenters", _gateways_ready),
     ("web's upstream port answers through the gateways", lambda: upstream_request() is not None),
-]
+)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], started: float) -> bool:
@@ -237,6 +237,7 @@ def run_dev(check: bool) -> int:
 
 
 def main() -> int:
+    """Start the demo federation, wait until it is ready, print how to use it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 0/1 after the first request")
     parser.add_argument(

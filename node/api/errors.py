@@ -9,7 +9,9 @@ not in the table is a bug: 500, and the traceback is logged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Final
 
 from aiohttp import web
 
@@ -20,15 +22,17 @@ __all__ = ["STATUS_BY_ERROR", "status_for", "error_middleware"]
 log = logging.getLogger(__name__)
 
 # Most specific first: status_for walks the MRO, so a subclass may override its base.
-STATUS_BY_ERROR: dict[type[BaseException], int] = {
-    errors.NotFound: 404,
-    errors.Conflict: 409,
-    errors.InvalidRequest: 400,
-    errors.TrustError: 403,
-    errors.UpstreamUnavailable: 503,
-    # Consul answers "No path to datacenter" with a 500 and clients rely on the text.
-    errors.DatacenterUnavailable: 500,
-}
+STATUS_BY_ERROR: Final[Mapping[type[BaseException], int]] = MappingProxyType(
+    {
+        errors.NotFound: 404,
+        errors.Conflict: 409,
+        errors.InvalidRequest: 400,
+        errors.TrustError: 403,
+        errors.UpstreamUnavailable: 503,
+        # Consul answers "No path to datacenter" with a 500 and clients rely on the text.
+        errors.DatacenterUnavailable: 500,
+    }
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
