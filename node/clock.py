@@ -32,7 +32,9 @@ class MonotonicClock:
     __slots__ = ()
 
     def monotonic(self) -> float:
+        """Seconds from ``time.monotonic``."""
         return _time.monotonic()
 
     def utcnow(self) -> _dt.datetime:
+        """The current UTC time, timezone-aware."""
         return _dt.datetime.now(_dt.UTC)

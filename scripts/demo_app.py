@@ -47,6 +47,7 @@ async def _serve(name: str, dc: str, host: str, port: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Serve ``NAME in DC`` on ``HOST:PORT`` until interrupted."""
     if len(argv) != 3:
         print("usage: demo_app.py NAME DC HOST:PORT", file=sys.stderr)
         return 2

@@ -66,13 +66,22 @@ class AgentAPI(Protocol):
         """Listener name → bound (host, port), filled once listening."""
         ...
 
-    def members(self, *, wan: bool = False) -> Sequence[Mapping[str, Any]]: ...
-    def leader(self) -> str: ...
-    def peers(self) -> list[str]: ...
-    def datacenters(self) -> list[str]: ...
+    def members(self, *, wan: bool = False) -> Sequence[Mapping[str, Any]]:
+        """Gossip members of the LAN (or WAN) pool, as ``/v1/agent/members`` shows them."""
+
+    def leader(self) -> str:
+        """The leader's RPC address, or ``""`` when there is none."""
+
+    def peers(self) -> list[str]:
+        """RPC addresses of this datacenter's servers."""
+
+    def datacenters(self) -> list[str]:
+        """Known datacenters, sorted."""
+
     async def forward_read(
         self, dc: str, name: str, args: dict[str, Any], opts: Any
-    ) -> tuple[Any, int]: ...
+    ) -> tuple[Any, int]:
+        """Run the read ``name`` in datacenter ``dc``: ``(ForwardedBody, index)``."""
 
 
 def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Application:

@@ -100,20 +100,36 @@ _PROXY_KINDS = (ServiceKind.CONNECT_PROXY, ServiceKind.MESH_GATEWAY)
 class ConnectView(Protocol):
     """What the feed reads from ``ConnectService``."""
 
-    def roots(self) -> Any: ...  # CARoots | None (trust_domain, trusted_pems)
-    def leaf(self, service: str) -> Any: ...  # connect.leaf.Leaf | None
-    def resolve(self, proxy_service: ServiceDefinition) -> tuple[Any, ...]: ...
-    def add_listener(self, callback: Callable[[], None]) -> None: ...
+    def roots(self) -> Any:
+        """The trusted roots (``CARoots``), or None before the CA exists."""
+
+    def leaf(self, service: str) -> Any:
+        """The current ``connect.leaf.Leaf`` of ``service``, or None."""
+
+    def resolve(self, proxy_service: ServiceDefinition) -> tuple[Any, ...]:
+        """Each upstream of ``proxy_service`` with its resolved mesh gateway mode."""
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every change of roots, leaves or config entries."""
 
 
 class LocalView(Protocol):
     """What the feed uses from the node's ``LocalState`` (its own registrations)."""
 
-    def services(self) -> Mapping[str, ServiceDefinition]: ...
-    def checks(self) -> Mapping[str, CheckDefinition]: ...
-    def register_check(self, check: CheckDefinition) -> None: ...
-    def update_ttl(self, check_id: str, status: Health, output: str = "") -> None: ...
-    def set_check_status(self, check_id: str, status: Health, output: str) -> bool: ...
+    def services(self) -> Mapping[str, ServiceDefinition]:
+        """Registered services by ID."""
+
+    def checks(self) -> Mapping[str, CheckDefinition]:
+        """Registered checks by ID."""
+
+    def register_check(self, check: CheckDefinition) -> None:
+        """Register (or replace) a check."""
+
+    def update_ttl(self, check_id: str, status: Health, output: str = "") -> None:
+        """Set a TTL check's status and restart its timer."""
+
+    def set_check_status(self, check_id: str, status: Health, output: str) -> bool:
+        """Publish a check result; whether anything changed."""
 
 
 RemoteRead = Callable[[str, str, int, float], Awaitable[tuple[tuple[EndpointInfo, ...], int]]]

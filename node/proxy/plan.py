@@ -97,6 +97,7 @@ class PublicPlan:
 
     @property
     def key(self) -> tuple[str, str, int]:
+        """Listeners with the same key are the same socket (reconfigured in place)."""
         return ("public", self.bind_address, self.bind_port)
 
 
@@ -117,6 +118,7 @@ class GatewayPlan:
 
     @property
     def key(self) -> tuple[str, str, int]:
+        """Listeners with the same key are the same socket (reconfigured in place)."""
         return ("gateway", self.bind_address, self.bind_port)
 
 

@@ -92,6 +92,7 @@ def _row(label: str, r: dict[str, float], base: dict[str, float] | None) -> str:
 
 
 def main() -> int:
+    """Start the demo federation, measure each mode against direct requests, print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--conns", type=int, default=8)

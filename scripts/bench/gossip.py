@@ -44,6 +44,8 @@ def serf_model_seconds(n: int, loss: float, *, fanout: int = 3, interval: float 
 
 @dataclass
 class Row:
+    """One result line: cluster size, loss, and the measured times."""
+
     n: int
     loss: float
     join_s: float | None
@@ -63,6 +65,7 @@ def _bytes(sim: ClusterSim) -> int:
 
 
 def run_case(n: int, loss: float, *, seed: int, settle: float, window: float) -> Row:
+    """Simulate ``n`` members at ``loss`` packet loss; time join, detection and recovery."""
     cfg = GossipConfig.lan()
     sim = ClusterSim(seed=seed, config=cfg, conditions=LinkConditions(loss=loss))
     sim.bootstrap(n - 1)
@@ -131,6 +134,7 @@ def run_case(n: int, loss: float, *, seed: int, settle: float, window: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the table of cases and print it (or JSON)."""
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

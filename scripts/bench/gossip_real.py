@@ -53,6 +53,7 @@ class Agent:
         self.serf_lan = 0
 
     def start(self) -> None:
+        """Start the agent process, its output to ``log``."""
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "node", "agent", "-config-file", str(self.config)],
@@ -60,6 +61,7 @@ class Agent:
             )  # fmt: skip
 
     async def wait_ports(self) -> None:
+        """Wait (bounded) until the agent wrote its bound ports."""
         ports = self.data_dir / "ports.json"
         deadline = time.monotonic() + PHASE_LIMIT
         while not ports.exists():
@@ -72,11 +74,13 @@ class Agent:
         self.http, self.serf_lan = f"http://127.0.0.1:{bound['http']}", bound["serf_lan"]
 
     def kill(self) -> None:
+        """SIGKILL the agent (a crash)."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
+        """SIGTERM the agent and wait for it to exit (bounded)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -86,6 +90,7 @@ class Agent:
 
 
 def write_config(tmp: Path, index: int, server_join: str | None, key: str | None) -> Agent:
+    """Write agent ``index``'s config file (joining ``server_join``) and return it."""
     name = f"a{index}"
     data_dir = tmp / name
     data_dir.mkdir()
@@ -105,6 +110,7 @@ def write_config(tmp: Path, index: int, server_join: str | None, key: str | None
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    """GET ``url`` as JSON; None on any failure (the agent may be restarting)."""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
             return await resp.json() if resp.status == 200 else None
@@ -133,23 +139,28 @@ async def until_all(
 
 
 def alive_count(body: Any) -> int:
+    """How many members ``/v1/agent/members`` reports alive."""
     return sum(1 for m in body if m.get("Status") == 1)
 
 
 def status_of(body: Any, name: str) -> int | None:
+    """The serf status of member ``name``, or None when it is not listed."""
     return next((m.get("Status") for m in body if m.get("Name") == name), None)
 
 
 def serf_critical(body: Any) -> bool:
+    """Whether the node's serfHealth check is critical."""
     return any(c.get("CheckID") == "serfHealth" and c.get("Status") == "critical" for c in body)
 
 
 def summary(times: dict[str, float]) -> str:
+    """First, median and last of the per-agent times."""
     values = sorted(times.values())
     return f"first {values[0]:.2f}s  median {statistics.median(values):.2f}s  all {values[-1]:.2f}s"
 
 
 async def run(n: int, rounds: int, encrypt: bool) -> dict[str, Any]:
+    """Start ``n`` agents, measure convergence and failure detection ``rounds`` times."""
     key = generate_key() if encrypt else None
     with tempfile.TemporaryDirectory(prefix="meshnode-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -172,6 +183,7 @@ async def run(n: int, rounds: int, encrypt: bool) -> dict[str, Any]:
 
 
 async def measure(agents: list[Agent], n: int, rounds: int, started: float) -> dict[str, Any]:
+    """Time convergence, then kill and restart one agent per round and time detection."""
     result: dict[str, Any] = {"n": n, "processes_bound_s": round(started, 2), "rounds": []}
     async with aiohttp.ClientSession() as session:
         converge = await until_all(session, agents, "/v1/agent/members",
@@ -206,6 +218,7 @@ async def measure(agents: list[Agent], n: int, rounds: int, started: float) -> d
 
 
 def main() -> None:
+    """Parse flags, run the benchmark, print the JSON result."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
