@@ -11,9 +11,10 @@ values (instances, check states, serialised definitions) are cached by identity,
 status change costs O(changed) allocations plus one pass over the node's record.
 ``data_dir=None`` keeps everything in memory (``-dev``).
 
-Each service remembers its source (``ServiceSource``, persisted): the config files own
-the services they define, so ``load_config_services`` at start drops config-sourced
-services the files no longer define, while API registrations survive restarts untouched.
+Each service and check remembers its source (``ServiceSource``, persisted): the config
+files own what they define, so ``load_config_services`` at start drops config-sourced
+services, and config-sourced checks of config services, that the files no longer define,
+while API registrations survive restarts untouched.
 """
 
 from __future__ import annotations
@@ -113,12 +114,13 @@ class _State:
     status: dict[str, tuple[Health, str]]
     sidecars: dict[str, str]  # sidecar id -> parent id
     ports: dict[str, int]
-    sources: dict[str, ServiceSource]
+    sources: dict[str, ServiceSource]  # service id -> source
+    check_sources: dict[str, ServiceSource]  # check id -> source
 
     def copy(self) -> _State:
         return _State(
             dict(self.services), dict(self.checks), dict(self.status), dict(self.sidecars),
-            dict(self.ports), dict(self.sources),
+            dict(self.ports), dict(self.sources), dict(self.check_sources),
         )  # fmt: skip
 
 
@@ -140,7 +142,7 @@ class LocalState:
         self._identity = replace(identity, node_id=node_id)
         self._store = store
         self._port_range = sidecar_ports
-        self._state = _State({}, {}, {}, {}, {}, {})
+        self._state = _State({}, {}, {}, {}, {}, {}, {})
         self._version = 0
         self._critical_since: dict[str, float] = {}
         self._ttl_deadline: dict[str, float] = {}
@@ -241,9 +243,9 @@ class LocalState:
         makes it an API service that outlives its removal from the config files.
         """
         work = self._state.copy()
-        ids = self._register_into(work, definition, replace_existing_checks, source)
+        parts = self._register_into(work, definition, replace_existing_checks, source)
         self._commit(work, persist=True)
-        return tuple(self.service(sid) for sid in ids)
+        return tuple(self.service(part.id) for part in parts)
 
     def load_config_services(
         self, definitions: tuple[ServiceDefinition, ...]
@@ -252,12 +254,21 @@ class LocalState:
 
         Registers (or updates) each of them as ``ServiceSource.CONFIG`` and removes, with
         their checks and sidecars, the config-sourced services that the files no longer
-        define. API registrations restored from ``data_dir`` are left as they are.
+        define, and the config-sourced checks a kept service no longer defines. API
+        registrations restored from ``data_dir`` (services and checks) are left as they are.
         """
         work = self._state.copy()
-        kept: list[str] = []
-        for definition in definitions:
-            kept += self._register_into(work, definition, False, ServiceSource.CONFIG)
+        parts = [
+            part
+            for definition in definitions
+            for part in self._register_into(work, definition, False, ServiceSource.CONFIG)
+        ]
+        kept = {part.id for part in parts}
+        defined_checks = {check.id for part in parts for check in part.checks}
+        for cid, check in list(work.checks.items()):
+            config_check = work.check_sources.get(cid) is ServiceSource.CONFIG
+            if config_check and check.service_id in kept and cid not in defined_checks:
+                _drop_check(work, cid)
         stale = [
             sid
             for sid, src in work.sources.items()
@@ -267,7 +278,7 @@ class LocalState:
             log.info("removing service no longer in config", extra={"service_id": service_id})
             self._remove_with_sidecar(work, service_id)
         self._commit(work, persist=True)
-        return tuple(self.service(sid) for sid in kept)
+        return tuple(self.service(part.id) for part in parts)
 
     def deregister_service(self, service_id: str) -> None:
         """Remove a service, its checks and its sidecar; ``NotFound`` when unknown."""
@@ -284,7 +295,7 @@ class LocalState:
             raise InvalidRequest(
                 f'ServiceID "{check.service_id}" does not exist', field="service_id"
             )
-        self._put_check(work, check)
+        self._put_check(work, check, ServiceSource.API)
         self._commit(work, persist=True)
 
     def deregister_check(self, check_id: str) -> None:
@@ -292,8 +303,7 @@ class LocalState:
         work = self._state.copy()
         if check_id not in work.checks:
             raise NotFound(f'Unknown check ID "{check_id}"')
-        del work.checks[check_id]
-        work.status.pop(check_id, None)
+        _drop_check(work, check_id)
         self._commit(work, persist=True)
 
     def update_ttl(self, check_id: str, status: Health, output: str = "") -> None:
@@ -362,8 +372,8 @@ class LocalState:
         definition: ServiceDefinition,
         replace_checks: bool,
         source: ServiceSource,
-    ) -> list[str]:
-        # Expands the sidecar into ``work``; returns the IDs registered (parent first).
+    ) -> tuple[ServiceDefinition, ...]:
+        # Expands the sidecar into ``work``; returns what was registered (parent first).
         ports = SidecarPorts(lo=self._port_range[0], hi=self._port_range[1], assigned=work.ports)
         ports.set_in_use({sid: svc.port for sid, svc in work.services.items() if svc.port})
         parts = expand_sidecar(
@@ -373,12 +383,11 @@ class LocalState:
         if len(parts) == 1 and work.sidecars.get(old_sidecar) == definition.id:
             self._remove_service(work, old_sidecar)
         for part in parts:
-            self._put_service(work, part, replace_checks)
-            work.sources[part.id] = source
+            self._put_service(work, part, replace_checks, source)
         if len(parts) == 2:
             work.sidecars[parts[1].id] = definition.id
         work.ports = dict(ports.assigned)
-        return [part.id for part in parts]
+        return parts
 
     def _remove_with_sidecar(self, work: _State, service_id: str) -> None:
         self._remove_service(work, service_id)
@@ -386,20 +395,23 @@ class LocalState:
         if work.sidecars.get(sidecar) == service_id:
             self._remove_service(work, sidecar)
 
-    def _put_service(self, work: _State, svc: ServiceDefinition, replace_checks: bool) -> None:
+    def _put_service(
+        self, work: _State, svc: ServiceDefinition, replace_checks: bool, source: ServiceSource
+    ) -> None:
         if replace_checks:
             for cid in [cid for cid, c in work.checks.items() if c.service_id == svc.id]:
                 if cid not in {c.id for c in svc.checks}:
-                    del work.checks[cid]
-                    work.status.pop(cid, None)
+                    _drop_check(work, cid)
         work.services[svc.id] = replace(svc, checks=())
+        work.sources[svc.id] = source
         work.sidecars.pop(svc.id, None)  # re-marked by register_service if it is a sidecar
         for check in svc.checks:
-            self._put_check(work, check)
+            self._put_check(work, check, source)
 
-    def _put_check(self, work: _State, check: CheckDefinition) -> None:
+    def _put_check(self, work: _State, check: CheckDefinition, source: ServiceSource) -> None:
         previous = work.checks.get(check.id)
         work.checks[check.id] = check
+        work.check_sources[check.id] = source
         # An unchanged re-registration keeps its current result instead of flapping.
         if previous != check or check.id not in work.status:
             work.status[check.id] = (check.status, "")
@@ -409,8 +421,7 @@ class LocalState:
         work.sidecars.pop(service_id, None)
         work.sources.pop(service_id, None)
         for cid in [cid for cid, c in work.checks.items() if c.service_id == service_id]:
-            del work.checks[cid]
-            work.status.pop(cid, None)
+            _drop_check(work, cid)
 
     def _set_status(self, check_id: str, status: Health, output: str, *, persist: bool) -> bool:
         check = self._state.checks[check_id]
@@ -553,6 +564,7 @@ class LocalState:
             "sidecars": work.sidecars,
             "sidecar_ports": work.ports,
             "sources": {sid: str(src) for sid, src in work.sources.items()},
+            "check_sources": {cid: str(src) for cid, src in work.check_sources.items()},
         }
         atomic_write(self._data_dir / STATE_FILE, pack(doc))
         keep = {f"s:{sid}" for sid in work.services} | {f"c:{cid}" for cid in work.checks}
@@ -628,8 +640,16 @@ def _decode_state(doc: Any) -> tuple[_State, int]:
     # nothing is removed on the strength of a guess.
     recorded = dict(doc.get("sources", {}))
     sources = {sid: ServiceSource(recorded.get(sid, ServiceSource.API)) for sid in services}
-    state = _State(services, checks, status, sidecars, ports, sources)
+    recorded = dict(doc.get("check_sources", {}))
+    check_sources = {cid: ServiceSource(recorded.get(cid, ServiceSource.API)) for cid in checks}
+    state = _State(services, checks, status, sidecars, ports, sources, check_sources)
     return state, int(doc["version"])
+
+
+def _drop_check(work: _State, check_id: str) -> None:
+    del work.checks[check_id]
+    work.status.pop(check_id, None)
+    work.check_sources.pop(check_id, None)
 
 
 def _truncate(output: str, limit: int) -> str:

@@ -400,3 +400,18 @@ def test_LocalState_sigkill_restart_keeps_config_and_api_services(tmp_path: Path
     assert set(local.services()) == {"from-config", "from-api"}
     assert local.source("from-config") is ServiceSource.CONFIG
     assert local.source("from-api") is ServiceSource.API
+
+
+def test_LocalState_check_removed_from_a_config_service_is_gone_api_checks_stay(
+    tmp_path: Path,
+) -> None:
+    two_checks = web(checks=[{"id": "a", "ttl": "5s"}, {"id": "b", "ttl": "5s"}])
+    local, _ = make(tmp_path)
+    local.load_config_services((parse_service(two_checks),))
+    local.register_check(
+        parse_check({"id": "api-mem", "name": "mem", "ttl": "9s", "service_id": "web"})
+    )
+    again, _ = make(tmp_path)
+    again.load_config_services((parse_service(web(checks=[{"id": "a", "ttl": "5s"}])),))
+    assert set(again.checks()) == {"a", "api-mem"}
+    assert set(make(tmp_path)[0].checks()) == {"a", "api-mem"}
