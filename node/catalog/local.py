@@ -277,7 +277,8 @@ class LocalState:
         for service_id in stale:
             log.info("removing service no longer in config", extra={"service_id": service_id})
             self._remove_with_sidecar(work, service_id)
-        self._commit(work, persist=True)
+        if work != self._state:  # an unchanged config restarts without a write or a publish
+            self._commit(work, persist=True)
         return tuple(self.service(part.id) for part in parts)
 
     def deregister_service(self, service_id: str) -> None:

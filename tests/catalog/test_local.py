@@ -415,3 +415,15 @@ def test_LocalState_check_removed_from_a_config_service_is_gone_api_checks_stay(
     again.load_config_services((parse_service(web(checks=[{"id": "a", "ttl": "5s"}])),))
     assert set(again.checks()) == {"a", "api-mem"}
     assert set(make(tmp_path)[0].checks()) == {"a", "api-mem"}
+
+
+def test_LocalState_unchanged_config_at_restart_writes_and_publishes_nothing(
+    tmp_path: Path,
+) -> None:
+    config = _config("db") + (parse_service(web(connect={"sidecar_service": {}})),)
+    make(tmp_path)[0].load_config_services(config)
+    again, store = make(tmp_path)
+    saved, version, index = (tmp_path / STATE_FILE).read_bytes(), again.version, store.index
+    again.load_config_services(config)
+    assert (tmp_path / STATE_FILE).read_bytes() == saved
+    assert (again.version, store.index) == (version, index)
