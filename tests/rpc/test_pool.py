@@ -311,6 +311,40 @@ async def test_malformed_multiplexing_frames_drop_the_connection(bodies: tuple[b
         await srv.close()
 
 
+async def test_frame_stuck_halfway_is_dropped_even_with_a_call_in_flight() -> None:
+    gate = Gate()
+    srv = await start({"Block": gate.block}, idle_timeout=0.1)
+    try:
+        reader, writer = await asyncio.open_connection(*srv.addr)
+        writer.write(frame(encode_request(Request(id=1, method="Block", args=1))))
+        await until(lambda: gate.started, "the call to start")
+        writer.write(struct.pack(">I", 100) + b"half")  # and then nothing
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        writer.close()
+        assert srv.stats["dropped_TimeoutError"] == 1 and gate.cancelled == [1]
+    finally:
+        await srv.close()
+
+
+async def test_connection_outlives_idle_timeout_while_a_call_runs_then_closes() -> None:
+    gate = Gate()
+    srv = await start({"Block": gate.block}, idle_timeout=0.1)
+    client = RPCClient()
+    try:
+        call = asyncio.ensure_future(client.call(srv.addr, "Block", 1, timeout=600))
+        await until(lambda: gate.started, "the call to start")
+        await asyncio.sleep(0.5)  # five idle periods with a call in flight
+        assert client.open_connections == 1
+        gate.release.set()
+        assert await call == {"done": 1}
+        await until(lambda: client.open_connections == 0, "the server's idle close")
+        assert srv.stats["dropped_TimeoutError"] == 1
+    finally:
+        await client.close()
+        await srv.close()
+
+
 async def test_cancel_for_an_unknown_id_is_ignored() -> None:
     srv = await start({"Echo": echo})
     try:
