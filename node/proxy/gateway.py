@@ -9,9 +9,11 @@ buffered hello to it first, and hands both sockets to a splice ``Relay``. Anythi
 connection limit) is closed, counted by reason and logged; nothing a client sends can
 stop the listener.
 
-The hot path avoids asyncio streams and tasks: the listening socket is read in batches
-of ``ACCEPT_BATCH`` accepts, each connection is a few callbacks on raw non-blocking
-sockets, and timeouts are enforced by one sweep per listener instead of a timer each.
+The hot path avoids asyncio streams and tasks: the listening socket sits in the same
+private epoll set as the connections and is read in batches of ``ACCEPT_BATCH`` accepts,
+each connection is a few callbacks on raw sockets (accepted ones use MSG_DONTWAIT per
+call instead of an O_NONBLOCK ioctl each), and timeouts are enforced by one sweep per
+listener on a coarse clock instead of a timer (or a clock read) per connection.
 """
 
 from __future__ import annotations
