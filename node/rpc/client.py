@@ -10,8 +10,9 @@ so a blocking query never holds up a short call and the TCP/accept cost is paid 
 not per call. A caller that gives up (timeout or cancellation) sends a cancel frame for
 its id, which stops the remote handler; the connection stays. A connection that fails
 (closed, unreadable or unexpected reply) fails every call on it and is discarded; one
-with no call in flight for ``idle_timeout`` is closed (shorter than the server's 60 s,
-so the server practically never closes a connection a request is about to use).
+with no call for ``idle_timeout`` is closed (checked once per period, so within twice
+that; the server's check uses 60 s periods, so it practically never closes a connection
+a request is about to use).
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ __all__ = ["RPCClient", "call_datacenter"]
 MAX_CONNECTIONS_PER_ADDR = 4
 #: Calls one connection carries before another is opened (the server allows 256).
 CALLS_PER_CONNECTION = 32
-#: An unused connection is closed after this many seconds (the server's is 60).
-IDLE_TIMEOUT = 30.0
+#: An unused connection is closed after 1-2 such periods (the server: 60-120 s).
+IDLE_TIMEOUT = 20.0
 #: Ids of given-up calls remembered per connection, so their late replies are dropped.
 _CANCELLED_MEMORY = 1024
 
@@ -93,10 +94,14 @@ class RPCClient:
         keyring = self._keyring() if self._verify_outgoing else None
         payload = frame(seal(encode_request(request), keyring))
         where = f"{addr[0]}:{addr[1]}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                conn = await self._connection(addr)
-                reply = await conn.exchange(request.id, payload, keyring)
+            conn = self._pooled(addr, loop)
+            if conn is None:
+                async with asyncio.timeout_at(deadline):
+                    conn = await self._connection(addr)
+            reply = await conn.exchange(request.id, payload, keyring, deadline)
         except TimeoutError:
             raise RPCUnreachable(f"rpc {method} to {where} timed out after {timeout:g}s") from None
         except (OSError, asyncio.IncompleteReadError) as exc:
@@ -119,15 +124,23 @@ class RPCClient:
         for conn in conns:
             await conn.wait_closed()
 
-    async def _connection(self, addr: Address) -> _Connection:
-        loop = asyncio.get_running_loop()
+    def _pooled(self, addr: Address, loop: asyncio.AbstractEventLoop) -> _Connection | None:
+        """An open connection to ``addr`` to use now, or None when one should be dialled."""
         if self._loop is not loop:  # connections cannot move between event loops
             self._loop, self._pools, self._dialing = loop, {}, {}
-        while True:
-            pool = self._pools.setdefault(addr, [])
+        pool = self._pools.setdefault(addr, [])
+        if any(c.closed for c in pool):
             pool[:] = [c for c in pool if not c.closed]
-            best = min(pool, key=_load, default=None)
-            if best is not None and (_load(best) < self._per_conn or len(pool) >= self._max_conns):
+        best = min(pool, key=_load, default=None)
+        if best is not None and (_load(best) < self._per_conn or len(pool) >= self._max_conns):
+            return best
+        return None
+
+    async def _connection(self, addr: Address) -> _Connection:
+        loop = asyncio.get_running_loop()
+        while True:
+            best = self._pooled(addr, loop)
+            if best is not None:
                 return best
             dial = self._dialing.get(addr)
             if dial is None:
@@ -147,6 +160,15 @@ class RPCClient:
             return conn
         finally:
             del self._dialing[addr]
+
+
+def _expire(reply: asyncio.Future[Reply]) -> None:
+    if not reply.done():
+        reply.set_exception(TimeoutError())
+
+
+def _answered(reply: asyncio.Future[Reply]) -> bool:
+    return reply.done() and not reply.cancelled() and reply.exception() is None
 
 
 def _no_keyring() -> None:
@@ -173,27 +195,36 @@ class _Connection:
         self._keyring = keyring
         self._idle_timeout = idle_timeout
         self._given_up: deque[int] = deque(maxlen=_CANCELLED_MEMORY)
+        self._activity = 0  # calls started; the idle check compares it between rounds
+        self._seen: int | None = None  # activity at the last check, if idle then
         self._idle: asyncio.TimerHandle | None = None
         self._reader = asyncio.ensure_future(self._read_loop(reader))
         self._arm_idle()
 
-    async def exchange(self, rid: int, payload: bytes, keyring: Keyring | None) -> Reply:
-        """Send one request frame and wait for its reply (cancel frame if we give up)."""
+    async def exchange(
+        self, rid: int, payload: bytes, keyring: Keyring | None, deadline: float
+    ) -> Reply:
+        """Send one request frame and wait for its reply until ``deadline`` (loop time;
+        ``TimeoutError`` then), sending a cancel frame if we give up."""
         if self.closed:
             raise ConnectionResetError("connection closed")
-        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Reply] = loop.create_future()
         self.pending[rid] = reply
-        self._disarm_idle()
+        self._activity += 1
+        # A timer on the future, not asyncio.timeout: half the bookkeeping per call.
+        timer = loop.call_at(deadline, _expire, reply)
         try:
             self._writer.write(payload)
-            await self._writer.drain()
+            if self._writer.transport.get_write_buffer_size():  # the peer lags: wait, bounded
+                async with asyncio.timeout_at(deadline):
+                    await self._writer.drain()
             return await reply
         finally:
-            # Our await cancels the future itself when the caller gives up.
-            if self.pending.pop(rid, None) is not None and (reply.cancelled() or not reply.done()):
+            timer.cancel()
+            # A caller giving up cancels the future (or the timer fails it): tell the server.
+            if self.pending.pop(rid, None) is not None and not _answered(reply):
                 self._give_up(rid, keyring)
-            if not self.pending:
-                self._arm_idle()
 
     def _give_up(self, rid: int, keyring: Keyring | None) -> None:
         self._given_up.append(rid)
@@ -241,18 +272,24 @@ class _Connection:
             await self._reader
 
     def _arm_idle(self) -> None:
+        # One timer per idle period, not one per call: "no call started and none in
+        # flight at two checks in a row" means idle for a whole period.
         self._disarm_idle()
         loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self._idle_timeout, self._idle_close)
+        self._idle = loop.call_later(self._idle_timeout, self._idle_check)
 
     def _disarm_idle(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
 
-    def _idle_close(self) -> None:
-        if not self.pending:
+    def _idle_check(self) -> None:
+        idle = not self.pending
+        if idle and self._seen == self._activity:
             self.close(ConnectionResetError("idle connection closed"))
+            return
+        self._seen = self._activity if idle else None
+        self._arm_idle()
 
 
 async def call_datacenter(

@@ -376,3 +376,22 @@ def test_cancel_frame_round_trips_and_requests_still_decode() -> None:
     assert decode_call_frame(encode_request(request)) == request
     with pytest.raises(RemoteProtocolError, match="'id' must be an integer"):
         decode_call_frame(pack({"id": "x", "cancel": True}))
+
+
+async def test_deadline_holds_when_the_peer_stops_reading() -> None:
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.Event().wait()  # accepts, never reads: our send buffer fills up
+
+    fake = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    client = RPCClient()
+    loop = asyncio.get_running_loop()
+    try:
+        began = loop.time()
+        with pytest.raises(RPCUnreachable, match="timed out after 0.3s"):
+            await client.call(
+                fake.sockets[0].getsockname()[:2], "Echo", b"x" * (8 << 20), timeout=0.3
+            )
+        assert loop.time() - began < 2
+    finally:
+        await client.close()
+        fake.close()
