@@ -140,7 +140,10 @@ class _Half(asyncio.Protocol):
         self.eof = True
         if self.peer is not None:
             self.peer.send_eof()
-        return True  # keep our write side open for the reply
+        # Keep our write side open for the reply: plain TCP can half-close; asyncio's TLS
+        # transport cannot (it closes after EOF whatever we return, and warns on True).
+        t = self.transport
+        return t is not None and t.get_extra_info("sslcontext") is None
 
     def send_eof(self) -> None:
         t = self.transport
