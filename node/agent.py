@@ -4,14 +4,14 @@ Rule: this is the only module that constructs components and owns their lifetime
 Construction is a chain of small ``build_*`` functions; ``Agent.components()`` lists
 what runs, and ``Agent.run()`` starts them all in one ``asyncio.TaskGroup``. Shutdown is
 the cancellation of that group (SIGINT/SIGTERM or ``Agent.stop()``), followed by
-flushing what must survive a restart. Later issues add gossip pools, node RPC, the CA,
-the leaf manager, global state and the proxy manager as one ``build_*`` call and one row
-in ``components()`` each.
+flushing what must survive a restart. Each part (HTTP, checks, gossip pools, node RPC,
+the Connect service with the CA, global state and leaves, the proxy feed) is one
+``build_*`` call and one row in ``components()``.
 
 What other components (and the HTTP API) ask the agent goes through methods here —
 ``members()``, ``leader()``, ``datacenters()``, ``forward_read()``, ``call_server()``.
 
-Cluster plumbing (round 2). Every node runs a LAN gossip pool (``agent.lan``) whose
+Cluster plumbing. Every node runs a LAN gossip pool (``agent.lan``) whose
 single delegate is a ``DelegateMux`` (``agent.lan_delegate``; channel 1 = the catalog's
 ``CatalogSync``, further channels added with ``add_channel`` before ``run()``), and an
 ``RPCServer`` on ``ports.server`` (``agent.rpc_server``; ``register_rpc`` before
