@@ -13,7 +13,7 @@ LAN profile (the agent's default), encrypted with ``--encrypt``.
 
     .venv/bin/python scripts/bench/gossip_real.py [--n 10] [--rounds 2] [--encrypt]
 
-Target (issue 3): 10 agents converge and detect a SIGKILLed member in under 10 s.
+Target: 10 agents converge and detect a SIGKILLed member in under 10 s.
 """
 
 from __future__ import annotations
