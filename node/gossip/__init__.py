@@ -47,7 +47,7 @@ __all__ = [
     "suspicion_timeouts",
 ]
 
-# --- gossip-runtime: re-exports of runtime/transport/keyring below this line (owned by gossip-runtime) ---
+# --- the asyncio driver: runtime, transports and keyring ---
 from node.gossip.keyring import (  # noqa: E402
     ENCRYPTION_OVERHEAD,
     LAN_KEYRING_FILE,
