@@ -24,7 +24,7 @@ stamp=.venv/.meshnode-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "==> installing meshnode and its test dependencies into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -qq -e '.[test]'
   touch "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
