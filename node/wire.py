@@ -8,6 +8,7 @@ another exception type. Frames on streams are ``[u32 big-endian length][payload]
 from __future__ import annotations
 
 import struct
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -22,6 +23,8 @@ __all__ = [
     "UNPACK_ERRORS",
     "frame",
     "parse_frame_header",
+    "timestamp",
+    "from_timestamp",
 ]
 
 #: Largest frame any stream protocol accepts (push-pull state, RPC bodies).
@@ -69,3 +72,13 @@ def parse_frame_header(header: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> in
     if length > max_bytes:
         raise RemoteProtocolError(f"frame of {length} bytes exceeds {max_bytes}")
     return int(length)
+
+
+def timestamp(value: datetime | None) -> float | None:
+    """An aware datetime as POSIX seconds for the wire (``None`` stays ``None``)."""
+    return None if value is None else value.timestamp()
+
+
+def from_timestamp(value: Any) -> datetime | None:
+    """Inverse of ``timestamp``: POSIX seconds → aware UTC datetime (``None`` stays)."""
+    return None if value is None else datetime.fromtimestamp(float(value), UTC)

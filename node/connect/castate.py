@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from node.connect.keys import read_keys
 from node.duration import format_go_duration, parse_go_duration
 from node.errors import InvalidRequest
+from node.wire import from_timestamp, timestamp
 
 __all__ = [
     "DEFAULT_LEAF_CERT_TTL",
@@ -378,31 +379,23 @@ def note_leaf_expiry(roots: CARoots, root_id: str, expiry: datetime) -> CARoots:
 # --- wire -----------------------------------------------------------------------------------
 
 
-def _ts(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
-def _dt(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(float(value), UTC)
-
-
 def _root_to_wire(root: CARoot) -> dict[str, Any]:
     return {
         "id": root.id,
         "name": root.name,
         "serial_number": root.serial_number,
         "signing_key_id": root.signing_key_id,
-        "not_before": _ts(root.not_before),
-        "not_after": _ts(root.not_after),
+        "not_before": timestamp(root.not_before),
+        "not_after": timestamp(root.not_after),
         "root_cert": root.root_cert,
         "private_key_type": root.private_key_type,
         "private_key_bits": root.private_key_bits,
-        "retain_until": _ts(root.retain_until),
+        "retain_until": timestamp(root.retain_until),
     }
 
 
 def _root_from_wire(raw: Mapping[str, Any]) -> CARoot:
-    not_before, not_after = _dt(raw["not_before"]), _dt(raw["not_after"])
+    not_before, not_after = from_timestamp(raw["not_before"]), from_timestamp(raw["not_after"])
     if not_before is None or not_after is None:
         raise InvalidRequest("CA root without validity dates")
     return CARoot(
@@ -415,7 +408,7 @@ def _root_from_wire(raw: Mapping[str, Any]) -> CARoot:
         root_cert=str(raw["root_cert"]),
         private_key_type=str(raw["private_key_type"]),
         private_key_bits=int(raw["private_key_bits"]),
-        retain_until=_dt(raw.get("retain_until")),
+        retain_until=from_timestamp(raw.get("retain_until")),
     )
 
 

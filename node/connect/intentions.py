@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
@@ -25,6 +25,7 @@ from typing import Any, Final
 from node.connect.keys import read_keys
 from node.connect.spiffe import SpiffeID
 from node.errors import Conflict, InvalidRequest
+from node.wire import from_timestamp, timestamp
 
 __all__ = [
     "WILDCARD",
@@ -349,10 +350,6 @@ def authorize(
 # --- wire -----------------------------------------------------------------------------------
 
 
-def _ts(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
 def intention_to_wire(ixn: Intention) -> dict[str, Any]:
     """Plain dict for replication and persistence (indexes are per node, not sent)."""
     return {
@@ -365,8 +362,8 @@ def intention_to_wire(ixn: Intention) -> dict[str, Any]:
         "action": ixn.action.value,
         "description": ixn.description,
         "meta": dict(ixn.meta),
-        "created_at": _ts(ixn.created_at),
-        "updated_at": _ts(ixn.updated_at),
+        "created_at": timestamp(ixn.created_at),
+        "updated_at": timestamp(ixn.updated_at),
     }
 
 
@@ -384,8 +381,8 @@ def intention_from_wire(raw: Mapping[str, Any]) -> Intention:
             action=_parse_action(raw["action"]),
             description=raw["description"],
             meta=dict(raw["meta"]),
-            created_at=None if created is None else datetime.fromtimestamp(created, UTC),
-            updated_at=None if updated is None else datetime.fromtimestamp(updated, UTC),
+            created_at=from_timestamp(created),
+            updated_at=from_timestamp(updated),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise InvalidRequest(f"malformed intention entry: {exc!r}") from None
