@@ -9,15 +9,20 @@ buffered hello to it first, and hands both sockets to a splice ``Relay``. Anythi
 connection limit) is closed, counted by reason and logged; nothing a client sends can
 stop the listener.
 
-The hot path avoids asyncio streams and tasks: the listening socket sits in the same
-private epoll set as the connections and is read in batches of ``ACCEPT_BATCH`` accepts,
-each connection is a few callbacks on raw sockets (accepted ones use MSG_DONTWAIT per
-call instead of an O_NONBLOCK ioctl each), and timeouts are enforced by one sweep per
+The hot path avoids asyncio streams and tasks, and Python's ``socket.socket`` wrapper
+too (its ``accept`` converts enums and runs Python ``__init__`` per connection): the
+listening socket sits in the same private epoll set as the connections and is read in
+batches of ``ACCEPT_BATCH`` raw accepts, accepted and dialled sockets are the C-level
+``_socket.socket`` the stdlib wraps, each connection is one handler on its client fd
+until the relay's two halves take over, accepted sockets use MSG_DONTWAIT per call
+instead of an O_NONBLOCK ioctl each, route decisions (with their dial addresses) are
+cached per SNI until the plan changes, and timeouts are enforced by one sweep per
 listener on a coarse clock instead of a timer (or a clock read) per connection.
 """
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import functools
@@ -31,10 +36,17 @@ from node.clock import Clock, MonotonicClock
 from node.errors import ProxyError
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, GatewayPlan, Route, RouteKind, route_gateway
-from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Poller, Relay, make_poller, make_scratch
+from node.proxy.relay import (
+    EV_CLOSING,
+    EV_WRITE,
+    SPLICE_SUPPORTED,
+    PipePool,
+    Poller,
+    Relay,
+    make_poller,
+    make_scratch,
+)
 from node.proxy.sni import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
-
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 __all__ = [
     "ACCEPT_BATCH",
@@ -54,11 +66,17 @@ HELLO_TIMEOUT = 5.0  # seconds for the whole ClientHello to arrive
 IDLE_TIMEOUT = 600.0  # seconds without a byte either way before a relay is closed
 MAX_CONNECTIONS = 10_000  # open (incl. not yet routed) connections per listener
 MAX_DIAL_ATTEMPTS = 3  # endpoints tried per connection before giving up
-SWEEP_INTERVAL = 0.25  # seconds between timeout sweeps
+SWEEP_INTERVAL = 0.25  # seconds between timeout sweeps (and byte-count reports)
 ROUTE_CACHE_SIZE = 4096  # distinct SNIs remembered per plan (names come from clients)
 LISTEN_BACKLOG = 4096
 
 Router = Callable[[GatewayPlan, str], Route]
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+_AGAIN = (BlockingIOError, InterruptedError)
+_CONNECTING = (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
+# A cached routing answer: dial targets as (family, sockaddr), or a reject reason.
+_Targets = tuple[tuple[int, tuple[str, int]], ...]
 
 
 def bind_listener(address: str, port: int, what: str) -> socket.socket:
@@ -75,17 +93,27 @@ def bind_listener(address: str, port: int, what: str) -> socket.socket:
 
 
 @functools.lru_cache(maxsize=4096)
-def _family_of(address: str) -> socket.AddressFamily | None:
+def _family_of(address: str) -> int | None:
     """AF_INET/AF_INET6 for an IP literal; None for anything that would need DNS."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return int(socket.AF_INET6 if ip.version == 6 else socket.AF_INET)
+
+
+def _targets(endpoints: tuple[Endpoint, ...]) -> _Targets:
+    """What ``connect`` takes for each endpoint; names that would need DNS are left out."""
+    out = []
+    for ep in endpoints:
+        family = _family_of(ep.address)
+        if family is not None:
+            out.append((family, (ep.address, ep.port)))
+    return tuple(out)
 
 
 class _Pending:
-    """A connection between accept and relay: reading the hello, then dialling."""
+    """The handler of a client socket until its relay starts: reads the hello."""
 
     __slots__ = (
         "gw",
@@ -93,71 +121,72 @@ class _Pending:
         "fd",
         "buf",
         "deadline",
-        "endpoints",
+        "targets",
         "start",
         "attempt",
         "up",
-        "reading",
-        "relay",
+        "hup",
+        "more",
     )
 
-    def __init__(self, gw: GatewayListener, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, gw: GatewayListener, sock: _socket.socket, fd: int, deadline: float):
         self.gw = gw
         self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = fd
         self.buf = b""
         self.deadline = deadline
-        self.endpoints: tuple[Endpoint, ...] = ()
+        self.targets: _Targets = ()
         self.start = 0
         self.attempt = 0
-        self.up: socket.socket | None = None
-        self.reading = True  # our on_hello reader is registered on the client socket
-        self.relay: Relay | None = None  # set when relaying with our reader still registered
+        self.up: _socket.socket | None = None  # set while a dial waits for its connect
+        self.hup = False  # the client already sent its FIN
+        self.more = False  # the last read filled its buffer: more may be queued
 
-    def on_hello(self) -> None:
-        relay = self.relay
-        if relay is not None:  # relaying: this reader now serves the relay
-            relay.downstream_readable()
+    def on_event(self, ev: int) -> None:
+        if self.up is not None:
+            return  # dialling: what the client sends waits for the relay
+        if ev & EV_CLOSING:
+            self.hup = True
+        gw = self.gw
+        while True:  # more than once only after the FIN, to read up to the EOF
+            want = MAX_HELLO_BYTES - len(self.buf)
+            try:
+                data = self.sock.recv(want, _DONTWAIT)
+            except _AGAIN:
+                return
+            except OSError:
+                gw.reject(self, "reset_before_hello")
+                return
+            if not data:
+                gw.reject(self, "closed_before_hello")
+                return
+            self.more = len(data) == want
+            self.buf = buf = self.buf + data if self.buf else data
+            result = parse_client_hello(buf)
+            status = result.status
+            if status is HelloStatus.SNI:
+                assert result.server_name is not None
+                gw.route(self, result.server_name)
+            elif status is HelloStatus.NO_SNI:
+                gw.reject(self, "no_sni")
+            elif status is HelloStatus.ERROR:
+                gw.reject(self, "bad_hello", detail=result.reason)
+            elif self.hup:
+                continue
             return
-        try:
-            data = self.sock.recv(MAX_HELLO_BYTES - len(self.buf), _DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.gw.reject(self, "reset_before_hello")
-            return
-        if not data:
-            self.gw.reject(self, "closed_before_hello")
-            return
-        self.buf = self.buf + data if self.buf else data
-        result = parse_client_hello(self.buf)
-        status = result.status
-        if status is HelloStatus.NEED_MORE:
-            return
-        if status is HelloStatus.SNI:
-            assert result.server_name is not None
-            self.gw.route(self, result.server_name)
-        elif status is HelloStatus.NO_SNI:
-            self.gw.reject(self, "no_sni")
-        else:
-            self.gw.reject(self, "bad_hello", detail=result.reason)
 
-    def stop_reading(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.gw.poller.remove_reader(self.fd)
 
-    def on_connect(self) -> None:
-        up = self.up
-        assert up is not None
-        self.gw.poller.remove_writer(up.fileno())
-        err = up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            up.close()
-            self.up = None
-            self.gw.dial_next(self, errno.errorcode.get(err, str(err)))
-            return
-        self.gw.connected(self)
+class _Connect:
+    """The handler of a dialled socket whose connect is still in progress."""
+
+    __slots__ = ("gw", "conn")
+
+    def __init__(self, gw: GatewayListener, conn: _Pending) -> None:
+        self.gw, self.conn = gw, conn
+
+    def on_event(self, ev: int) -> None:
+        if ev & EV_WRITE:
+            self.gw.connect_done(self.conn)
 
 
 class GatewayListener:
@@ -191,10 +220,12 @@ class GatewayListener:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self._sock: socket.socket | None = None
+        self._family = 0
         self._pending: dict[_Pending, None] = {}
-        self._relays: dict[Relay, tuple[int, float]] = {}
+        self._relays: dict[Relay, None] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self._routes: dict[str, Route] = {}
+        self._routes: dict[str, _Targets | str] = {}
+        self._accept_failed = False  # EMFILE and the like: retried by the sweep
         self._now = self._clock.monotonic()  # coarse: refreshed per accept batch and sweep
 
     @property
@@ -213,10 +244,13 @@ class GatewayListener:
         """Listen (on ``sock`` if given, else the plan's address); ``ProxyError`` if we cannot."""
         plan = self.plan
         self._sock = sock or bind_listener(plan.bind_address, plan.bind_port, plan.name)
+        self._sock.setblocking(False)
+        self._family = int(self._sock.family)
+        # Inherited by every accepted socket (Linux copies it from the listener).
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # In the private epoll set with the connections: one wakeup dispatches accepts
         # and relay events together (one Python callback from the loop, not two).
-        self.poller.add_reader(self._sock.fileno(), self._on_accept)
+        self.poller.watch(self._sock.fileno(), self)
         self._schedule_sweep()
 
     def update(self, plan: GatewayPlan) -> None:
@@ -227,7 +261,7 @@ class GatewayListener:
     def stop_accepting(self) -> None:
         """Close the listening socket; open connections run until they end."""
         if self._sock is not None:
-            self.poller.remove_reader(self._sock.fileno())
+            self.poller.detach(self._sock.fileno())
             self._sock.close()
             self._sock = None
 
@@ -244,121 +278,158 @@ class GatewayListener:
         self.poller.close()
 
     # --- accepting ---------------------------------------------------------------
-    def _on_accept(self) -> None:
+    def on_event(self, ev: int) -> None:
+        """The listening socket is readable: accept a batch."""
+        self._accept_batch()
+
+    def _accept_batch(self) -> None:
         lsock = self._sock
         if lsock is None:
             return
-        stats = self.stats
+        accept = lsock._accept  # type: ignore[attr-defined]  # (fd, address), no wrapper
+        family, stats, pending, poller = self._family, self.stats, self._pending, self.poller
         self._now = now = self._clock.monotonic()
         deadline = now + self.hello_timeout
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, _addr = lsock.accept()
-            except (BlockingIOError, InterruptedError):
+                fd, _addr = accept()
+            except _AGAIN:
                 return
             except OSError as exc:  # EMFILE/ENFILE: leave the rest in the backlog
+                self._accept_failed = True
                 log.warning(
                     "gateway accept failed", extra={"listener": self.plan.name, "error": str(exc)}
                 )
                 return
             stats.opened += 1
-            if len(self._pending) + len(self._relays) >= self.max_connections:
+            if len(pending) + len(self._relays) >= self.max_connections:
                 stats.reject("connection_limit")
                 stats.closed += 1
-                sock.close()
+                _socket.socket(family, socket.SOCK_STREAM, 0, fd).close()
                 continue
             stats.active += 1
             # TCP_NODELAY is inherited from the listening socket. The socket stays
             # blocking at the fd level (no FIONBIO ioctl): every read and write on it
             # passes MSG_DONTWAIT, and the relay sets O_NONBLOCK only if it splices.
+            sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
             if not _DONTWAIT:  # a platform without per-call non-blocking I/O
                 sock.setblocking(False)
-            conn = _Pending(self, sock, deadline)
-            self._pending[conn] = None
-            self.poller.add_reader(conn.fd, conn.on_hello)
+            conn = _Pending(self, sock, fd, deadline)
+            pending[conn] = None
+            poller.watch(fd, conn)
+        # A full batch: more may wait, and an edge-triggered poller will not say so again.
+        poller.later(self._accept_batch)
 
     # --- routing and dialling ----------------------------------------------------
     def route(self, conn: _Pending, server_name: str) -> None:
         # Decisions are pure functions of (plan, name): cache them until the plan changes.
         decision = self._routes.get(server_name)
         if decision is None:
-            decision = self._router(self.plan, server_name)
-            if len(self._routes) < ROUTE_CACHE_SIZE:
-                self._routes[server_name] = decision
-        if decision.kind is RouteKind.REJECT:
-            self.reject(conn, decision.reason, detail=server_name)
+            decision = self._decide(server_name)
+        if isinstance(decision, str):
+            self.reject(conn, decision, detail=server_name)
             return
-        conn.endpoints = decision.endpoints
-        n = len(decision.endpoints)
+        conn.targets = decision
+        n = len(decision)
         conn.start = self._rng.randrange(n) if n > 1 else 0
         # Coarse time (last accept batch or sweep): deadlines are swept every
         # SWEEP_INTERVAL anyway, so a clock read per connection buys nothing.
         conn.deadline = self._now + self.plan.connect_timeout
-        self.dial_next(conn, "")
+        self.dial_next(conn, "no endpoint has an IP address")
+
+    def _decide(self, server_name: str) -> _Targets | str:
+        route = self._router(self.plan, server_name)
+        decision: _Targets | str = (
+            route.reason if route.kind is RouteKind.REJECT else _targets(route.endpoints)
+        )
+        if len(self._routes) < ROUTE_CACHE_SIZE:
+            self._routes[server_name] = decision
+        return decision
 
     def dial_next(self, conn: _Pending, last_error: str) -> None:
-        eps = conn.endpoints
-        while conn.attempt < min(len(eps), MAX_DIAL_ATTEMPTS):
-            ep = eps[(conn.start + conn.attempt) % len(eps)]
+        targets = conn.targets
+        while conn.attempt < min(len(targets), MAX_DIAL_ATTEMPTS):
+            family, addr = targets[(conn.start + conn.attempt) % len(targets)]
             conn.attempt += 1
-            family = _family_of(ep.address)
-            if family is None:
-                last_error = f"endpoint {ep} is not an IP address"
-                continue
-            up = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            up = _socket.socket(family, _STREAM_NONBLOCK)
             up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            err = up.connect_ex((ep.address, ep.port))
-            if err in (0, errno.EINPROGRESS):
-                conn.up = up
-                err = self._send_hello(conn)
+            err = up.connect_ex(addr)
+            if err in _CONNECTING:
+                err = self._send_hello(conn, up)
                 if err == 0:
                     return
-                if err != errno.EINPROGRESS:
-                    conn.up = None
-                    up.close()
-                    last_error = errno.errorcode.get(err, str(err))
-                    continue
-                # Still connecting (a real network): wait for writability, quietly.
-                conn.stop_reading()
-                self.poller.add_writer(up.fileno(), conn.on_connect)
-                return
+                if err == errno.EINPROGRESS:
+                    # Still connecting (a real network): wait for writability, quietly.
+                    conn.up = up
+                    self.poller.stop_read(conn.fd)
+                    self.poller.watch(up.fileno(), _Connect(self, conn), write=True)
+                    return
             up.close()
             last_error = errno.errorcode.get(err, str(err))
         self.reject(conn, "upstream_unavailable", detail=last_error)
 
-    def _send_hello(self, conn: _Pending) -> int:
-        """Try to hand the hello over at once; on loopback and fast LANs the connect is
-        already complete, which saves a writer registration per connection.
+    def _send_hello(self, conn: _Pending, up: _socket.socket, *, waited: bool = False) -> int:
+        """Hand the hello over at once: on loopback and fast LANs the connect is already
+        complete, which saves a writer registration per connection.
         Returns 0 (relaying), EINPROGRESS (wait for the connect) or the connect error."""
-        assert conn.up is not None
         try:
-            sent = conn.up.send(conn.buf)
-        except (BlockingIOError, InterruptedError):
+            sent = up.send(conn.buf)
+        except _AGAIN:
             return errno.EINPROGRESS
         except OSError as exc:
-            if exc.errno in (errno.ENOTCONN, errno.EAGAIN):
+            if exc.errno == errno.ENOTCONN:
                 return errno.EINPROGRESS
             return exc.errno or errno.ECONNREFUSED
-        self.connected(conn, sent)
+        self.connected(conn, up, sent, waited=waited)
         return 0
 
-    def connected(self, conn: _Pending, sent: int = 0) -> None:
-        """Upstream is connected and ``sent`` bytes of the hello are already there."""
+    def connect_done(self, conn: _Pending) -> None:
+        """A dial in progress finished, one way or the other."""
+        up = conn.up
+        assert up is not None
+        conn.up = None
+        err = up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not err:
+            err = self._send_hello(conn, up, waited=True)
+            if err == 0:
+                return
+        self.poller.detach(up.fileno())
+        up.close()
+        self.dial_next(conn, errno.errorcode.get(err, str(err)))
+
+    def connected(self, conn: _Pending, up: _socket.socket, sent: int, *, waited: bool) -> None:
+        """``up`` is connected and ``sent`` bytes of the hello are already there;
+        ``waited``: its connect was in progress, so it is watched and reads were off."""
         del self._pending[conn]
-        assert conn.up is not None
         relay = Relay(
             self.poller,
             conn.sock,
-            conn.up,
+            up,
             stats=self.stats,
             pool=self._pool,
             scratch=self._scratch,
             on_close=self._relay_closed,
         )
-        self._relays[relay] = (0, self._now)
-        if conn.reading:
-            conn.relay = relay
-        relay.start(conn.buf[sent:], already_sent=sent, downstream_reader=conn.reading)
+        relay.since = self._now
+        self._relays[relay] = None
+        down, upside = relay.down, relay.up
+        down.moved = len(conn.buf)  # all of it reaches upstream, or the relay dies
+        down.hup = conn.hup
+        poller = self.poller
+        if waited:
+            poller.attach(upside.src_fd, upside)
+            poller.stop_write(upside.src_fd)
+        else:
+            poller.watch(upside.src_fd, upside)
+        poller.attach(conn.fd, down)
+        if sent < len(conn.buf):
+            down.rest = conn.buf[sent:]
+            down.block()
+        elif waited or conn.hup or conn.more:
+            # Reads were off while dialling, or the hello read left bytes (or the FIN)
+            # behind: no edge will tell about what is already queued.
+            poller.resume_read(conn.fd)
+            down.resume()
 
     def _relay_closed(self, relay: Relay) -> None:
         self._relays.pop(relay, None)
@@ -376,9 +447,9 @@ class GatewayListener:
     def _drop(self, conn: _Pending) -> None:
         if conn in self._pending:
             del self._pending[conn]
-            self.poller.forget(conn.fd)  # closed right below: no unregistering needed
+            self.poller.detach(conn.fd)  # closed right below: that leaves the epoll set
             if conn.up is not None:
-                self.poller.forget(conn.up.fileno())
+                self.poller.detach(conn.up.fileno())
                 conn.up.close()
             conn.sock.close()
             self.stats.active -= 1
@@ -394,12 +465,17 @@ class GatewayListener:
                 self.reject(conn, "connect_timeout")
             else:
                 self.reject(conn, "hello_timeout", detail=f"{len(conn.buf)} bytes")
-        for relay, (moved, since) in list(self._relays.items()):
-            if relay.moved != moved:
-                self._relays[relay] = (relay.moved, now)
-            elif now - since >= self.idle_timeout:
+        for relay in list(self._relays):
+            moved = relay.moved
+            if moved != relay.seen:
+                relay.seen, relay.since = moved, now
+                relay.report()
+            elif now - relay.since >= self.idle_timeout:
                 self.stats.reject("idle_timeout")
                 relay.close()
+        if self._accept_failed:
+            self._accept_failed = False
+            self._accept_batch()
         if self._sock is not None or self._pending or self._relays:
             self._schedule_sweep()
         else:  # stopped and drained: nothing will use the poller again

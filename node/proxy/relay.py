@@ -3,29 +3,33 @@
 Rule: per-connection work is as small as we can make it, because the gateway's cost per
 connection is what baselines.md shows a Python relay losing on. So:
 
-- raw non-blocking sockets watched by a ``Poller``: on Linux a private epoll set
-  (``EpollPoller``) that the loop watches through one fd, so a connection costs one
-  ``epoll_ctl`` per socket; elsewhere the loop's add_reader (no streams, no tasks);
+- sockets are watched by a ``Poller``. On Linux that is a private, edge-triggered epoll
+  set (``EdgePoller``) which the event loop watches through one fd: each socket costs one
+  ``epoll_ctl`` for its whole life (two if its peer ever pushes back), a closed socket
+  leaves the set by itself, and readiness goes to one handler object per socket
+  (``on_event``) instead of a callback swap per state change. Elsewhere ``LoopPoller``
+  maps the same calls onto the loop's level-triggered add_reader/add_writer;
+- edge-triggered means a direction reads until the socket is drained: in copy mode a
+  short ``recv_into`` proves it (TCP hands over everything queued), in splice mode only
+  EAGAIN does (a pipe can fill by slots before bytes); after EPOLLRDHUP a direction
+  reads on to the EOF, and after backpressure it reads again at once, since bytes that
+  queued meanwhile bring no new edge. Work per event is bounded; what is left runs
+  from ``Poller.later``;
 - a direction starts in copy mode through one scratch buffer shared by the listener
   (``recv_into`` then ``send``: two syscalls, no allocation), which is what small
-  request/response traffic wants; splice costs more per call than a small copy;
-- a large read (``SPLICE_AFTER_READ``) switches that direction to zero-copy
-  ``os.splice`` socket → pipe → socket for the rest of its life; pipes come from a
-  ``PipePool`` and go back to it when empty, so even bulk connections cost no
-  ``pipe2``/``fcntl`` calls;
-- readers stay registered for the life of the connection; a direction swaps its
-  reader for a writer only when the destination pushes back (and swaps back after);
+  request/response traffic wants; a large read (``SPLICE_AFTER_READ``) switches that
+  direction to zero-copy ``os.splice`` socket → pipe → socket for the rest of its life,
+  with pipes from a ``PipePool``;
 - half-close is forwarded (EOF on one side → ``shutdown(SHUT_WR)`` on the other; when
-  both are done the sockets are simply closed) and any socket error ends both sides.
-
-Bytes handed over before the relay starts (the ClientHello the gateway read) are sent
-first, so nothing the client sent is lost. Counters go to a ``ListenerStats``.
+  both are done the sockets are simply closed) and any socket error ends both sides;
+- byte counts stay on the relay and reach the ``ListenerStats`` through ``report``
+  (called by the owner's periodic sweep and at close), not per read.
 """
 
 from __future__ import annotations
 
+import _socket
 import asyncio
-import contextlib
 import errno
 import fcntl
 import logging
@@ -34,14 +38,15 @@ import select
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from node.proxy.metrics import ListenerStats
 
 __all__ = [
+    "Handler",
     "Poller",
     "LoopPoller",
-    "EpollPoller",
+    "EdgePoller",
     "make_poller",
     "SPLICE_SUPPORTED",
     "PIPE_SIZE",
@@ -49,6 +54,9 @@ __all__ = [
     "PipePool",
     "Relay",
     "make_scratch",
+    "EV_READ",
+    "EV_WRITE",
+    "EV_CLOSING",
 ]
 
 SPLICE_SUPPORTED = sys.platform == "linux" and hasattr(os, "splice")
@@ -63,21 +71,42 @@ COPY_CHUNK = 64 * 1024
 # measured, splicing 64-byte echoes added millisecond p99 stalls (HAProxy's
 # option splice-* shows the same).
 SPLICE_AFTER_READ = 16 * 1024
-# Socket → pipe → socket rounds per readiness event while reads come back full.
+# Reads per readiness event (copy: full buffers; splice: socket → pipe → socket
+# rounds), so one stream cannot starve the other connections of this loop.
+COPY_ROUNDS = 4
 SPLICE_ROUNDS = 4
 # Idle pipes kept for reuse; beyond this they are closed (2 fds each).
 MAX_IDLE_PIPES = 512
+MAX_EVENTS = 256  # per dispatch; the rest stay in epoll's ready list for the next one
+
+# epoll's bits, also used by LoopPoller to describe its events (values from Linux).
+_IN = getattr(select, "EPOLLIN", 0x001)
+_OUT = getattr(select, "EPOLLOUT", 0x004)
+_ERR = getattr(select, "EPOLLERR", 0x008)
+_HUP = getattr(select, "EPOLLHUP", 0x010)
+_RDHUP = getattr(select, "EPOLLRDHUP", 0x2000)
+_ET = getattr(select, "EPOLLET", 1 << 31)
+EV_READ = _IN | _RDHUP | _HUP | _ERR  # read now (data, EOF or an error to collect)
+EV_WRITE = _OUT | _HUP | _ERR  # try the pending write now
+EV_CLOSING = _RDHUP | _HUP  # the peer sent its FIN: read on until EOF
+_WATCH = _IN | _RDHUP | _ET
+_WATCH_OUT = _WATCH | _OUT
 
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 # Every copy-mode recv/send is non-blocking per call, so an accepted socket needs no
-# FIONBIO ioctl (Python's accept4 has no SOCK_NONBLOCK); splice needs O_NONBLOCK on the
+# FIONBIO ioctl (Python's accept has no SOCK_NONBLOCK); splice needs O_NONBLOCK on the
 # socket itself and sets it when a direction starts splicing.
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_AGAIN = (BlockingIOError, InterruptedError)
 # Errors that mean "the peer went away": end the relay quietly.
 _GONE = (ConnectionError, BrokenPipeError, TimeoutError)
+_GONE_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
 
 log = logging.getLogger(__name__)
+
+Pipe = tuple[int, int, int]  # read fd, write fd, capacity in bytes
 
 
 def make_scratch(size: int = COPY_CHUNK) -> memoryview:
@@ -86,25 +115,27 @@ def make_scratch(size: int = COPY_CHUNK) -> memoryview:
 
 
 class PipePool:
-    """Reusable pipes for splice; ``acquire`` → (read fd, write fd), ``release`` when empty."""
+    """Reusable pipes for splice; ``acquire`` → (read fd, write fd, capacity)."""
 
     __slots__ = ("_idle", "_size", "_max_idle")
 
     def __init__(self, size: int = PIPE_SIZE, max_idle: int = MAX_IDLE_PIPES) -> None:
-        self._idle: list[tuple[int, int]] = []
+        self._idle: list[Pipe] = []
         self._size = size
         self._max_idle = max_idle
 
-    def acquire(self) -> tuple[int, int]:
+    def acquire(self) -> Pipe:
         """An empty pipe, reused when possible."""
         if self._idle:
             return self._idle.pop()
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # the system limit may be lower; keep the default
-            fcntl.fcntl(w, _F_SETPIPE_SZ, self._size)
-        return r, w
+        try:
+            capacity = fcntl.fcntl(w, _F_SETPIPE_SZ, self._size)
+        except OSError:  # the system limit may be lower: keep (and learn) the default
+            capacity = fcntl.fcntl(w, _F_GETPIPE_SZ)
+        return r, w, capacity
 
-    def release(self, pipe: tuple[int, int], *, empty: bool) -> None:
+    def release(self, pipe: Pipe, *, empty: bool) -> None:
         """Return a pipe; one that still holds bytes is closed, never reused."""
         if empty and len(self._idle) < self._max_idle:
             self._idle.append(pipe)
@@ -115,7 +146,7 @@ class PipePool:
     def close(self) -> None:
         """Close every idle pipe."""
         while self._idle:
-            r, w = self._idle.pop()
+            r, w, _ = self._idle.pop()
             os.close(r)
             os.close(w)
 
@@ -125,108 +156,80 @@ class PipePool:
         return len(self._idle)
 
 
+class Handler(Protocol):
+    """What a ``Poller`` tells about one fd: ``ev`` holds EV_READ/EV_WRITE bits."""
+
+    def on_event(self, ev: int) -> None: ...
+
+
 class Poller(Protocol):
-    """Readiness callbacks per fd, like the loop's add_reader/add_writer."""
+    """Readiness of sockets, delivered to one ``Handler`` per fd.
 
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None: ...
-    def remove_reader(self, fd: int) -> None: ...
-    def add_writer(self, fd: int, callback: Callable[[], None]) -> None: ...
-    def remove_writer(self, fd: int) -> None: ...
-    def forget(self, fd: int) -> None:
-        """Drop every callback of ``fd``; the caller closes it right after."""
+    ``watch`` registers an fd (for writes too if ``write``); ``attach`` changes its
+    handler; ``detach`` drops it right before the owner closes the fd. The
+    stop/resume/want calls say what the owner is waiting for: an edge-triggered poller
+    can ignore most of them, a level-triggered one must not report what nobody wants.
+    """
 
+    def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None: ...
+    def attach(self, fd: int, handler: Handler) -> None: ...
+    def detach(self, fd: int) -> None: ...
+    def stop_read(self, fd: int) -> None: ...
+    def resume_read(self, fd: int) -> None: ...
+    def want_write(self, fd: int) -> None: ...
+    def stop_write(self, fd: int) -> None: ...
+    def later(self, callback: Callable[[], None]) -> None: ...
     def close(self) -> None: ...
 
 
-class LoopPoller:
-    """The event loop's own fd watching (portable)."""
-
-    __slots__ = ("_loop",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        self._loop.add_reader(fd, callback)
-
-    def remove_reader(self, fd: int) -> None:
-        self._loop.remove_reader(fd)
-
-    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
-        self._loop.add_writer(fd, callback)
-
-    def remove_writer(self, fd: int) -> None:
-        self._loop.remove_writer(fd)
-
-    def forget(self, fd: int) -> None:
-        self._loop.remove_reader(fd)
-        self._loop.remove_writer(fd)
-
-    def close(self) -> None:
-        pass
-
-
-_EP_READ = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
-_EP_WRITE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
-MAX_EVENTS = 256  # per dispatch; the rest stay ready (level-triggered) for the next one
-
-
-class EpollPoller:
-    """A private epoll set, itself watched by the event loop through one reader.
+class EdgePoller:
+    """A private edge-triggered epoll set, watched by the event loop through one reader.
 
     Why: under uvloop every add_reader on a new fd costs libuv's pollability check
     (epoll ADD+DEL) on top of the registration, and callback swaps cost more; here a
-    connection costs one ``epoll_ctl`` per socket, and closing a socket removes it from
-    the set for free (``forget`` then close). Level-triggered, like the loop's own.
+    socket costs one ``epoll_ctl`` (plus one MOD the first time anybody waits to write
+    to it), and closing it removes it from the set for free.
     """
 
-    __slots__ = ("_loop", "_ep", "_fds")
+    __slots__ = ("_loop", "_ep", "_fds", "_out")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ep = select.epoll()
-        # fd → [registered mask (-1: not registered), reader, writer]
-        self._fds: dict[int, list[Any]] = {}
+        self._fds: dict[int, Handler] = {}
+        self._out: set[int] = set()  # fds registered for EPOLLOUT too
         loop.add_reader(self._ep.fileno(), self._dispatch)
 
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        self._set(fd, 1, callback)
+    def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None:
+        self._fds[fd] = handler
+        if write:
+            self._out.add(fd)
+        self._ep.register(fd, _WATCH_OUT if write else _WATCH)
 
-    def remove_reader(self, fd: int) -> None:
-        self._set(fd, 1, None)
+    def attach(self, fd: int, handler: Handler) -> None:
+        self._fds[fd] = handler
 
-    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
-        self._set(fd, 2, callback)
-
-    def remove_writer(self, fd: int) -> None:
-        self._set(fd, 2, None)
-
-    def forget(self, fd: int) -> None:
+    def detach(self, fd: int) -> None:
         self._fds.pop(fd, None)
+        self._out.discard(fd)
 
-    def _set(self, fd: int, slot: int, callback: Callable[[], None] | None) -> None:
-        entry = self._fds.get(fd)
-        if entry is None:
-            if callback is None:
-                return
-            entry = self._fds[fd] = [-1, None, None]
-        entry[slot] = callback
-        mask = (select.EPOLLIN if entry[1] else 0) | (select.EPOLLOUT if entry[2] else 0)
-        if mask == entry[0]:
-            return  # only the callback changed: no syscall
-        if mask == 0:
-            # Unregister rather than keep a 0 mask: HUP/ERR would still be reported.
-            del self._fds[fd]
-            self._ep.unregister(fd)
-        elif entry[0] == -1:
-            try:
-                self._ep.register(fd, mask)
-            except FileExistsError:  # forgotten but still open: take it over
-                self._ep.modify(fd, mask)
-        else:
-            self._ep.modify(fd, mask)
-        if mask:
-            entry[0] = mask
+    # Edges come once: a handler that does not want one simply ignores it.
+    def stop_read(self, fd: int) -> None:
+        pass
+
+    def resume_read(self, fd: int) -> None:
+        pass
+
+    def stop_write(self, fd: int) -> None:
+        pass
+
+    def want_write(self, fd: int) -> None:
+        if fd not in self._out:
+            self._out.add(fd)
+            self._ep.modify(fd, _WATCH_OUT)  # reports at once if already writable
+
+    def later(self, callback: Callable[[], None]) -> None:
+        self._loop.call_soon(callback)
 
     def _dispatch(self) -> None:
         try:
@@ -235,19 +238,13 @@ class EpollPoller:
             return
         fds = self._fds
         for fd, ev in events:
-            entry = fds.get(fd)
-            if entry is None:  # forgotten but not yet closed by its owner: stop it
-                with contextlib.suppress(OSError):
-                    self._ep.unregister(fd)
+            handler = fds.get(fd)
+            if handler is None:  # detached in this batch, its fd closed or about to be
                 continue
             try:
-                if ev & _EP_READ and entry[1] is not None:
-                    entry[1]()
-                    entry = fds.get(fd)  # the callback may have changed or dropped it
-                if entry is not None and ev & _EP_WRITE and entry[2] is not None:
-                    entry[2]()
+                handler.on_event(ev)
             except Exception:  # one connection's bug must not stop the others
-                log.exception("relay callback failed", extra={"fd": fd})
+                log.exception("relay handler failed", extra={"fd": fd})
 
     def close(self) -> None:
         """Stop watching (idempotent); the owner closes its sockets itself."""
@@ -255,17 +252,70 @@ class EpollPoller:
             self._loop.remove_reader(self._ep.fileno())
             self._ep.close()
         self._fds.clear()
+        self._out.clear()
+
+
+class LoopPoller:
+    """The event loop's own level-triggered fd watching (portable)."""
+
+    __slots__ = ("_loop", "_fds")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._fds: dict[int, Handler] = {}
+
+    def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None:
+        self._fds[fd] = handler
+        self._loop.add_reader(fd, self._event, fd, EV_READ)
+        if write:
+            self._loop.add_writer(fd, self._event, fd, EV_WRITE)
+
+    def attach(self, fd: int, handler: Handler) -> None:
+        self._fds[fd] = handler
+
+    def detach(self, fd: int) -> None:
+        if self._fds.pop(fd, None) is not None:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+
+    def stop_read(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+
+    def resume_read(self, fd: int) -> None:
+        self._loop.add_reader(fd, self._event, fd, EV_READ)
+
+    def want_write(self, fd: int) -> None:
+        self._loop.add_writer(fd, self._event, fd, EV_WRITE)
+
+    def stop_write(self, fd: int) -> None:
+        self._loop.remove_writer(fd)
+
+    def later(self, callback: Callable[[], None]) -> None:
+        pass  # level-triggered: whatever is left is reported again
+
+    def _event(self, fd: int, ev: int) -> None:
+        handler = self._fds.get(fd)
+        if handler is not None:
+            handler.on_event(ev)
+
+    def close(self) -> None:
+        for fd in list(self._fds):
+            self.detach(fd)
 
 
 def make_poller(loop: asyncio.AbstractEventLoop) -> Poller:
     """The cheapest fd watcher on this platform."""
     if sys.platform == "linux":
-        return EpollPoller(loop)
+        return EdgePoller(loop)
     return LoopPoller(loop)
 
 
-class _Direction:
-    """One way of a relay: src socket → (scratch buffer | pipe) → dst socket."""
+class _Half:
+    """One way of a relay: src socket → (scratch buffer | pipe) → dst socket.
+
+    It is the ``Handler`` of its src fd: read readiness moves its own bytes, write
+    readiness lets the opposite half (which writes into this socket) flush.
+    """
 
     __slots__ = (
         "relay",
@@ -273,82 +323,84 @@ class _Direction:
         "dst",
         "src_fd",
         "dst_fd",
+        "peer",
         "pipe",
         "rest",
         "pending",
-        "writing",
+        "blocked",
         "eof",
-        "done",
-        "outbound",
+        "hup",
+        "moved",
+        "reported",
     )
 
-    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket, outbound: bool):
+    def __init__(self, relay: Relay, src: _socket.socket, dst: _socket.socket) -> None:
         self.relay = relay
         self.src, self.dst = src, dst
         self.src_fd, self.dst_fd = src.fileno(), dst.fileno()
-        self.pipe: tuple[int, int] | None = None  # set once the direction splices
+        self.peer: _Half = self  # set by Relay
+        self.pipe: Pipe | None = None  # set once the direction splices
         self.rest = b""  # copy mode: bytes read but not yet sent
         self.pending = 0  # splice mode: bytes in the pipe not yet sent
-        self.writing = False  # waiting for dst to become writable (reader removed)
-        self.eof = False
-        self.done = False
-        self.outbound = outbound  # True = accepting side → dialled side
+        self.blocked = False  # dst pushed back: not reading until it drains
+        self.eof = False  # src's EOF was read and forwarded
+        self.hup = False  # src's FIN has arrived: read on to the EOF
+        self.moved = 0  # bytes read from src (all of them reach dst, or the relay dies)
+        self.reported = 0  # of which already added to the listener's stats
 
-    def count(self, n: int) -> None:
-        stats = self.relay.stats
-        if self.outbound:
-            stats.bytes_in += n
-        else:
-            stats.bytes_out += n
-        self.relay.moved += n
+    def on_event(self, ev: int) -> None:
+        if ev & EV_WRITE and self.peer.blocked:
+            self.peer.flush()
+        if ev & EV_READ and not (self.blocked or self.eof or self.relay.closed):
+            if ev & EV_CLOSING:
+                self.hup = True
+            if self.pipe is None:
+                self.pump()
+            else:
+                self.pump_splice()
+
+    def resume(self) -> None:
+        """Read what may have queued while nobody was told (after backpressure, later())."""
+        if not (self.blocked or self.eof or self.relay.closed):
+            if self.pipe is None:
+                self.pump()
+            else:
+                self.pump_splice()
 
     # --- copy mode ---------------------------------------------------------------
-    def on_readable(self) -> None:
+    def pump(self) -> None:
         relay = self.relay
         view = relay.scratch
-        try:
-            n = self.src.recv_into(view, 0, _DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            relay.abort(exc)
-            return
-        if n == 0:
-            self.on_eof()
-            return
-        self.count(n)
-        self.send_copy(view[:n])
-        if (
-            n >= SPLICE_AFTER_READ
-            and relay.pool is not None
-            and not self.writing
-            and not relay.closed
-        ):
-            self.start_splicing()
-
-    def send_copy(self, data: memoryview | bytes) -> None:
-        try:
-            sent = self.dst.send(data, _DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self.relay.abort(exc)
-            return
-        if sent < len(data):
-            self.rest = bytes(data[sent:])  # the scratch buffer is reused by the next read
-            self.wait_writable(self.flush_copy)
-
-    def flush_copy(self) -> None:
-        try:
-            sent = self.dst.send(self.rest, _DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.relay.abort(exc)
-            return
-        self.rest = self.rest[sent:]
-        if not self.rest:
-            self.resume_reading()
+        for _ in range(COPY_ROUNDS):
+            try:
+                n = self.src.recv_into(view, 0, _DONTWAIT)
+            except _AGAIN:
+                return
+            except OSError as exc:
+                relay.abort(exc)
+                return
+            if not n:
+                self.finish()
+                return
+            self.moved += n
+            try:
+                sent = self.dst.send(view[:n], _DONTWAIT)
+            except _AGAIN:
+                sent = 0
+            except OSError as exc:
+                relay.abort(exc)
+                return
+            if sent < n:
+                self.rest = bytes(view[sent:n])  # the scratch buffer is reused by the next read
+                self.block()
+                return
+            if n >= SPLICE_AFTER_READ and relay.pool is not None:
+                self.start_splicing()
+                self.pump_splice()
+                return
+            if n < COPY_CHUNK and not self.hup:
+                return  # drained; the next arrival is a new edge
+        relay.poller.later(self.resume)
 
     # --- splice mode -------------------------------------------------------------
     def start_splicing(self) -> None:
@@ -358,109 +410,112 @@ class _Direction:
         for sock in (self.src, self.dst):
             if sock.gettimeout() != 0.0:  # splice honours only the socket's own O_NONBLOCK
                 sock.setblocking(False)
-        self.relay.poller.add_reader(self.src_fd, self.on_readable_splice)  # replaces on_readable
 
-    def on_readable_splice(self) -> None:
+    def pump_splice(self) -> None:
         assert self.pipe is not None
-        w = self.pipe[1]
+        _, w, capacity = self.pipe
         relay = self.relay
-        # A full pipe's worth means more is probably queued: move it now rather than
-        # after another trip through epoll; a short read means the socket is drained.
-        # Bounded, so one stream cannot starve the other connections of this loop.
         for _ in range(SPLICE_ROUNDS):
             try:
-                n = os.splice(self.src_fd, w, PIPE_SIZE, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                return
+                n = os.splice(self.src_fd, w, capacity, flags=_SPLICE_FLAGS)
+            except _AGAIN:
+                return  # drained (a short splice proves nothing: slots may have run out)
             except OSError as exc:
                 relay.abort(exc)
                 return
-            if n == 0:
-                self.on_eof()
+            if not n:
+                self.finish()
                 return
+            self.moved += n
             self.pending += n
-            self.count(n)
-            self.flush_splice()
-            if n < PIPE_SIZE or self.writing or relay.closed:
+            if not self.drain():
                 return
+        relay.poller.later(self.resume)
 
-    def flush_splice(self) -> None:
+    def drain(self) -> bool:
+        """Pipe → dst; False when dst pushed back (now blocked) or the relay died."""
         assert self.pipe is not None
         r = self.pipe[0]
         while self.pending:
             try:
                 n = os.splice(r, self.dst_fd, self.pending, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                self.wait_writable(self.flush_splice)
+            except _AGAIN:
+                self.block()
+                return False
+            except OSError as exc:
+                self.relay.abort(exc)
+                return False
+            self.pending -= n
+        return True
+
+    # --- backpressure and the end ------------------------------------------------
+    def block(self) -> None:
+        if not self.blocked:
+            self.blocked = True
+            poller = self.relay.poller
+            poller.stop_read(self.src_fd)
+            poller.want_write(self.dst_fd)
+
+    def flush(self) -> None:
+        """dst is writable again: send what waits, then read on."""
+        if self.pipe is None:
+            try:
+                sent = self.dst.send(self.rest, _DONTWAIT)
+            except _AGAIN:
                 return
             except OSError as exc:
                 self.relay.abort(exc)
                 return
-            self.pending -= n
-        self.resume_reading()
-
-    # --- shared ------------------------------------------------------------------
-    def wait_writable(self, flush: Callable[[], None]) -> None:
-        if not self.writing:
-            self.writing = True
-            poller = self.relay.poller
-            if not self.eof:
-                poller.remove_reader(self.src_fd)
-            poller.add_writer(self.dst_fd, flush)
-
-    def resume_reading(self) -> None:
-        if self.writing:
-            self.writing = False
-            poller = self.relay.poller
-            poller.remove_writer(self.dst_fd)
-            if not self.eof:
-                reader = self.on_readable_splice if self.pipe is not None else self.on_readable
-                poller.add_reader(self.src_fd, reader)
-        if self.eof:
-            self.finish()
-
-    def on_eof(self) -> None:
-        self.eof = True
-        empty = not self.pending and not self.rest
-        # The last EOF closes both sockets right away, and close() drops them from the
-        # epoll set: unregistering first would be a wasted epoll_ctl per connection.
-        if not (empty and self.relay.other(self).done):
-            self.relay.poller.remove_reader(self.src_fd)
-        if empty:
-            self.finish()
+            self.rest = self.rest[sent:]
+            if self.rest:
+                return
+        elif not self.drain():
+            return
+        self.blocked = False
+        poller = self.relay.poller
+        poller.stop_write(self.dst_fd)
+        poller.resume_read(self.src_fd)
+        self.resume()
 
     def finish(self) -> None:
-        if self.done:
+        """src's EOF: forward the half-close, or close both when the other way is done."""
+        self.eof = True
+        relay = self.relay
+        if self.peer.eof:
+            relay.close()  # close() sends the FIN; a shutdown first would be a wasted syscall
             return
-        self.done = True
-        self.relay.direction_done(self)
-
-    @property
-    def empty(self) -> bool:
-        return not self.pending and not self.rest
+        relay.poller.stop_read(self.src_fd)  # level-triggered: EOF stays readable
+        try:
+            self.dst.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            relay.abort(exc)
 
 
 class Relay:
-    """Bidirectional relay between ``downstream`` (accepted) and ``upstream`` (dialled)."""
+    """Bidirectional relay between ``downstream`` (accepted) and ``upstream`` (dialled).
+
+    The owner registers the sockets (``up`` and ``down`` are their handlers) and calls
+    ``report`` from time to time; ``close`` reports the rest and calls ``on_close``.
+    """
 
     __slots__ = (
         "poller",
         "stats",
         "pool",
         "scratch",
-        "moved",
         "closed",
-        "_a",
-        "_b",
+        "down",
+        "up",
+        "seen",
+        "since",
         "_on_close",
-        "_dirs",
     )
 
     def __init__(
         self,
         poller: Poller,
-        downstream: socket.socket,
-        upstream: socket.socket,
+        downstream: _socket.socket,
+        upstream: _socket.socket,
         *,
         stats: ListenerStats,
         pool: PipePool | None,
@@ -471,79 +526,47 @@ class Relay:
         self.stats = stats
         self.pool = pool  # None: never splice (non-Linux, or forced copy)
         self.scratch = scratch
-        self.moved = 0  # total bytes both ways; the idle sweep watches it change
         self.closed = False
-        self._a, self._b = downstream, upstream
+        # down reads the accepting side (bytes "in"), up reads the dialled side.
+        self.down = _Half(self, downstream, upstream)
+        self.up = _Half(self, upstream, downstream)
+        self.down.peer, self.up.peer = self.up, self.down
+        self.seen = 0  # bytes moved at the owner's last look (idle detection)
+        self.since = 0.0  # when the owner last saw bytes move
         self._on_close = on_close
-        self._dirs = (
-            _Direction(self, downstream, upstream, outbound=True),
-            _Direction(self, upstream, downstream, outbound=False),
-        )
 
-    def start(
-        self, initial: bytes = b"", *, already_sent: int = 0, downstream_reader: bool = False
-    ) -> None:
-        """Begin relaying; ``initial`` goes to upstream before anything else.
+    @property
+    def moved(self) -> int:
+        """Bytes moved so far, both ways."""
+        return self.down.moved + self.up.moved
 
-        ``already_sent`` counts bytes the caller delivered upstream itself.
-        ``downstream_reader`` means the caller keeps a reader registered on
-        ``downstream`` that forwards to ``downstream_readable`` (re-registering a
-        callback costs epoll_ctl calls under uvloop, so we avoid it).
-        """
-        out = self._dirs[0]
-        if already_sent:
-            out.count(already_sent)
-        if initial:
-            out.count(len(initial))
-            out.send_copy(initial)
-            if self.closed:
-                return
-        for d in self._dirs:
-            if d.writing or (downstream_reader and d is out):
-                continue
-            self.poller.add_reader(d.src_fd, d.on_readable)
-
-    def downstream_readable(self) -> None:
-        """Readiness of the downstream socket, for a caller-owned reader."""
-        self._dirs[0].on_readable()
-
-    def other(self, d: _Direction) -> _Direction:
-        """The opposite direction of ``d``."""
-        return self._dirs[1] if d is self._dirs[0] else self._dirs[0]
-
-    def direction_done(self, d: _Direction) -> None:
-        other = self.other(d)
-        if other.done:
-            self.close()  # close() sends the FIN; a shutdown first would be a wasted syscall
-            return
-        try:
-            d.dst.shutdown(socket.SHUT_WR)  # forward the half-close
-        except OSError as exc:
-            self.abort(exc)
+    def report(self) -> None:
+        """Add the bytes moved since the last report to the listener's stats."""
+        down, up, stats = self.down, self.up, self.stats
+        stats.bytes_in += down.moved - down.reported
+        stats.bytes_out += up.moved - up.reported
+        down.reported, up.reported = down.moved, up.moved
 
     def abort(self, exc: BaseException) -> None:
         """A socket error on either side ends both (the peer sees a close)."""
-        if not isinstance(exc, _GONE) and getattr(exc, "errno", None) not in (
-            errno.ECONNRESET,
-            errno.EPIPE,
-            errno.ENOTCONN,
-        ):
+        if not isinstance(exc, _GONE) and getattr(exc, "errno", None) not in _GONE_ERRNOS:
             self.stats.reject("relay_error")
         self.close()
 
     def close(self) -> None:
-        """Unregister, return the pipes and close both sockets; idempotent."""
+        """Return the pipes, close both sockets and report; idempotent."""
         if self.closed:
             return
         self.closed = True
-        poller = self.poller
-        for d in self._dirs:
-            poller.forget(d.src_fd)  # both fds are closed below: no unregistering needed
-            if d.pipe is not None and self.pool is not None:
-                self.pool.release(d.pipe, empty=d.pending == 0)
-                d.pipe = None
-        self._a.close()
-        self._b.close()
+        poller, pool = self.poller, self.pool
+        for half in (self.down, self.up):
+            poller.detach(half.src_fd)  # closed below: that leaves the epoll set
+            if half.pipe is not None and pool is not None:
+                pool.release(half.pipe, empty=half.pending == 0)
+                half.pipe = None
+        self.down.src.close()
+        self.up.src.close()
+        self.report()
         self.stats.active -= 1
         self.stats.closed += 1
         if self._on_close is not None:

@@ -284,26 +284,40 @@ async def test_Relay_backpressure_loses_nothing(use_splice: bool) -> None:
     server.close()
 
 
-async def test_EpollPoller_ignores_forgotten_fds() -> None:
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[int] = []
+
+    def on_event(self, ev: int) -> None:
+        self.events.append(ev)
+
+
+async def test_EdgePoller_reports_edges_and_drops_detached_fds() -> None:
     if sys.platform != "linux":
         pytest.skip("epoll is Linux-only")
-    from node.proxy.relay import EpollPoller
+    from node.proxy.relay import EV_READ, EV_WRITE, EdgePoller
 
-    poller = EpollPoller(asyncio.get_running_loop())
+    poller = EdgePoller(asyncio.get_running_loop())
     a, b = socket.socketpair()
-    a.setblocking(False)
-    hits: list[str] = []
-    poller.add_reader(a.fileno(), lambda: hits.append("read") or a.recv(10))
+    rec = _Recorder()
+    poller.watch(a.fileno(), rec)
     b.send(b"x")
-    await wait_for(lambda: hits == ["read"])
-    # Forgotten while still open and readable: the stale registration is dropped, no spin.
-    poller.forget(a.fileno())
-    b.send(b"y")
+    await wait_for(lambda: len(rec.events) == 1)
+    assert rec.events[0] & EV_READ and not rec.events[0] & EV_WRITE
+    # Edge-triggered: unread data is not reported again until more arrives.
     await asyncio.sleep(0.05)
-    assert hits == ["read"]
-    poller.add_writer(a.fileno(), lambda: hits.append("write"))
-    await wait_for(lambda: "write" in hits)
-    poller.remove_writer(a.fileno())
+    assert len(rec.events) == 1
+    b.send(b"y")
+    await wait_for(lambda: len(rec.events) == 2)
+    # Asking for writes reports at once when the socket is already writable.
+    poller.want_write(a.fileno())
+    await wait_for(lambda: len(rec.events) == 3)
+    assert rec.events[2] & EV_WRITE
+    # Detached (its owner is about to close it): nothing more reaches the handler.
+    poller.detach(a.fileno())
+    b.send(b"z")
+    await asyncio.sleep(0.05)
+    assert len(rec.events) == 3
     poller.close()
     poller.close()  # idempotent
     a.close()
