@@ -198,3 +198,66 @@ def test_parse_client_hello_fuzz_split_points(sizes: list[int]) -> None:
         else:
             assert result.server_name == NAME
             break
+
+
+# Hellos as real clients send them, one handshake record each: several names (and
+# none), from TLS 1.3 and TLS 1.2-only contexts.
+_REAL_HELLOS = [
+    python_hello(name, tls12=tls12)
+    for name in (NAME, "a.b", "Web.Example.COM.", None)
+    for tls12 in (False, True)
+]
+
+
+def frame(payload: bytes, sizes: list[int], head: bytes = b"\x16\x03\x01") -> bytes:
+    """Records with header ``head`` carrying ``payload`` in pieces of ``sizes`` (cycled)."""
+    out = bytearray()
+    pos = i = 0
+    while pos < len(payload):  # bounded: every piece is at least one byte
+        part = payload[pos : pos + sizes[i % len(sizes)]]
+        out += head + len(part).to_bytes(2, "big") + part
+        pos += len(part)
+        i += 1
+    return bytes(out)
+
+
+# Record type and version bytes: mostly valid, some each of the record checks rejects.
+_RECORD_HEADS = [b"\x16\x03\x01"] * 6 + [
+    b"\x16\x03\x03",
+    b"\x16\x03\x04",
+    b"\x16\x03\x05",
+    b"\x16\x02\x01",
+    b"\x17\x03\x01",
+    b"\x80\x03\x01",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(_REAL_HELLOS),
+    st.sampled_from(_RECORD_HEADS),
+    st.lists(st.integers(1, 600), min_size=1, max_size=8),
+    st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=4),
+    st.binary(max_size=8),
+)
+def test_parse_client_hello_single_record_and_reframed_agree(
+    hello: bytes,
+    head: bytes,
+    sizes: list[int],
+    mutations: list[tuple[int, int]],
+    after: bytes,
+) -> None:
+    # The single-record form takes the in-place fast path; re-framed into several
+    # records the same handshake bytes go through reassembly. Both must agree.
+    # ``after`` is handshake data following the ClientHello in its last record.
+    payload = bytearray(hello[5 : 5 + int.from_bytes(hello[3:5], "big")] + after)
+    for index, value in mutations:
+        payload[index % len(payload)] = value
+    single = parse_client_hello(frame(bytes(payload), [len(payload)], head))
+    framed = parse_client_hello(frame(bytes(payload), sizes, head))
+    assert (single.status, single.server_name) == (framed.status, framed.server_name)
+    body_walk = "malformed ClientHello:"
+    if single.reason.startswith(body_walk) or framed.reason.startswith(body_walk):
+        assert single.reason == framed.reason
+    if not mutations and head == b"\x16\x03\x01":
+        assert single.status in (HelloStatus.SNI, HelloStatus.NO_SNI)
