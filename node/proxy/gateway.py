@@ -143,10 +143,10 @@ class _Pending:
         self.more = False  # the last read filled its buffer: more may be queued
 
     def on_event(self, ev: int) -> None:
+        if ev & EV_CLOSING:
+            self.hup = True  # even while dialling: this edge will not come again
         if self.up is not None:
             return  # dialling: what the client sends waits for the relay
-        if ev & EV_CLOSING:
-            self.hup = True
         gw = self.gw
         while True:  # more than once only after the FIN, to read up to the EOF
             want = MAX_HELLO_BYTES - len(self.buf)

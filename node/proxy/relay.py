@@ -349,11 +349,11 @@ class _Half:
         self.reported = 0  # of which already added to the listener's stats
 
     def on_event(self, ev: int) -> None:
+        if ev & EV_CLOSING:
+            self.hup = True  # even while blocked: this edge will not come again
         if ev & EV_WRITE and self.peer.blocked:
             self.peer.flush()
         if ev & EV_READ and not (self.blocked or self.eof or self.relay.closed):
-            if ev & EV_CLOSING:
-                self.hup = True
             if self.pipe is None:
                 self.pump()
             else:

@@ -322,3 +322,59 @@ async def test_EdgePoller_reports_edges_and_drops_detached_fds() -> None:
     poller.close()  # idempotent
     a.close()
     b.close()
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """Two ends of one loopback TCP connection."""
+    with socket.create_server(("127.0.0.1", 0)) as lsock:
+        a = socket.create_connection(lsock.getsockname())
+        b, _ = lsock.accept()
+    return a, b
+
+
+@pytest.mark.parametrize("use_splice", [True, False] if SPLICE_SUPPORTED else [False])
+@pytest.mark.parametrize("loop_poller", [False, True])
+async def test_Relay_forwards_a_fin_that_arrived_while_blocked(
+    use_splice: bool, loop_poller: bool
+) -> None:
+    # Edge-triggered readiness reports a FIN once: if it arrives while the direction
+    # waits for its destination to drain, it must still be forwarded afterwards.
+    from node.proxy.relay import Relay, make_poller, make_scratch
+
+    loop = asyncio.get_running_loop()
+    poller = LoopPoller(loop) if loop_poller else make_poller(loop)
+    client, down = _tcp_pair()
+    up, server = _tcp_pair()
+    for s in (client, server):
+        s.setblocking(False)
+    pool = PipePool() if use_splice else None
+    stats = ListenerStats("t", "mesh-gateway")
+    stats.active = 1
+    relay = Relay(poller, down, up, stats=stats, pool=pool, scratch=make_scratch())
+    poller.watch(down.fileno(), relay.down)
+    poller.watch(up.fileno(), relay.up)
+    chunk, sent = b"z" * 65536, 0
+    deadline = loop.time() + 10
+    while not relay.down.blocked:  # the server reads nothing: the relay must push back
+        assert loop.time() < deadline, "the relay never blocked"
+        try:
+            sent += client.send(chunk)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+    sent += client.send(b"tail")
+    client.shutdown(socket.SHUT_WR)
+    if not loop_poller:
+        await wait_for(lambda: relay.down.hup, what="the FIN seen while blocked")
+    got = 0
+    async with asyncio.timeout(10):
+        while data := await loop.sock_recv(server, 1 << 20):
+            got += len(data)
+    assert got == sent  # every byte, then the forwarded EOF
+    server.close()
+    await wait_for(lambda: relay.closed, what="relay closed after both EOFs")
+    relay.report()
+    assert stats.bytes_in == sent and stats.closed == 1
+    client.close()
+    poller.close()
+    if pool is not None:
+        pool.close()
