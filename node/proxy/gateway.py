@@ -425,10 +425,10 @@ class GatewayListener:
         if sent < len(conn.buf):
             down.rest = conn.buf[sent:]
             down.block()
-        elif waited or conn.hup or conn.more:
-            # Reads were off while dialling, or the hello read left bytes (or the FIN)
-            # behind: no edge will tell about what is already queued.
-            poller.resume_read(conn.fd)
+        elif waited:
+            poller.resume_read(conn.fd)  # paused while dialling: reports what queued
+        elif conn.hup or conn.more:
+            # The hello read left bytes (or the FIN) behind: no edge will tell.
             down.resume()
 
     def _relay_closed(self, relay: Relay) -> None:

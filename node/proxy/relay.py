@@ -12,9 +12,10 @@ connection is what baselines.md shows a Python relay losing on. So:
 - edge-triggered means a direction reads until the socket is drained: in copy mode a
   short ``recv_into`` proves it (TCP hands over everything queued), in splice mode only
   EAGAIN does (a pipe can fill by slots before bytes); after EPOLLRDHUP a direction
-  reads on to the EOF, and after backpressure it reads again at once, since bytes that
-  queued meanwhile bring no new edge. Work per event is bounded; what is left runs
-  from ``Poller.later``;
+  reads on to the EOF. A direction whose destination pushes back pauses its reads (one
+  MOD each way, so arrivals meanwhile wake nobody), and resuming re-arms the fd, which
+  reports what queued. Work per event is bounded; what is left runs from
+  ``Poller.later``;
 - a direction starts in copy mode through one scratch buffer shared by the listener
   (``recv_into`` then ``send``: two syscalls, no allocation), which is what small
   request/response traffic wants; a large read (``SPLICE_AFTER_READ``) switches that
@@ -167,8 +168,10 @@ class Poller(Protocol):
 
     ``watch`` registers an fd (for writes too if ``write``); ``attach`` changes its
     handler; ``detach`` drops it right before the owner closes the fd. The
-    stop/resume/want calls say what the owner is waiting for: an edge-triggered poller
-    can ignore most of them, a level-triggered one must not report what nobody wants.
+    stop/resume/done/want calls say what the owner is waiting for: a level-triggered
+    poller must not report what nobody wants; an edge-triggered one still pauses reads
+    (a paused direction would otherwise be woken by every arrival for nothing) but
+    needs nothing after an EOF. ``resume_read`` reports at once what queued meanwhile.
     """
 
     def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None: ...
@@ -176,6 +179,7 @@ class Poller(Protocol):
     def detach(self, fd: int) -> None: ...
     def stop_read(self, fd: int) -> None: ...
     def resume_read(self, fd: int) -> None: ...
+    def done_reading(self, fd: int) -> None: ...
     def want_write(self, fd: int) -> None: ...
     def stop_write(self, fd: int) -> None: ...
     def later(self, callback: Callable[[], None]) -> None: ...
@@ -191,13 +195,14 @@ class EdgePoller:
     to it), and closing it removes it from the set for free.
     """
 
-    __slots__ = ("_loop", "_ep", "_fds", "_out")
+    __slots__ = ("_loop", "_ep", "_fds", "_out", "_paused")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ep = select.epoll()
         self._fds: dict[int, Handler] = {}
         self._out: set[int] = set()  # fds registered for EPOLLOUT too
+        self._paused: set[int] = set()  # fds registered without EPOLLIN for now
         loop.add_reader(self._ep.fileno(), self._dispatch)
 
     def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None:
@@ -212,12 +217,25 @@ class EdgePoller:
     def detach(self, fd: int) -> None:
         self._fds.pop(fd, None)
         self._out.discard(fd)
+        self._paused.discard(fd)
 
-    # Edges come once: a handler that does not want one simply ignores it.
+    def _modify(self, fd: int) -> None:
+        # MOD re-checks readiness: whatever is ready now is reported as a new edge.
+        read = 0 if fd in self._paused else _IN | _RDHUP
+        self._ep.modify(fd, _ET | read | (_OUT if fd in self._out else 0))
+
     def stop_read(self, fd: int) -> None:
-        pass
+        if fd not in self._paused:
+            self._paused.add(fd)
+            self._modify(fd)
 
     def resume_read(self, fd: int) -> None:
+        if fd in self._paused:
+            self._paused.discard(fd)
+            self._modify(fd)
+
+    # An EOF edge comes once, and an unwanted EPOLLOUT edge is cheap to ignore.
+    def done_reading(self, fd: int) -> None:
         pass
 
     def stop_write(self, fd: int) -> None:
@@ -226,7 +244,7 @@ class EdgePoller:
     def want_write(self, fd: int) -> None:
         if fd not in self._out:
             self._out.add(fd)
-            self._ep.modify(fd, _WATCH_OUT)  # reports at once if already writable
+            self._modify(fd)
 
     def later(self, callback: Callable[[], None]) -> None:
         self._loop.call_soon(callback)
@@ -253,6 +271,7 @@ class EdgePoller:
             self._ep.close()
         self._fds.clear()
         self._out.clear()
+        self._paused.clear()
 
 
 class LoopPoller:
@@ -283,6 +302,9 @@ class LoopPoller:
 
     def resume_read(self, fd: int) -> None:
         self._loop.add_reader(fd, self._event, fd, EV_READ)
+
+    def done_reading(self, fd: int) -> None:
+        self._loop.remove_reader(fd)  # an fd at EOF stays readable
 
     def want_write(self, fd: int) -> None:
         self._loop.add_writer(fd, self._event, fd, EV_WRITE)
@@ -474,8 +496,7 @@ class _Half:
         self.blocked = False
         poller = self.relay.poller
         poller.stop_write(self.dst_fd)
-        poller.resume_read(self.src_fd)
-        self.resume()
+        poller.resume_read(self.src_fd)  # reports what queued meanwhile
 
     def finish(self) -> None:
         """src's EOF: forward the half-close, or close both when the other way is done."""
@@ -484,7 +505,7 @@ class _Half:
         if self.peer.eof:
             relay.close()  # close() sends the FIN; a shutdown first would be a wasted syscall
             return
-        relay.poller.stop_read(self.src_fd)  # level-triggered: EOF stays readable
+        relay.poller.done_reading(self.src_fd)
         try:
             self.dst.shutdown(socket.SHUT_WR)
         except OSError as exc:
