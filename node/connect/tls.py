@@ -16,7 +16,9 @@ its DER bytes), and a client context resumes TLS sessions per upstream endpoint 
 tickets between our own sidecars, as Envoy does). A resumed session still carries the
 peer's certificate, so the SPIFFE check runs on every connection all the same; tickets
 are only ever offered to the endpoint that issued them, and a server's tickets die with
-its listening context, which ``ServerContextSwitch.replace`` renews on rotation.
+its listening context, which ``ServerContextSwitch.replace`` renews on rotation. A
+remembered session is offered for up to ``SESSION_REUSE`` connections (copying a
+session out of Python's ssl is what resumption would otherwise cost most).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ _C = TypeVar("_C", bound=ssl.SSLContext)
 PEER_CACHE_SIZE = 4096
 # Endpoints whose last TLS session a client context remembers.
 SESSION_CACHE_SIZE = 4096
+# Resumed connections per remembered session before the newest one is taken instead.
+# Taking a session costs ~0.2 ms (Python's ssl copies it through DER, peer certificate
+# included), a tenth of a sidecar connection; a TLS 1.3 ticket stays valid for its
+# whole lifetime, and a refused one makes a full handshake whose session is taken.
+SESSION_REUSE = 64
 
 # Set around a dial (e.g. to (address, port, sni)): the session to offer is looked up
 # under this key when the TLS object is created, wherever the event loop creates it.
@@ -96,6 +103,7 @@ class ResumingClientContext(ssl.SSLContext):
     """
 
     sessions: dict[object, ssl.SSLSession]
+    uses_left: dict[object, int]
 
     def wrap_bio(
         self,
@@ -110,6 +118,18 @@ class ResumingClientContext(ssl.SSLContext):
             if key is not None:
                 session = self.sessions.get(key)
         return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+    def wants_session(self, key: object, resumed: bool) -> bool:
+        """Whether to take (``remember``) the session of a connection just made to ``key``:
+        after a full handshake always, else once every ``SESSION_REUSE`` resumptions."""
+        left = self.uses_left.get(key, 0) - 1 if resumed else 0
+        if left > 0:
+            self.uses_left[key] = left
+            return False
+        if len(self.uses_left) >= SESSION_CACHE_SIZE and key not in self.uses_left:
+            self.uses_left.clear()
+        self.uses_left[key] = SESSION_REUSE
+        return True
 
     def remember(self, key: object, sslobj: ssl.SSLObject | None) -> None:
         """Keep ``sslobj``'s session for ``key`` if it can be resumed (has a ticket)."""
@@ -127,6 +147,7 @@ def make_client_context(
     """Client side of mesh mTLS: present the leaf, verify the server against the roots."""
     ctx = _base(ssl.PROTOCOL_TLS_CLIENT, roots_pem, ResumingClientContext)
     ctx.sessions = {}
+    ctx.uses_left = {}
     ctx.check_hostname = False  # identity is the SPIFFE id, checked by check_peer
     _load_chain(ctx, cert_pem, key_pem)
     return ctx

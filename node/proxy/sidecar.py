@@ -354,7 +354,8 @@ class UpstreamListener(_Listener):
         except TrustError:
             transport.abort()
             raise
-        remote.resume = (ctx, key, sslobj)
+        if ctx.wants_session(key, sslobj.session_reused):
+            remote.resume = (ctx, key, sslobj)
         return remote
 
 

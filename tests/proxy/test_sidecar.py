@@ -270,6 +270,26 @@ async def test_UpstreamListener_resumes_sessions_per_endpoint(ca: MeshTestCA) ->
     pub.tls.update(material(ca, "api"))
     await one(3)
     assert [o.session_reused for o in made] == [False, True, False]
+    # The full handshake's session replaced the refused one.
+    await one(4)
+    assert made[-1].session_reused
     up.close()
     pub.close()
     await app.aclose()
+
+
+def test_ResumingClientContext_takes_a_session_after_full_handshakes_and_every_SESSION_REUSE(
+    ca: MeshTestCA,
+) -> None:
+    from node.connect.tls import SESSION_REUSE, make_client_context
+
+    m = material(ca, "web")
+    ctx = make_client_context(m.cert_pem, m.key_pem, m.roots_pem)
+    key = ("10.0.0.1", 443, "sni")
+    assert ctx.wants_session(key, resumed=False)  # first connection: full handshake
+    taken = [ctx.wants_session(key, resumed=True) for _ in range(3 * SESSION_REUSE)]
+    # One retake per SESSION_REUSE resumptions, not one per connection.
+    assert taken.count(True) == 3 and taken[SESSION_REUSE - 1]
+    assert ctx.wants_session(key, resumed=False)  # a refused ticket: take the new session
+    assert not ctx.wants_session(key, resumed=True)
+    assert ctx.wants_session(("10.0.0.2", 443, "sni"), resumed=True)  # unknown endpoint
