@@ -1,7 +1,9 @@
 """Per-listener traffic counters, rendered as JSON or Prometheus text.
 
 Rule: the hot path only adds to plain integer attributes of a ``ListenerStats``
-(no locks: one event loop owns them); rendering reads them. Counters survive a
+(no locks: one event loop owns them); rendering reads them. The mesh gateway's relays
+keep their byte counts and add them here from the listener's sweep (every 0.25 s) and
+at close, so its byte counters may trail live traffic by that much. Counters survive a
 listener being reconfigured in place; a stopped listener's stats are dropped by
 the registry.
 """

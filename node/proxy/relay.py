@@ -275,7 +275,10 @@ class EdgePoller:
 
 
 class LoopPoller:
-    """The event loop's own level-triggered fd watching (portable)."""
+    """The event loop's own level-triggered fd watching (portable).
+
+    It reports plain EPOLLIN/EPOLLOUT: errors and EOF show up as readability.
+    """
 
     __slots__ = ("_loop", "_fds")
 
@@ -285,9 +288,9 @@ class LoopPoller:
 
     def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None:
         self._fds[fd] = handler
-        self._loop.add_reader(fd, self._event, fd, EV_READ)
+        self._loop.add_reader(fd, self._event, fd, _IN)
         if write:
-            self._loop.add_writer(fd, self._event, fd, EV_WRITE)
+            self._loop.add_writer(fd, self._event, fd, _OUT)
 
     def attach(self, fd: int, handler: Handler) -> None:
         self._fds[fd] = handler
@@ -301,13 +304,13 @@ class LoopPoller:
         self._loop.remove_reader(fd)
 
     def resume_read(self, fd: int) -> None:
-        self._loop.add_reader(fd, self._event, fd, EV_READ)
+        self._loop.add_reader(fd, self._event, fd, _IN)
 
     def done_reading(self, fd: int) -> None:
         self._loop.remove_reader(fd)  # an fd at EOF stays readable
 
     def want_write(self, fd: int) -> None:
-        self._loop.add_writer(fd, self._event, fd, EV_WRITE)
+        self._loop.add_writer(fd, self._event, fd, _OUT)
 
     def stop_write(self, fd: int) -> None:
         self._loop.remove_writer(fd)
@@ -380,6 +383,9 @@ class _Half:
                 self.pump()
             else:
                 self.pump_splice()
+        elif ev & _ERR and self.eof:
+            # A reset after our EOF: nobody would read this socket again to notice.
+            self.relay.close()
 
     def resume(self) -> None:
         """Read what may have queued while nobody was told (after backpressure, later())."""

@@ -6,6 +6,7 @@ import asyncio
 import random
 import select
 import socket
+import struct
 import sys
 from types import MappingProxyType
 
@@ -386,3 +387,28 @@ async def test_Relay_forwards_a_fin_that_arrived_while_blocked(
     poller.close()
     if pool is not None:
         pool.close()
+
+
+async def test_Relay_closes_when_a_side_resets_after_its_eof() -> None:
+    # After a side's EOF nobody reads it again, so its reset is noticed from the
+    # error event alone (edge-triggered poller), not at the next write or idle timeout.
+    if sys.platform != "linux":
+        pytest.skip("epoll is Linux-only")
+    from node.proxy.relay import Relay, make_poller, make_scratch
+
+    poller = make_poller(asyncio.get_running_loop())
+    client, down = _tcp_pair()
+    up, server = _tcp_pair()
+    stats = ListenerStats("t", "mesh-gateway")
+    stats.active = 1
+    relay = Relay(poller, down, up, stats=stats, pool=None, scratch=make_scratch())
+    poller.watch(down.fileno(), relay.down)
+    poller.watch(up.fileno(), relay.up)
+    client.shutdown(socket.SHUT_WR)
+    await wait_for(lambda: relay.down.eof, what="the client's EOF forwarded")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset
+    await wait_for(lambda: relay.closed, what="relay closed on the reset")
+    assert stats.closed == 1 and not stats.rejected
+    server.close()
+    poller.close()
