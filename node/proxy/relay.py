@@ -158,7 +158,8 @@ class PipePool:
 
 
 class Handler(Protocol):
-    """What a ``Poller`` tells about one fd: ``ev`` holds EV_READ/EV_WRITE bits."""
+    """What a ``Poller`` tells about one fd: ``ev`` holds epoll bits, to be tested
+    against EV_READ, EV_WRITE and EV_CLOSING."""
 
     def on_event(self, ev: int) -> None: ...
 
@@ -191,8 +192,9 @@ class EdgePoller:
 
     Why: under uvloop every add_reader on a new fd costs libuv's pollability check
     (epoll ADD+DEL) on top of the registration, and callback swaps cost more; here a
-    socket costs one ``epoll_ctl`` (plus one MOD the first time anybody waits to write
-    to it), and closing it removes it from the set for free.
+    socket costs one ``epoll_ctl`` for a request/response exchange (MODs come only with
+    backpressure: once to add EPOLLOUT, and to pause and resume reads), and closing it
+    removes it from the set for free.
     """
 
     __slots__ = ("_loop", "_ep", "_fds", "_out", "_paused")
@@ -440,6 +442,8 @@ class _Half:
                 sock.setblocking(False)
 
     def pump_splice(self) -> None:
+        # The read step mirrors pump's, inlined on purpose: a shared helper would cost
+        # a Python call per read on the hot path.
         assert self.pipe is not None
         _, w, capacity = self.pipe
         relay = self.relay
