@@ -412,3 +412,63 @@ async def test_Relay_closes_when_a_side_resets_after_its_eof() -> None:
     assert stats.closed == 1 and not stats.rejected
     server.close()
     poller.close()
+
+
+@pytest.mark.parametrize("use_splice", [True, False] if SPLICE_SUPPORTED else [False])
+@pytest.mark.parametrize("loop_poller", [False, True])
+async def test_GatewayListener_many_connections_random_traffic(
+    use_splice: bool, loop_poller: bool
+) -> None:
+    # Concurrent connections with mixed sizes, chunkings and slow readers (so both
+    # directions push back now and then): every byte arrives in order, every relay ends.
+    rng = random.Random(20261126)
+    backend = await Backend().start()
+    poller = LoopPoller(asyncio.get_running_loop()) if loop_poller else None
+    gw = await start_gateway(
+        make_plan({"api": (ep(backend.port),)}, {}), use_splice=use_splice, poller=poller
+    )
+    hello = client_hello(service_sni("api", "default", "dc1", TD))
+    # Two beyond what socket buffers absorb, so both directions of a relay block.
+    sizes = [12_000_000] * 2 + [rng.choice([0, 1, 700, 20_000, 70_000, 400_000]) for _ in range(38)]
+
+    async def one(size: int, seed: int) -> None:
+        r = random.Random(seed)
+        payload = r.randbytes(size)
+        sock = socket.socket()
+        if seed % 2:  # a small receive window (set before connecting): the echo backs up
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, gw.address)
+        reader, writer = await asyncio.open_connection(sock=sock)
+
+        async def send() -> None:
+            writer.write(hello)
+            pos = 0
+            while pos < size:
+                step = r.randint(1, 100_000)
+                writer.write(payload[pos : pos + step])
+                pos += step
+                await writer.drain()
+            writer.write_eof()
+
+        async def receive() -> bytes:
+            out = bytearray()
+            while chunk := await reader.read(r.randint(1, 65536)):
+                out += chunk
+                if r.random() < 0.1:
+                    await asyncio.sleep(0.001)  # a slow reader: the relay must hold back
+            return bytes(out)
+
+        _, got = await asyncio.gather(send(), receive())
+        writer.close()
+        assert got == hello + payload + b"<bye>"
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(one(size, i) for i, size in enumerate(sizes)))
+    await wait_for(lambda: gw.connections == 0, what="every relay closed")
+    s = gw.stats
+    assert (s.opened, s.active, s.closed, dict(s.rejected)) == (40, 0, 40, {})
+    assert s.bytes_in == sum(len(hello) + n for n in sizes)
+    assert s.bytes_out == sum(len(hello) + n + len(b"<bye>") for n in sizes)
+    gw.close()
+    await backend.aclose()
