@@ -11,8 +11,9 @@ Paths:
   direct       client → backend
   haproxy      HAProxy 2.6 mode tcp, req_ssl_sni routing, nbthread 1
   haproxy-sp   the same with option splice-request/response
-  meshnode     node.proxy.gateway.GatewayListener on uvloop (private epoll set; small
-               exchanges copied through a shared buffer, streams spliced via pooled pipes)
+  meshnode     node.proxy.gateway.GatewayListener on uvloop (private edge-triggered epoll
+               set; small exchanges copied through a shared buffer, streams spliced via
+               pooled pipes)
 Sidecar pair (plain app → upstream listener → mTLS → public listener → plain backend):
   haproxy-mtls HAProxy: server ... ssl crt verify required / bind ... ssl crt verify required
                with no-ssl-reuse: every connection is a full handshake
