@@ -4,8 +4,8 @@ Rule: per-connection work is as small as we can make it, because the gateway's c
 connection is what baselines.md shows a Python relay losing on. So:
 
 - sockets are watched by a ``Poller``. On Linux that is a private, edge-triggered epoll
-  set (``EdgePoller``) which the event loop watches through one fd: each socket costs one
-  ``epoll_ctl`` for its whole life (two if its peer ever pushes back), a closed socket
+  set (``EdgePoller``) which the event loop watches through one fd: a socket costs one
+  ``epoll_ctl`` for its whole life unless a direction pushes back, a closed socket
   leaves the set by itself, and readiness goes to one handler object per socket
   (``on_event``) instead of a callback swap per state change. Elsewhere ``LoopPoller``
   maps the same calls onto the loop's level-triggered add_reader/add_writer;
@@ -22,7 +22,8 @@ connection is what baselines.md shows a Python relay losing on. So:
   direction to zero-copy ``os.splice`` socket → pipe → socket for the rest of its life,
   with pipes from a ``PipePool``;
 - half-close is forwarded (EOF on one side → ``shutdown(SHUT_WR)`` on the other; when
-  both are done the sockets are simply closed) and any socket error ends both sides;
+  both are done the sockets are simply closed) and any socket error ends both sides,
+  a reset of a side already at EOF included;
 - byte counts stay on the relay and reach the ``ListenerStats`` through ``report``
   (called by the owner's periodic sweep and at close), not per read.
 """
