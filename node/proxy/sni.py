@@ -203,13 +203,19 @@ def _extensions_start(buf: bytes, pos: int, end: int) -> int:
     pos = _skip_suites_and_compression(buf, pos, end)
     if pos == end:
         return end
+    return _filling_vector(buf, pos, end, "extensions", "trailing bytes after extensions")
+
+
+def _filling_vector(buf: bytes, pos: int, end: int, what: str, trailing: str) -> int:
+    """Check that the 2-byte length-prefixed vector at ``pos`` ends exactly at ``end``;
+    returns where its contents start."""
     if pos + 2 > end:
-        raise _Malformed("truncated extensions length")
+        raise _Malformed(f"truncated {what} length")
     stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
     if stop > end:
-        raise _Malformed("truncated extensions")
+        raise _Malformed(f"truncated {what}")
     if stop != end:
-        raise _Malformed("trailing bytes after extensions")
+        raise _Malformed(trailing)
     return pos + 2
 
 
@@ -260,22 +266,17 @@ def _find_server_name(buf: bytes, pos: int, end: int) -> str | None:
 
 def _parse_server_name_ext(buf: bytes, pos: int, end: int) -> str | None:
     """The host_name in the server_name extension body ``buf[pos:end]`` (RFC 6066 §3)."""
-    if pos + 2 > end:
-        raise _Malformed("truncated server_name_list length")
-    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
-    if stop > end:
-        raise _Malformed("truncated server_name_list")
-    if stop != end:
-        raise _Malformed("trailing bytes in server_name extension")
+    pos = _filling_vector(
+        buf, pos, end, "server_name_list", "trailing bytes in server_name extension"
+    )
     host: str | None = None
-    pos += 2
-    while pos < stop:
-        if pos + 3 > stop:
+    while pos < end:
+        if pos + 3 > end:
             raise _Malformed("truncated host_name length")
         name_type, size = _NAME_HEADER(buf, pos)
         start = pos + 3
         pos = start + size
-        if pos > stop:
+        if pos > end:
             raise _Malformed("truncated host_name")
         if name_type == _NAME_TYPE_HOST:
             if host is not None:
