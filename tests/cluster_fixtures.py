@@ -26,8 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from node.agent import Agent
-from node.config import AgentConfig, Ports
+from node.agent.agent import Agent
+from node.config.agent import AgentConfig, Ports
 from node.gossip.config import GossipConfig
 
 __all__ = ["Cluster", "FAST_GOSSIP", "FAST_WAN_GOSSIP", "wait_for"]

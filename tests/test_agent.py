@@ -202,8 +202,8 @@ def test_Agent_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_Agent_registers_services_from_config_files(tmp_path: Path) -> None:
-    from node.agent import Agent
-    from node.config import load
+    from node.agent.agent import Agent
+    from node.config.agent import load
 
     conf = tmp_path / "web.hcl"
     conf.write_text(

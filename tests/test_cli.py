@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from node import cli
+from node.cli import main as cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 
@@ -158,9 +158,9 @@ def test_key_value_formatter_appends_extra_context() -> None:
 @pytest.fixture
 async def node_addr(aiohttp_server: Any) -> str:
     """A dev agent's API served by an aiohttp test server; returns host:port."""
-    from node.agent import Agent
+    from node.agent.agent import Agent
     from node.api.app import make_app
-    from node.config import load
+    from node.config.agent import load
 
     agent = Agent(load([], dev=True, overrides={"node": "cli1", "http-port": 0}))
     server = await aiohttp_server(make_app(agent))

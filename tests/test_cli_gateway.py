@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cli_gateway import (
+from node.cli.gateway import (
     GatewayCommandError,
     gateway_registration,
     parse_gateway_addr,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from node.agent import Agent
+from node.agent.agent import Agent
 from node.catalog.model import NodeRecord
 from node.errors import DatacenterUnavailable, InvalidRequest
 from node.gossip.keyring import LAN_KEYRING_FILE, WAN_KEYRING_FILE, Keyring, generate_key
@@ -371,7 +371,7 @@ async def test_retry_join_from_config(tmp_path: Path) -> None:
 
 
 async def _cli(*argv: str) -> int:
-    from node import cli
+    from node.cli import main as cli
 
     return await asyncio.to_thread(cli.main, list(argv), {})
 
@@ -425,7 +425,7 @@ async def test_cli_cluster_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_cli_keygen_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
-    from node import cli
+    from node.cli import main as cli
 
     assert cli.main(["keygen"], {}) == 0
     key = capsys.readouterr().out.strip()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.catalog.model import MeshGatewayMode, ServiceKind
-from node.config import (
+from node.config.agent import (
     AgentConfig,
     IntentionPolicy,
     Ports,

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.errors import ConfigError
-from node.hcl import (
+from node.config.hcl import (
     BlockList,
     canonical_key,
     is_json_document,
@@ -17,6 +16,7 @@ from node.hcl import (
     normalize_blocks,
     rewrite_hcl1,
 )
+from node.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 

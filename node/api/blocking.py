@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from node.duration import parse_go_duration
+from node.config.duration import parse_go_duration
 from node.errors import InvalidRequest
 
 __all__ = [

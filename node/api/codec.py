@@ -32,7 +32,7 @@ from node.catalog.model import (
     parse_service,
 )
 from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo, NodeServices, ServiceNode
-from node.config import AgentConfig
+from node.config.agent import AgentConfig
 from node.errors import InvalidRequest, RemoteProtocolError
 from node.frozen import thaw
 from node.proxy.endpoints import is_healthy, make_endpoint

@@ -22,9 +22,9 @@ from node.api.blocking import consul_headers, jittered, parse_query_options, run
 from node.api.read import ReadSpec, dump_json
 from node.api.state import AGENT, RNG
 from node.catalog.model import ServiceKind
-from node.connect.globalstate import KIND_CA_CONFIG, KIND_CA_ROOTS, KIND_INTENTION
 from node.connect.intentions import MatchBy, match_intentions, parse_intention
 from node.errors import DatacenterUnavailable, InvalidRequest, NotFound
+from node.state.globalstate import KIND_CA_CONFIG, KIND_CA_ROOTS, KIND_INTENTION
 
 __all__ = ["routes", "serve_global_read"]
 

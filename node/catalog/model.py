@@ -21,7 +21,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
-from node.duration import parse_go_duration
+from node.config.duration import parse_go_duration
 from node.errors import InvalidRequest, RemoteProtocolError
 from node.frozen import freeze, thaw
 

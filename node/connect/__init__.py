@@ -67,20 +67,6 @@ from node.connect.entries import (
     parse_config_entry,
     parse_config_entry_kind,
 )
-from node.connect.globalstate import (
-    CA_CONFIG_NAME,
-    CA_ROOTS_NAME,
-    KIND_CA_CONFIG,
-    KIND_CA_ROOTS,
-    KIND_INTENTION,
-    KIND_PROXY_DEFAULTS,
-    KIND_SERVICE_DEFAULTS,
-    KINDS,
-    Delta,
-    GlobalState,
-    Record,
-)
-from node.connect.hlc import HybridClock, Stamp
 from node.connect.intentions import (
     Intention,
     IntentionAction,
@@ -101,7 +87,21 @@ from node.connect.spiffe import (
     parse_spiffe_id,
     trust_domain_for,
 )
-from node.connect.statesync import GLOBAL_STATE_CHANNEL, StateSync
+from node.state.globalstate import (
+    CA_CONFIG_NAME,
+    CA_ROOTS_NAME,
+    KIND_CA_CONFIG,
+    KIND_CA_ROOTS,
+    KIND_INTENTION,
+    KIND_PROXY_DEFAULTS,
+    KIND_SERVICE_DEFAULTS,
+    KINDS,
+    Delta,
+    GlobalState,
+    Record,
+)
+from node.state.hlc import HybridClock, Stamp
+from node.state.statesync import GLOBAL_STATE_CHANNEL, StateSync
 
 __all__ = [
     # asyncio parts (imported lazily, see __getattr__)

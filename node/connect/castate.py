@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from node.config.duration import format_go_duration, parse_go_duration
 from node.connect.keys import read_keys
-from node.duration import format_go_duration, parse_go_duration
 from node.errors import InvalidRequest
 from node.wire import from_timestamp, timestamp
 

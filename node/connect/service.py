@@ -36,7 +36,7 @@ from typing import Any, Final, Protocol
 
 from node.catalog.model import ServiceDefinition, ServiceKind
 from node.clock import Clock
-from node.config import AgentConfig, IntentionPolicy
+from node.config.agent import AgentConfig, IntentionPolicy
 from node.connect import intentions as ixns
 from node.connect.authority import Authority, Need
 from node.connect.castate import (
@@ -47,22 +47,10 @@ from node.connect.castate import (
     retire_inactive,
 )
 from node.connect.entries import CONFIG_ENTRY_KINDS, ConfigEntry, entry_to_wire
-from node.connect.globalstate import (
-    CA_CONFIG_NAME,
-    CA_ROOTS_NAME,
-    KIND_CA_CONFIG,
-    KIND_CA_ROOTS,
-    KIND_INTENTION,
-    Delta,
-    GlobalState,
-    Record,
-)
-from node.connect.hlc import Stamp
 from node.connect.intentions import Intention
 from node.connect.leaf import Leaf, LeafManager
 from node.connect.resolve import ResolvedUpstream, resolve_upstreams
 from node.connect.signbatch import MAX_BATCH, SignBatcher
-from node.connect.statesync import GLOBAL_STATE_CHANNEL, StateSync
 from node.errors import (
     CAError,
     ConfigError,
@@ -77,6 +65,18 @@ from node.gossip.delegate import UserBroadcastQueue
 from node.gossip.messages import MemberStatus
 from node.persist import atomic_write, read_or_none
 from node.rpc.codec import error_from_wire, error_to_wire
+from node.state.globalstate import (
+    CA_CONFIG_NAME,
+    CA_ROOTS_NAME,
+    KIND_CA_CONFIG,
+    KIND_CA_ROOTS,
+    KIND_INTENTION,
+    Delta,
+    GlobalState,
+    Record,
+)
+from node.state.hlc import Stamp
+from node.state.statesync import GLOBAL_STATE_CHANNEL, StateSync
 from node.wire import pack, unpack
 
 __all__ = ["ConnectService", "ConnectHost", "Timing", "STATE_FILE", "WRITABLE_KINDS"]

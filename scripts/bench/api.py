@@ -47,10 +47,10 @@ READY_TIMEOUT = 60.0  # seconds for the server process to report its ports
 async def _serve() -> None:
     from aiohttp import web
 
-    from node.agent import Agent
+    from node.agent.agent import Agent
     from node.api.app import HTTPServer
     from node.catalog.model import parse_service
-    from node.config import load
+    from node.config.agent import load
 
     agent = Agent(load([], dev=True, overrides={"http-port": 0, "node": "bench"}))
     for i in range(SERVICES):

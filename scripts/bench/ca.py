@@ -64,8 +64,8 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
-from node.agent import Agent  # noqa: E402
-from node.config import AgentConfig, Ports  # noqa: E402
+from node.agent.agent import Agent  # noqa: E402
+from node.config.agent import AgentConfig, Ports  # noqa: E402
 from node.connect import (  # noqa: E402
     CAServer,
     SpiffeID,

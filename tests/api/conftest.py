@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from node.agent import Agent
+from node.agent.agent import Agent
 from node.api.app import make_app
-from node.config import load
+from node.config.agent import load
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from node.agent import Agent
+from node.agent.agent import Agent
 
 Client = TestClient[Any, Any]
 
@@ -197,7 +197,7 @@ async def test_client_node_has_no_leader_and_no_wan_membership(
     aiohttp_client: Any, tmp_path: Any
 ) -> None:
     from node.api.app import make_app
-    from node.config import load
+    from node.config.agent import load
 
     node = Agent(load([], overrides={"node": "c1", "data-dir": str(tmp_path), "http-port": 0}))
     client = await aiohttp_client(make_app(node))

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from node.agent import Agent
+from node.agent.agent import Agent
 from node.api.errors import STATUS_BY_ERROR, error_middleware, status_for
 from node.errors import (
     Conflict,

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from node.agent import build_local_state, build_store
+from node.agent.agent import build_local_state, build_store
 from node.api.read import ResponseCache
 from node.catalog.model import parse_service
 from node.clock import MonotonicClock
-from node.config import AgentConfig
+from node.config.agent import AgentConfig
 from node.connect.service import ConnectService, Timing
 from node.errors import DatacenterUnavailable, NodeError, RPCUnreachable
 from node.gossip.messages import MemberStatus

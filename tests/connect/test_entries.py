@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from node.catalog.model import MeshGatewayMode
+from node.config.hcl import load_document, normalize_blocks
 from node.connect import ProxyDefaults, ServiceDefaults, entry_to_wire, parse_config_entry
 from node.errors import InvalidRequest
-from node.hcl import load_document, normalize_blocks
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "config"
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from node.catalog.model import MeshGatewayMode, ServiceDefinition, parse_service
+from node.config.hcl import load_document, normalize_blocks
 from node.connect import (
     DecidedBy,
     ProxyDefaults,
@@ -15,7 +16,6 @@ from node.connect import (
     resolve_upstreams,
 )
 from node.errors import InvalidRequest
-from node.hcl import load_document, normalize_blocks
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "config"
 M = MeshGatewayMode

@@ -12,8 +12,8 @@ from service_fakes import FakeNet, eventually
 
 from node.catalog.model import MeshGatewayMode
 from node.connect import TrustBundle, parse_config_entry, parse_intention
-from node.connect.globalstate import KIND_INTENTION
 from node.errors import ConfigError, Conflict, InvalidRequest, NotFound, TrustError
+from node.state.globalstate import KIND_INTENTION
 
 pytestmark = pytest.mark.timeout(60)
 

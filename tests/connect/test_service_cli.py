@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from node.cli import main
+from node.cli.main import main
 from tests.cluster_fixtures import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,10 +8,10 @@ from connect_helpers import NOW, TD
 
 from node.connect import GlobalState, Record, generate_root, parse_config_entry, rotate_roots
 from node.connect.castate import DEFAULT_LEAF_CERT_TTL
-from node.connect.globalstate import CA_ROOTS_NAME, KIND_CA_ROOTS
-from node.connect.hlc import Stamp
-from node.connect.statesync import StateMessage, StateSync, encode_record
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
+from node.state.globalstate import CA_ROOTS_NAME, KIND_CA_ROOTS
+from node.state.hlc import Stamp
+from node.state.statesync import StateMessage, StateSync, encode_record
 from node.wire import pack
 
 WALL = 1_800_000_000_000

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from node.agent import Agent
+from node.agent.agent import Agent
 from node.catalog.model import Health
 from node.proxy.feed import listeners_check_id
 from tests.cluster_fixtures import FAST_GOSSIP, Cluster, wait_for

@@ -45,7 +45,8 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from node import __version__
-from node.agent_proxy import SERVICE_KIND, build_proxy_feed
+from node.agent.cluster import KeyringPoolReport, keyring_reports, member_view, parse_join_addr
+from node.agent.proxy import SERVICE_KIND, build_proxy_feed
 from node.api.app import FORWARDABLE_READS, HTTPServer, make_app
 from node.api.blocking import MAX_WAIT, QueryOptions
 from node.api.read import ForwardedBody, ResponseCache, answer_read, read_table
@@ -56,8 +57,7 @@ from node.catalog.store import CatalogStore
 from node.catalog.sync import CatalogSync
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
-from node.cluster import KeyringPoolReport, keyring_reports, member_view, parse_join_addr
-from node.config import AgentConfig
+from node.config.agent import AgentConfig
 from node.connect.service import ConnectService
 from node.errors import (
     ConfigError,

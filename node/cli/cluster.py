@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from node import __version__
+from node.cli.table import format_table
 from node.errors import InvalidRequest
 from node.gossip.keyring import generate_key
 
@@ -40,7 +41,6 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kw: Any) -> None:
 
 
 def _table(header: list[str], rows: list[list[object]]) -> str:
-    from node.cli import format_table  # at call time: node.cli imports this module
 
     return format_table(header, rows)
 

@@ -41,7 +41,6 @@ from node.connect.entries import (
     entry_to_wire,
     parse_config_entry,
 )
-from node.connect.hlc import HybridClock, Stamp
 from node.connect.intentions import (
     Intention,
     check_unique,
@@ -49,6 +48,7 @@ from node.connect.intentions import (
     intention_to_wire,
 )
 from node.errors import Conflict, InvalidRequest, NotFound
+from node.state.hlc import HybridClock, Stamp
 
 __all__ = [
     "KIND_CA_ROOTS",

@@ -43,11 +43,11 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from node.catalog.model import parse_service
+from node.config.duration import parse_go_duration
+from node.config.hcl import canonical_key, load_document, normalize_blocks
 from node.connect.entries import parse_config_entry
-from node.duration import parse_go_duration
 from node.errors import ConfigError, InvalidRequest
 from node.frozen import freeze
-from node.hcl import canonical_key, load_document, normalize_blocks
 
 __all__ = [
     "AgentConfig",

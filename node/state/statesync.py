@@ -21,10 +21,10 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
-from node.connect.globalstate import MAX_WIRE_RECORDS, Record
-from node.connect.hlc import Stamp
 from node.errors import InvalidRequest, RemoteProtocolError
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
+from node.state.globalstate import MAX_WIRE_RECORDS, Record
+from node.state.hlc import Stamp
 from node.wire import pack, unpack
 
 __all__ = ["StateMessage", "StateSink", "StateSync", "GLOBAL_STATE_CHANNEL"]

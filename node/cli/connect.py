@@ -16,6 +16,7 @@ import json
 import urllib.parse
 from typing import Any
 
+from node.cli.table import format_table
 from node.errors import InvalidRequest
 
 __all__ = [
@@ -45,7 +46,7 @@ def _print_json(ctx: Any, value: Any) -> None:
 
 
 def _read_json_file(path: str) -> Any:
-    from node import config as config_mod
+    from node.config import agent as config_mod
 
     text = config_mod.read_source(path)
     try:
@@ -139,7 +140,6 @@ def run_intention_check(ctx: Any) -> int:
 
 def run_intention_list(ctx: Any) -> int:
     """``intention list``: a table in precedence order."""
-    from node.cli import format_table
 
     rows = [
         [i.get("ID", ""), i.get("SourceName", ""), i.get("Action", ""),
@@ -162,8 +162,8 @@ def configure_config_file(p: argparse.ArgumentParser) -> None:
 
 def run_config_write(ctx: Any) -> int:
     """``config write FILE``: parse locally, then ``PUT /v1/config``."""
-    from node import config as config_mod
     from node.api.codec import encode_config_entry
+    from node.config import agent as config_mod
 
     path = ctx.args.file
     entry = config_mod.load_config_entry_document(config_mod.read_source(path), path)
@@ -219,7 +219,6 @@ def configure_proxy_config(p: argparse.ArgumentParser) -> None:
 
 def run_proxy_config(ctx: Any) -> int:
     """``connect proxy-config ID``: each upstream's mesh-gateway mode and who decided it."""
-    from node.cli import format_table
 
     got = ctx.client().get(f"/v1/agent/connect/proxy-config/{_quote(ctx.args.proxy_id)}")
     ctx.say(f"Proxy {got['ProxyServiceID']} for {got['DestinationServiceName']} "

@@ -26,10 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node import __version__, cli_cluster, cli_connect, cli_gateway
+from node import __version__
+from node.cli import cluster as cli_cluster
+from node.cli import connect as cli_connect
+from node.cli import gateway as cli_gateway
+from node.cli.table import format_table
 from node.errors import NodeError
 
-__all__ = ["main", "COMMANDS", "Command", "HTTPClient", "KeyValueFormatter", "format_table"]
+__all__ = ["main", "COMMANDS", "Command", "HTTPClient", "KeyValueFormatter"]
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
 HTTP_TIMEOUT = 30.0  # seconds; a CLI call to a local node that takes longer is broken
@@ -141,14 +145,6 @@ def http_addr(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
 # ---------------------------------------------------------------------------- output
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns separated by two spaces, like Consul's ``columnize``."""
-    table = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------- commands
 
 
@@ -228,8 +224,8 @@ def agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_agent(ctx: Context) -> int:
-    from node import config as config_mod
-    from node.agent import run_agent
+    from node.agent.agent import run_agent
+    from node.config import agent as config_mod
 
     args = ctx.args
     setup_logging("INFO", ctx.err)  # config warnings are logged while loading
@@ -247,7 +243,7 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_validate(ctx: Context) -> int:
-    from node import config as config_mod
+    from node.config import agent as config_mod
 
     result = config_mod.validate(ctx.args.paths)
     for warning in result.warnings:
@@ -271,8 +267,8 @@ def _configure_services_file(p: argparse.ArgumentParser) -> None:
 
 def read_service_file(path: str) -> list[dict[str, Any]]:
     """The service blocks of an HCL/JSON file, validated, as raw mappings to send."""
-    from node import config as config_mod
-    from node.hcl import load_document, normalize_blocks
+    from node.config import agent as config_mod
+    from node.config.hcl import load_document, normalize_blocks
 
     text = config_mod.read_source(path)
     config_mod.load_services_document(text, path)  # names file and key on any error
