@@ -11,12 +11,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.poll import wait_for_blocking
 
 pytestmark = pytest.mark.slow
 
@@ -87,11 +88,12 @@ class AgentProcess:
 
     def wait_log(self, needle: str, timeout: float = 5.0) -> None:
         """Wait until a log line containing ``needle`` was read (the reader thread lags)."""
-        deadline = time.monotonic() + timeout
-        while not any(needle in line for line in self.lines):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no log line with {needle!r}:\n" + "\n".join(self.lines))
-            time.sleep(0.01)
+        wait_for_blocking(
+            lambda: any(needle in line for line in self.lines),
+            lambda: f"a log line with {needle!r}:\n" + "\n".join(self.lines),
+            timeout,
+            interval=0.01,
+        )
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from node.cli.gateway import (
     parse_gateway_addr,
     status_line,
 )
-from tests.cluster_fixtures import Cluster, wait_for
+from tests.helpers.cluster import Cluster, free_port
+from tests.helpers.poll import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -97,12 +97,6 @@ def test_status_line_sums_the_gateways_listeners() -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _cli(*args: str) -> asyncio.subprocess.Process:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return await asyncio.create_subprocess_exec(
@@ -117,7 +111,7 @@ async def test_connect_gateway_registers_reports_status_and_exits_0_on_sigterm(
     async with Cluster(tmp_path) as cluster:
         s1 = await cluster.start("s1", server=True)
         http = "{}:{}".format(*s1.bound["http"])
-        port = _free_port()
+        port = free_port()
         addr = f"127.0.0.1:{port}"
         proc = await _cli("-register", "-http-addr", http, "-address", addr, "-wan-address", addr,
                           "-status-interval", "0.2")  # fmt: skip
@@ -155,7 +149,7 @@ async def test_connect_gateway_registers_reports_status_and_exits_0_on_sigterm(
         assert "mesh-gateway" in s1.local.services(), "SIGTERM must not deregister"
 
         # -detach registers and returns at once.
-        other = f"127.0.0.1:{_free_port()}"
+        other = f"127.0.0.1:{free_port()}"
         detached = await _cli("-register", "-detach", "-service", "gw2", "-http-addr", http,
                               "-address", other)  # fmt: skip
         out, err = await asyncio.wait_for(detached.communicate(), 20)
@@ -164,7 +158,7 @@ async def test_connect_gateway_registers_reports_status_and_exits_0_on_sigterm(
 
 
 async def test_connect_gateway_gives_up_on_an_unreachable_node_with_a_clear_error() -> None:
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     proc = await _cli("-register", "-http-addr", dead, "-address", "127.0.0.1:8443",
                       "-wait-agent", "1")  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 20)

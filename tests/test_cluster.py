@@ -1,6 +1,6 @@
 """Real sockets on 127.0.0.1: agents in LAN pools and datacenters joined over WAN.
 
-Each test starts a handful of in-process agents (``tests.cluster_fixtures.Cluster``)
+Each test starts a handful of in-process agents (``tests.helpers.cluster.Cluster``)
 with the fast gossip profile and talks to them over their HTTP APIs, as a user would.
 """
 
@@ -16,9 +16,11 @@ import pytest
 
 from node.agent.agent import Agent
 from node.catalog.model import NodeRecord
+from node.catalog.watch import IndexNotifier
 from node.errors import DatacenterUnavailable, InvalidRequest
 from node.gossip.keyring import LAN_KEYRING_FILE, WAN_KEYRING_FILE, Keyring, generate_key
-from tests.cluster_fixtures import FAST_GOSSIP, Cluster, wait_for
+from tests.helpers.cluster import FAST_GOSSIP, Cluster, converged
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,10 +38,6 @@ async def _nodes_of(cluster: Cluster, agent: Agent, service: str, **params: Any)
     return sorted(e["Node"] for e in body)
 
 
-def _converged(agents: list[Agent], n: int) -> bool:
-    return all(sum(m["status"] == 1 for m in a.members()) == n for a in agents)
-
-
 # ---------------------------------------------------------------------------- one datacenter
 
 
@@ -50,7 +48,7 @@ async def test_lan_pool_converges_and_every_node_answers_for_the_datacenter(
         s1 = await cluster.start("s1", server=True)
         clients = [await cluster.start(f"c{i}", join=[s1]) for i in (1, 2, 3)]
         everyone = [s1, *clients]
-        await wait_for(lambda: _converged(everyone, 4), "4 alive members everywhere")
+        await wait_for(lambda: converged(everyone, 4), "4 alive members everywhere")
         for i, agent in enumerate(clients, start=1):
             await _register(cluster, agent, "web", 8000 + i)
         await _register(cluster, s1, "db", 5432)
@@ -100,7 +98,7 @@ async def test_a_record_too_big_to_broadcast_is_fetched_by_rpc(tmp_path: Path) -
     async with Cluster(tmp_path) as cluster:
         s1 = await cluster.start("s1", server=True, lan_gossip=slow)
         c1 = await cluster.start("c1", join=[s1], lan_gossip=slow)
-        await wait_for(lambda: _converged([s1, c1], 2), "converged")
+        await wait_for(lambda: converged([s1, c1], 2), "converged")
         # ~2 KB of metadata: neither the record nor its delta fits a gossip packet, so
         # only a digest is gossiped and s1 must fetch the record from c1.
         meta = {f"k{i:02d}": "v" * 60 for i in range(32)}
@@ -120,7 +118,7 @@ async def test_a_client_leaves_on_terminate(tmp_path: Path) -> None:
     async with Cluster(tmp_path) as cluster:
         s1 = await cluster.start("s1", server=True)
         c1 = await cluster.start("c1", join=[s1])
-        await wait_for(lambda: _converged([s1, c1], 2), "converged")
+        await wait_for(lambda: converged([s1, c1], 2), "converged")
         assert c1.config.leave_on_terminate and not s1.config.leave_on_terminate
         await cluster.stop(c1, leave=False)  # like SIGTERM: the agent leaves by itself
         status = {m["name"]: m["status"] for m in s1.members()}
@@ -133,7 +131,7 @@ async def test_failed_node_turns_critical_and_left_node_disappears(tmp_path: Pat
         c1 = await cluster.start("c1", join=[s1])
         c2 = await cluster.start("c2", join=[s1])
         c3 = await cluster.start("c3", join=[s1])
-        await wait_for(lambda: _converged([s1, c1, c2, c3], 4), "converged")
+        await wait_for(lambda: converged([s1, c1, c2, c3], 4), "converged")
         await _register(cluster, c2, "api", 9000)
         await _register(cluster, c3, "cache", 6379)
 
@@ -176,11 +174,13 @@ async def test_failed_node_turns_critical_and_left_node_disappears(tmp_path: Pat
         assert status == 404 and "nobody" in text
 
 
-async def test_blocking_query_wakes_on_a_replicated_change(tmp_path: Path) -> None:
+async def test_blocking_query_wakes_on_a_replicated_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with Cluster(tmp_path) as cluster:
         s1 = await cluster.start("s1", server=True)
         c1 = await cluster.start("c1", join=[s1])
-        await wait_for(lambda: _converged([s1, c1], 2), "converged")
+        await wait_for(lambda: converged([s1, c1], 2), "converged")
         await _register(cluster, c1, "web", 80)
 
         async def web_on_s1() -> bool:
@@ -195,8 +195,18 @@ async def test_blocking_query_wakes_on_a_replicated_change(tmp_path: Path) -> No
             _, body, hdrs = await cluster.get(s1, "/v1/health/service/web", index=index, wait="20s")
             return time.monotonic() - start, body, hdrs
 
+        # s1's own components park on its notifier too: the query is the one given ~20 s.
+        parked: list[float] = []
+        real_wait = IndexNotifier.wait
+
+        async def recording_wait(notifier: IndexNotifier, index_above: int, timeout: float) -> int:
+            if notifier is s1.notifier:
+                parked.append(timeout)
+            return await real_wait(notifier, index_above, timeout)
+
+        monkeypatch.setattr(IndexNotifier, "wait", recording_wait)
         waiter = asyncio.create_task(blocked())
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: any(15 < t < 30 for t in parked), "the query parked on s1")
         assert not waiter.done()
         await _register(cluster, c1, "web", 81, ID="web-2")
         elapsed, body, hdrs = await asyncio.wait_for(waiter, 10)
@@ -232,7 +242,7 @@ async def test_join_and_leave_over_http(tmp_path: Path) -> None:
         c1 = await cluster.start("c1")
         status, _ = await cluster.put(c1, f"/v1/agent/join/{cluster.lan_addr(s1)}")
         assert status == 200
-        await wait_for(lambda: _converged([s1, c1], 2), "joined over HTTP")
+        await wait_for(lambda: converged([s1, c1], 2), "joined over HTTP")
         status, text = await cluster.put(c1, f"/v1/agent/join/{cluster.lan_addr(s1)}", wan="1")
         assert status == 400 and "Must be a server" in text
         status, _ = await cluster.put(c1, "/v1/agent/leave")
@@ -320,7 +330,7 @@ async def test_key_rotation_across_lan_and_wan(tmp_path: Path) -> None:
         s1 = await cluster.start("s1", server=True, encrypt=k1)
         c1 = await cluster.start("c1", join=[s1], encrypt=k1)
         s2 = await cluster.start("s2", dc="dc2", server=True, join_wan=[s1], encrypt=k1)
-        await wait_for(lambda: _converged([s1, c1], 2) and len(s2.datacenters()) == 2, "up")
+        await wait_for(lambda: converged([s1, c1], 2) and len(s2.datacenters()) == 2, "up")
         await wait_for(lambda: c1.datacenters() == ["dc1", "dc2"], "client knows dc2")
 
         for method, op in (("POST", "install"), ("PUT", "use"), ("DELETE", "remove")):
@@ -343,7 +353,7 @@ async def test_key_rotation_across_lan_and_wan(tmp_path: Path) -> None:
 
         # gossip and RPC still work, and a newcomer holding only the new key gets in
         c2 = await cluster.start("c2", join=[c1], encrypt=k2)
-        await wait_for(lambda: _converged([s1, c1, c2], 3), "newcomer with the new key joined")
+        await wait_for(lambda: converged([s1, c1, c2], 3), "newcomer with the new key joined")
         status, body, _ = await cluster.get(c2, "/v1/catalog/nodes", dc="dc2")
         assert status == 200 and [n["Node"] for n in body] == ["s2"]
 
@@ -363,7 +373,7 @@ async def test_retry_join_from_config(tmp_path: Path) -> None:
             retry_interval_wan=0.2,
         )  # fmt: skip
         c1 = await cluster.start("c1", retry_join=(cluster.lan_addr(s1),), retry_interval=0.2)
-        await wait_for(lambda: _converged([s1, c1], 2), "c1 joined through retry_join")
+        await wait_for(lambda: converged([s1, c1], 2), "c1 joined through retry_join")
         await wait_for(
             lambda: s1.datacenters() == ["dc1", "dc2"], "s2 joined through retry_join_wan"
         )

@@ -21,6 +21,7 @@ from node.errors import (
     TrustError,
     UpstreamUnavailable,
 )
+from tests.helpers.poll import wait_for
 
 Client = TestClient[Any, Any]
 
@@ -185,14 +186,14 @@ async def test_bad_blocking_parameters_are_400(client: Client) -> None:
         assert "Invalid" in await resp.text()
 
 
-async def test_blocking_query_wakes_on_change(client: Client) -> None:
+async def test_blocking_query_wakes_on_change(client: Client, agent: Agent) -> None:
     await _setup(client)
     first = await client.get("/v1/health/service/web")
     index = first.headers["X-Consul-Index"]
     waiter = asyncio.create_task(
         client.get("/v1/health/service/web", params={"index": index, "wait": "30s"})
     )
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: agent.notifier.has_waiters, "the query parked")
     assert not waiter.done()
     # A TTL update of one of web's checks is a change of this query's answer.
     assert (await client.put("/v1/agent/check/pass/w2", params={"note": "x"})).status == 200
@@ -202,15 +203,16 @@ async def test_blocking_query_wakes_on_change(client: Client) -> None:
     assert statuses["w2"] == "passing"
 
 
-async def test_blocking_query_ignores_unrelated_changes(client: Client) -> None:
+async def test_blocking_query_ignores_unrelated_changes(client: Client, agent: Agent) -> None:
     await _setup(client)
     index = (await client.get("/v1/catalog/service/web")).headers["X-Consul-Index"]
     waiter = asyncio.create_task(
         client.get("/v1/catalog/service/web", params={"index": index, "wait": "30s"})
     )
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: agent.notifier.has_waiters, "the query parked")
     assert (await client.put("/v1/agent/service/register", json={"Name": "other"})).status == 200
-    await asyncio.sleep(0.05)
+    # The change woke the query; it looked again and parked anew instead of answering.
+    await wait_for(lambda: agent.notifier.has_waiters, "the query parked again")
     assert not waiter.done()
     assert (
         await client.put("/v1/agent/service/register", json={"Name": "web", "ID": "web3"})
@@ -283,10 +285,7 @@ async def test_many_blocking_queries_all_wake_on_one_change(client: Client, agen
     waiters = [
         asyncio.create_task(client.get("/v1/health/service/web", params=params)) for _ in range(90)
     ]
-    deadline = asyncio.get_running_loop().time() + 10
-    while not agent.notifier.has_waiters:  # requests park on the shared future
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: agent.notifier.has_waiters, "requests parked on the shared future")
     assert (
         await client.put("/v1/agent/service/register", json={"Name": "web", "ID": "web9"})
     ).status == 200

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connect"))
-
-from service_fakes import FakeNet, eventually  # noqa: E402
-
-from node.api.app import make_app  # noqa: E402
-from node.connect import generate_root, parse_config_entry, private_key_to_pem  # noqa: E402
+from node.api.app import make_app
+from node.connect import generate_root, parse_config_entry, private_key_to_pem
+from tests.connect.service_fakes import TRANSIENT, FakeNet
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,8 +51,10 @@ async def net() -> AsyncIterator[FakeNet]:
     network.start()
     for name in ("s1", "c1", "s2", "c2"):
         svc = network.services[name]
-        await eventually(lambda svc=svc: svc.roots(), what=f"roots on {name}")
-    await eventually(lambda: network.services["s2"].authority.signer, what="dc2 intermediate")
+        await wait_for(lambda svc=svc: svc.roots(), f"roots on {name}", ignoring=TRANSIENT)
+    await wait_for(
+        lambda: network.services["s2"].authority.signer, "dc2 intermediate", ignoring=TRANSIENT
+    )
     yield network
     await network.stop()
 
@@ -138,7 +136,9 @@ async def test_intentions_crud_check_match_authorize(net: FakeNet, c1: Client, c
     ixn_id = (await created.json())["ID"]
     got = await (await c2.get(f"/v1/connect/intentions/{ixn_id}")).json()
     assert got["Precedence"] == 9 and got["Action"] == "deny" and got["SourceNS"] == "default"
-    await eventually(lambda: net.services["c1"].intentions(), what="intention reached dc1")
+    await wait_for(
+        lambda: net.services["c1"].intentions(), "intention reached dc1", ignoring=TRANSIENT
+    )
     listed = await (await c1.get("/v1/connect/intentions")).json()
     assert [i["ID"] for i in listed] == [ixn_id]
     check = await c1.get("/v1/connect/intentions/check?source=web&destination=api")
@@ -228,7 +228,9 @@ async def test_config_entries_crud_cas_and_replication(
     assert await stale.json() is False
     fresh = await c2.put(f"/v1/config?cas={got['ModifyIndex']}", json=SEED_SERVICE_DEFAULTS)
     assert await fresh.json() is True
-    await eventually(lambda: net.services["c1"].config_entries(), what="entry reached dc1")
+    await wait_for(
+        lambda: net.services["c1"].config_entries(), "entry reached dc1", ignoring=TRANSIENT
+    )
     listed = await (await c1.get("/v1/config/service-defaults")).json()
     assert [e["Name"] for e in listed] == ["web"]
     assert (await c1.delete("/v1/config/service-defaults/web")).status == 200
@@ -260,10 +262,12 @@ async def test_config_get_blocks_until_a_change(net: FakeNet, c1: Client) -> Non
     assert await (await c1.put("/v1/config", json=SEED_PROXY_DEFAULTS)).json() is True
     first = await c1.get("/v1/config/proxy-defaults/global")
     index = int(first.headers["X-Consul-Index"])
+    notifier = net.agents["c1"].notifier
+    assert not notifier.has_waiters  # so the wait below sees the query itself
     waiter = asyncio.ensure_future(
         c1.get(f"/v1/config/proxy-defaults/global?index={index}&wait=5s")
     )
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: notifier.has_waiters, "the query parked on c1")
     assert not waiter.done()
     changed = dict(SEED_PROXY_DEFAULTS, MeshGateway={"Mode": "remote"})
     await net.services["c2"].put_config_entry(parse_config_entry(changed))
@@ -291,10 +295,12 @@ async def test_missing_entry_is_404_with_an_index_and_can_be_waited_for(
     first = await c1.get("/v1/config/service-defaults/later")
     assert first.status == 404 and "X-Consul-Index" in first.headers
     index = first.headers["X-Consul-Index"]
+    notifier = net.agents["c1"].notifier
+    assert not notifier.has_waiters  # so the wait below sees the query itself
     waiter = asyncio.ensure_future(
         c1.get(f"/v1/config/service-defaults/later?index={index}&wait=5s")
     )
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: notifier.has_waiters, "the query parked on c1")
     assert not waiter.done()
     await net.services["c2"].put_config_entry(
         parse_config_entry({"Kind": "service-defaults", "Name": "later"})

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -16,14 +15,7 @@ from node.catalog.local import LocalState, NodeIdentity
 from node.catalog.model import Health, parse_check, parse_service
 from node.catalog.store import CatalogStore
 from node.catalog.watch import IndexNotifier
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+from tests.helpers.poll import wait_for
 
 
 class Node:
@@ -99,10 +91,10 @@ async def test_CheckRunner_tcp_check_follows_the_listener(node: Node) -> None:
     node.local.register_check(
         parse_check({"name": "tcp", "tcp": f"127.0.0.1:{port}", "interval": "50ms"})
     )
-    await wait_until(lambda: node.status("tcp")[0] is Health.PASSING)
+    await wait_for(lambda: node.status("tcp")[0] is Health.PASSING, "tcp passing")
     server.close()
     await server.wait_closed()
-    await wait_until(lambda: node.status("tcp")[0] is Health.CRITICAL)
+    await wait_for(lambda: node.status("tcp")[0] is Health.CRITICAL, "tcp critical")
 
 
 async def test_CheckRunner_http_statuses_and_output(node: Node, http_server: str) -> None:
@@ -110,9 +102,9 @@ async def test_CheckRunner_http_statuses_and_output(node: Node, http_server: str
         node.local.register_check(
             parse_check({"name": f"h{code}", "http": f"{http_server}/{code}", "interval": "50ms"})
         )
-    await wait_until(lambda: node.status("h200")[0] is Health.PASSING)
-    await wait_until(lambda: node.status("h429")[0] is Health.WARNING)
-    await wait_until(lambda: node.status("h503")[0] is Health.CRITICAL)
+    await wait_for(lambda: node.status("h200")[0] is Health.PASSING, "h200 passing")
+    await wait_for(lambda: node.status("h429")[0] is Health.WARNING, "h429 warning")
+    await wait_for(lambda: node.status("h503")[0] is Health.CRITICAL, "h503 critical")
     output = node.status("h200")[1]
     assert output.startswith(f"HTTP GET {http_server}/200: 200 OK Output: body-200-")
     assert len(output.encode()) <= 4096
@@ -129,8 +121,8 @@ async def test_CheckRunner_http_timeout_does_not_block_other_checks(
     node.local.register_check(
         parse_check({"name": "fast", "http": f"{http_server}/200", "interval": "50ms"})
     )
-    await wait_until(lambda: node.status("fast")[0] is Health.PASSING)
-    await wait_until(lambda: "timeout" in node.status("slow")[1])
+    await wait_for(lambda: node.status("fast")[0] is Health.PASSING, "fast passing")
+    await wait_for(lambda: "timeout" in node.status("slow")[1], "slow timed out")
     assert node.status("slow")[0] is Health.CRITICAL
 
 
@@ -138,7 +130,7 @@ async def test_CheckRunner_ttl_expires_to_critical(node: Node) -> None:
     node.local.register_check(parse_check({"name": "ttl", "ttl": "200ms"}))
     node.local.update_ttl("ttl", Health.PASSING, "alive")
     assert node.status("ttl") == (Health.PASSING, "alive")
-    await wait_until(lambda: node.status("ttl") == (Health.CRITICAL, "TTL expired"), timeout=3)
+    await wait_for(lambda: node.status("ttl") == (Health.CRITICAL, "TTL expired"), "TTL expired", 3)
 
 
 async def test_CheckRunner_alias_mirrors_parent_and_sidecar_defaults(node: Node) -> None:
@@ -153,19 +145,21 @@ async def test_CheckRunner_alias_mirrors_parent_and_sidecar_defaults(node: Node)
         )
     )
     alias_id = "service:web-sidecar-proxy:2"
-    await wait_until(lambda: node.status(alias_id)[0] is Health.CRITICAL)
+    await wait_for(lambda: node.status(alias_id)[0] is Health.CRITICAL, "alias critical")
     node.local.update_ttl("service:web", Health.PASSING)
-    await wait_until(lambda: node.status(alias_id) == (Health.PASSING, "All checks passing."))
+    await wait_for(
+        lambda: node.status(alias_id) == (Health.PASSING, "All checks passing."), "alias passing"
+    )
     node.local.update_ttl("service:web", Health.WARNING, "meh")
-    await wait_until(lambda: node.status(alias_id)[0] is Health.WARNING)
+    await wait_for(lambda: node.status(alias_id)[0] is Health.WARNING, "alias warning")
     assert "meh" in node.status(alias_id)[1]
 
 
 async def test_CheckRunner_reconciles_removed_checks(node: Node) -> None:
     node.local.register_check(parse_check({"name": "t", "tcp": "127.0.0.1:9", "interval": "50ms"}))
-    await wait_until(lambda: "t" in node.runner.running)
+    await wait_for(lambda: "t" in node.runner.running, "t running")
     node.local.deregister_check("t")
-    await wait_until(lambda: "t" not in node.runner.running)
+    await wait_for(lambda: "t" not in node.runner.running, "t stopped")
 
 
 def test_alias_status_for_missing_service() -> None:

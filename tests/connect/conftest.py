@@ -1,17 +1,11 @@
-"""Shared CA fixtures for tests/connect; makes ``connect_helpers`` importable (importlib mode)."""
+"""CA fixtures for tests/connect: a root at ``NOW``, its primary and a dc2 secondary."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from connect_helpers import NOW, TD, is_registered  # noqa: E402
-
-from node.connect import CAServer, RootMaterial, generate_root, make_intermediate_csr  # noqa: E402
+from node.connect.ca import CAServer, RootMaterial, generate_root
+from tests.helpers.ca import NOW, TD, primary_ca, secondary_ca
 
 
 @pytest.fixture(scope="session")
@@ -21,19 +15,9 @@ def root() -> RootMaterial:
 
 @pytest.fixture
 def primary(root: RootMaterial) -> CAServer:
-    return CAServer.primary(root, datacenter="dc1", trust_domain=TD, is_registered=is_registered)
+    return primary_ca(root)
 
 
 @pytest.fixture
 def secondary(primary: CAServer, root: RootMaterial) -> CAServer:
-    key, csr = make_intermediate_csr(trust_domain=TD, datacenter="dc2")
-    inter = primary.sign_intermediate(csr, NOW)
-    return CAServer.secondary(
-        key=key,
-        intermediate_pem=inter,
-        root_pem=root.info.root_cert,
-        datacenter="dc2",
-        trust_domain=TD,
-        is_registered=is_registered,
-        now=NOW,
-    )
+    return secondary_ca(primary, root)

@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the agent seams ConnectService uses (ROUND2.md), for unit tests.
+"""In-memory stand-ins for the agent seams ConnectService uses, for unit tests.
 
 ``FakeNet`` holds fake agents of any number of datacenters. RPC calls go straight to the
 target's registered handler, through msgpack and the RPC error codec like the real wire;
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from node.agent.agent import build_local_state, build_store
@@ -31,6 +31,8 @@ FAST = Timing(
     bootstrap_delay=0.05, pull_wait=2.0, rpc_timeout=2.0, retry_min=0.02, retry_max=0.2,
     maintenance=0.2, tombstone_grace=3600.0, registration_wait=1.0,
 )  # fmt: skip
+#: What a service raises while its cluster is still coming up: a poll retries on these.
+TRANSIENT = (NodeError, AssertionError, KeyError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -258,19 +260,4 @@ class FakeNet:
         return unpack(pack(result))
 
 
-async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy, within ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            value = check()
-        except (NodeError, AssertionError, KeyError, AttributeError):
-            value = None
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {what or check}")
-        await asyncio.sleep(0.01)
-
-
-__all__ = ["FAST", "FakeNet", "FakeAgent", "eventually", "replace"]
+__all__ = ["FAST", "TRANSIENT", "FakeNet", "FakeAgent"]

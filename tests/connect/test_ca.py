@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from connect_helpers import CLUSTER_ID, NOW, TD, is_registered
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -33,6 +32,7 @@ from node.connect import (
     verify_leaf,
 )
 from node.errors import CAError, InvalidRequest, TrustError
+from tests.helpers.ca import CLUSTER_ID, NOW, TD, is_registered
 
 COLON_HEX_20 = re.compile(r"^([0-9a-f]{2}:){19}[0-9a-f]{2}$")
 COLON_HEX_32 = re.compile(r"^([0-9a-f]{2}:){31}[0-9a-f]{2}$")

@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from connect_helpers import CLUSTER_ID, NOW, TD, is_registered
 
 from node.connect import (
     CAConfig,
@@ -33,6 +32,7 @@ from node.connect.castate import (
 )
 from node.connect.spiffe import SpiffeID
 from node.errors import InvalidRequest, TrustError
+from tests.helpers.ca import CLUSTER_ID, NOW, TD, is_registered
 
 TTL = timedelta(hours=72)
 

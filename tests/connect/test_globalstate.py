@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import msgpack
 import pytest
-from connect_helpers import CLUSTER_ID, NOW, TD
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +27,7 @@ from node.connect import (
     Stamp,
 )
 from node.errors import Conflict, InvalidRequest, NotFound
+from tests.helpers.ca import CLUSTER_ID, NOW, TD
 
 SD = "service-defaults"
 

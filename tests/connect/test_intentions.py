@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 import pytest
-from connect_helpers import NOW, TD
 
 from node.connect import (
     Intention,
@@ -20,6 +19,7 @@ from node.connect import (
 )
 from node.connect.intentions import intention_from_wire, intention_to_wire, with_indexes
 from node.errors import Conflict, InvalidRequest
+from tests.helpers.ca import NOW, TD
 
 ALLOW, DENY = IntentionAction.ALLOW, IntentionAction.DENY
 

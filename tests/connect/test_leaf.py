@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import pytest
-from connect_helpers import CLUSTER_ID, TD, is_registered
 
 from node.connect import (
     CAServer,
@@ -23,6 +22,8 @@ from node.connect.leaf import LeafManager, renewal_time
 from node.connect.spiffe import SpiffeID
 from node.errors import NotFound, RPCError
 from node.testing import FakeClock
+from tests.helpers.ca import CLUSTER_ID, TD, is_registered
+from tests.helpers.poll import wait_for
 
 TTL = timedelta(hours=72)
 LONG = 30 * 24 * 3600.0  # a fake-time timeout no test should reach
@@ -77,21 +78,12 @@ async def running(mgr: LeafManager) -> AsyncIterator[LeafManager]:
             await task
 
 
-async def until(cond: Callable[[], bool], what: str, passes: int = 5000) -> None:
-    """Let the event loop run until ``cond()`` holds (bounded; time does not move)."""
-    for _ in range(passes):
-        if cond():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"never happened: {what}")
-
-
 async def step_until(
     clock: FakeClock, mgr: LeafManager, cond: Callable[[], bool], what: str, steps: int = 50
 ) -> None:
     """Whenever the manager sleeps, advance fake time to the next sleeper, until ``cond()``."""
     for _ in range(steps):
-        await until(lambda: cond() or mgr.idle, what)
+        await wait_for(lambda: cond() or mgr.idle, what, interval=0)
         if cond():
             return
         nxt = clock.next_wakeup()
@@ -115,7 +107,7 @@ async def test_issues_leaf_and_renews_inside_window() -> None:
     mgr.set_roots(h.roots)
     mgr.add_service("web")
     async with running(mgr):
-        await until(lambda: mgr.get("web") is not None, "first leaf")
+        await wait_for(lambda: mgr.get("web") is not None, "first leaf", interval=0)
         first = mgr.get("web")
         assert first is not None and first.modify_index == first.create_index == 1
         assert first.service_uri == SpiffeID(trust_domain=TD, datacenter="dc1", service="web").uri
@@ -129,7 +121,7 @@ async def test_issues_leaf_and_renews_inside_window() -> None:
         # A blocking watcher sees the renewal, which happens at the planned instant, not earlier.
         watcher = asyncio.ensure_future(mgr.wait_for_leaf("web", min_index=1, timeout=LONG))
         h.clock.jump((due - h.clock.utcnow()).total_seconds() - 1)
-        await until(lambda: mgr.idle, "manager asleep")
+        await wait_for(lambda: mgr.idle, "manager asleep", interval=0)
         assert mgr.get("web") == first and not watcher.done()
         await step_until(h.clock, mgr, lambda: mgr.index == 2, "renewal")
         second = await watcher
@@ -145,7 +137,7 @@ async def test_root_rotation_renews_now_and_both_leaves_verify_until_old_expires
     mgr.set_roots(h.roots)
     mgr.add_service("web")
     async with running(mgr):
-        await until(lambda: mgr.get("web") is not None, "first leaf")
+        await wait_for(lambda: mgr.get("web") is not None, "first leaf", interval=0)
         old = mgr.get("web")
         assert old is not None
         h.clock.jump(3600)
@@ -163,7 +155,9 @@ async def test_root_rotation_renews_now_and_both_leaves_verify_until_old_expires
             new_root, datacenter="dc1", trust_domain=TD, is_registered=is_registered
         )
         mgr.set_roots(h.roots)
-        await until(lambda: mgr.index == 2, "renewal after rotation")  # time does not move
+        await wait_for(
+            lambda: mgr.index == 2, "renewal after rotation", interval=0
+        )  # time does not move
         new = mgr.get("web")
         assert new is not None and new.root_id == new_root.info.id
         assert h.clock.utcnow() == rotated_at  # right away, not at 60–90 %
@@ -181,11 +175,11 @@ async def test_same_active_root_does_not_trigger_renewal() -> None:
     mgr.set_roots(h.roots)
     mgr.add_service("web")
     async with running(mgr):
-        await until(lambda: mgr.get("web") is not None, "first leaf")
+        await wait_for(lambda: mgr.get("web") is not None, "first leaf", interval=0)
         mgr.set_roots(h.roots)
         start = h.clock.monotonic()
         watcher = asyncio.ensure_future(mgr.wait_for_leaf("web", min_index=1, timeout=60))
-        await until(lambda: h.clock.next_wakeup() == start + 60, "watcher waiting")
+        await wait_for(lambda: h.clock.next_wakeup() == start + 60, "watcher waiting", interval=0)
         h.clock.jump(60)
         leaf = await watcher  # the timeout answers with the unchanged leaf
         assert leaf is not None and leaf.modify_index == 1 and len(h.calls) == 1
@@ -270,7 +264,7 @@ async def test_watchers_unknown_service_timeout_and_removal() -> None:
     async with running(mgr):
         start = h.clock.monotonic()
         timed = asyncio.ensure_future(mgr.wait_for_leaf("web", timeout=30))
-        await until(lambda: h.clock.next_wakeup() == start + 30, "watcher waiting")
+        await wait_for(lambda: h.clock.next_wakeup() == start + 30, "watcher waiting", interval=0)
         h.clock.jump(30)
         assert await timed is None
         waiter = asyncio.ensure_future(mgr.wait_for_leaf("web", timeout=LONG))
@@ -294,10 +288,10 @@ async def test_service_removed_while_signing_is_not_installed() -> None:
     mgr.set_roots(h.roots)
     mgr.add_service("web")
     async with running(mgr):
-        await until(started.is_set, "signing started")
+        await wait_for(started.is_set, "signing started", interval=0)
         mgr.remove_service("web")
         gate.set()
-        await until(lambda: len(h.calls) == 1, "signer returned")
+        await wait_for(lambda: len(h.calls) == 1, "signer returned", interval=0)
         for _ in range(20):  # let the manager handle the answer
             await asyncio.sleep(0)
         assert mgr.get("web") is None and mgr.index == 0
@@ -310,7 +304,9 @@ async def test_a_service_name_that_cannot_be_an_identity_does_not_stop_the_manag
     mgr.add_service("bad/name")
     mgr.add_service("web")
     async with running(mgr):
-        await until(lambda: mgr.get("web") is not None, "the good service still gets its leaf")
+        await wait_for(
+            lambda: mgr.get("web") is not None, "the good service still gets its leaf", interval=0
+        )
     assert mgr.get("bad/name") is None and h.calls == [0.0]
 
 
@@ -329,8 +325,10 @@ async def test_a_hung_signer_times_out_and_is_retried() -> None:
     mgr.set_roots(h.roots)
     mgr.add_service("web")
     async with running(mgr):
-        await until(lambda: len(attempts) == 1, "first attempt")
-        await until(lambda: h.clock.next_wakeup() == 30.0, "signing timer registered")
+        await wait_for(lambda: len(attempts) == 1, "first attempt", interval=0)
+        await wait_for(
+            lambda: h.clock.next_wakeup() == 30.0, "signing timer registered", interval=0
+        )
         h.clock.advance_to(30.0)
         await step_until(h.clock, mgr, lambda: mgr.get("web") is not None, "leaf after timeout")
     assert len(attempts) == 2 and 30.5 <= attempts[1] <= 31.0

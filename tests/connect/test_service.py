@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from service_fakes import FakeNet, eventually
 
 from node.catalog.model import MeshGatewayMode
 from node.connect import TrustBundle, parse_config_entry, parse_intention
 from node.errors import ConfigError, Conflict, InvalidRequest, NotFound, TrustError
 from node.state.globalstate import KIND_INTENTION
+from tests.connect.service_fakes import TRANSIENT, FakeNet
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,9 +39,11 @@ def _entry(name: str, mode: str = "local") -> object:
 async def _ready(net: FakeNet, *names: str) -> None:
     for name in names:
         svc = net.services[name]
-        await eventually(lambda svc=svc: svc.roots(), what=f"roots on {name}")
+        await wait_for(lambda svc=svc: svc.roots(), f"roots on {name}", ignoring=TRANSIENT)
         if svc.authority is not None:
-            await eventually(lambda svc=svc: svc.authority.signer, what=f"signer on {name}")
+            await wait_for(
+                lambda svc=svc: svc.authority.signer, f"signer on {name}", ignoring=TRANSIENT
+            )
 
 
 # --------------------------------------------------------------------------- CA roles
@@ -89,7 +92,7 @@ async def test_leaf_for_a_sidecar_on_a_client_is_signed_by_a_server(net: FakeNet
     net.agents["c1"].register(_sidecar("web"))
     net.start()
     await _ready(net, "s1", "c1")
-    leaf = await eventually(lambda: client.leaf("web"), what="leaf for web")
+    leaf = await wait_for(lambda: client.leaf("web"), "leaf for web", ignoring=TRANSIENT)
     roots = client.roots()
     spiffe = TrustBundle(roots.trusted_pems).verify(
         leaf.cert_pem, now=net.agents["c1"].clock.utcnow()
@@ -137,7 +140,7 @@ async def test_secondary_gets_roots_intermediate_and_issues_leaves_chaining_to_p
     s1, s2, c2 = net.services["s1"], net.services["s2"], net.services["c2"]
     assert s2.roots() == s1.roots() and s2.trust_domain == s1.trust_domain
     assert ("s2", "s1", "CA.SignIntermediate") in net.rpc_log
-    leaf = await eventually(lambda: c2.leaf("api"), what="leaf in dc2")
+    leaf = await wait_for(lambda: c2.leaf("api"), "leaf in dc2", ignoring=TRANSIENT)
     root_pem = s1.roots().active_root.root_cert
     chain = leaf.cert_pem
     assert chain.count("BEGIN CERTIFICATE") == 2  # leaf + intermediate, as Consul's CertPEM
@@ -168,7 +171,11 @@ async def test_write_from_a_secondary_client_is_forwarded_and_readable_everywher
     assert c2.config_entry("service-defaults", "web").mesh_gateway is MeshGatewayMode.LOCAL
     for name in ("s1", "c1", "s2"):
         svc = net.services[name]
-        await eventually(lambda svc=svc: svc.config_entries().get(("service-defaults", "web")))
+        await wait_for(
+            lambda svc=svc: svc.config_entries().get(("service-defaults", "web")),
+            "the entry everywhere",
+            ignoring=TRANSIENT,
+        )
     assert ("s2", "s1", "State.Apply") in net.rpc_log
     # The record was stamped by the primary server, not by the writer.
     stamp = net.services["s1"].stamp_of("service-defaults", "web")
@@ -194,7 +201,7 @@ async def test_intentions_forwarded_unique_and_deleted_with_tombstones(net: Fake
     ixn = parse_intention(body, intention_id="6c2b5b2e-2b0a-4d2b-9a77-0f5c0c0f0c01", now=now)
     await c2.put_intention(ixn)
     assert c2.authorize("web", "api")[0] is False
-    await eventually(lambda: c1.intentions())
+    await wait_for(lambda: c1.intentions(), "the intention on c1", ignoring=TRANSIENT)
     assert c1.authorize("web", "api") == (False, f"Matched intention: {c1.intentions()[0]}")
     dup = parse_intention(body, intention_id="6c2b5b2e-2b0a-4d2b-9a77-0f5c0c0f0c02", now=now)
     with pytest.raises(Conflict, match="duplicate intention"):
@@ -202,7 +209,9 @@ async def test_intentions_forwarded_unique_and_deleted_with_tombstones(net: Fake
     await c1.delete_intention(ixn.id)
     for name in ("s1", "s2", "c2"):
         svc = net.services[name]
-        await eventually(lambda svc=svc: not svc.intentions(), what=f"delete reached {name}")
+        await wait_for(
+            lambda svc=svc: not svc.intentions(), f"delete reached {name}", ignoring=TRANSIENT
+        )
         assert svc._gs.held(KIND_INTENTION, ixn.id).is_tombstone
     with pytest.raises(NotFound):
         await c1.delete_intention(ixn.id)
@@ -229,7 +238,7 @@ async def test_lww_merge_after_a_partition_between_primary_servers(net: FakeNet)
         modes = {s.config_entry("service-defaults", "web").mesh_gateway.value for s in (s1, s2)}
         return modes == {winner}
 
-    await eventually(converged, what="LWW convergence")
+    await wait_for(converged, "LWW convergence", ignoring=TRANSIENT)
 
 
 async def test_root_rotation_reissues_leaves_and_old_leaves_still_verify(net: FakeNet) -> None:
@@ -237,7 +246,7 @@ async def test_root_rotation_reissues_leaves_and_old_leaves_still_verify(net: Fa
 
     await _two_dcs(net)
     s1, c2 = net.services["s1"], net.services["c2"]
-    old_leaf = await eventually(lambda: c2.leaf("api"))
+    old_leaf = await wait_for(lambda: c2.leaf("api"), "leaf in dc2", ignoring=TRANSIENT)
     old_roots = s1.roots()
     now = net.agents["s1"].clock.utcnow()
     new_root = generate_root(trust_domain=old_roots.trust_domain, now=now)
@@ -249,9 +258,10 @@ async def test_root_rotation_reissues_leaves_and_old_leaves_still_verify(net: Fa
         }}
     )  # fmt: skip
     assert c2.roots().active_root_id == new_root.info.id
-    new_leaf = await eventually(
+    new_leaf = await wait_for(
         lambda: (lf := c2.leaf("api")) and lf.root_id == new_root.info.id and lf,
-        what="leaf re-issued under the new root",
+        "leaf re-issued under the new root",
+        ignoring=TRANSIENT,
     )
     bundle = TrustBundle(c2.roots().trusted_pems)
     bundle.verify(old_leaf.cert_pem, now=now)
@@ -259,7 +269,11 @@ async def test_root_rotation_reissues_leaves_and_old_leaves_still_verify(net: Fa
     assert old_roots.active_root_id in {r.id for r in c2.roots().roots}
     for name in ("s1", "s2", "c1"):
         svc = net.services[name]
-        await eventually(lambda svc=svc: svc.roots().active_root_id == new_root.info.id)
+        await wait_for(
+            lambda svc=svc: svc.roots().active_root_id == new_root.info.id,
+            "the new root everywhere",
+            ignoring=TRANSIENT,
+        )
     body = repr(c2.ca_config()) + repr(c2.roots())
     assert "PRIVATE KEY" not in body
 
@@ -284,7 +298,7 @@ async def test_bootstrap_entries_are_written_only_if_absent(net: FakeNet) -> Non
     web = _entry("web", "remote")
     svc = net.add("s1", server=True, config_entries_bootstrap=(proxy, web))
     net.start()
-    await eventually(lambda: len(svc.config_entries()) == 2)
+    await wait_for(lambda: len(svc.config_entries()) == 2, "two entries", ignoring=TRANSIENT)
     await net.stop()
     # A user change survives a restart with the same bootstrap block (persisted state).
 
@@ -315,7 +329,7 @@ async def test_secondary_naming_another_primary_stops_with_both_values(net: Fake
     # dc2 thinks dc3 is the primary: it has no CA, and dc1 names dc1.
     net.add("s2", "dc2", server=True, primary="dc3")
     net.start("s2")
-    await eventually(lambda: "s2" in net.errors, what="s2 stopped")
+    await wait_for(lambda: "s2" in net.errors, "s2 stopped", ignoring=TRANSIENT)
     error = net.errors["s2"]
     assert isinstance(error, ConfigError)
     assert "'dc3'" in str(error) and "'dc1'" in str(error) and "primary_datacenter" in str(error)
@@ -335,7 +349,7 @@ async def test_client_with_another_primary_stops_on_first_gossip(net: FakeNet) -
     net.add("s1", "dc1", server=True)
     net.add("c1", "dc1", primary="dc9")
     net.start()
-    await eventually(lambda: "c1" in net.errors, what="c1 stopped")
+    await wait_for(lambda: "c1" in net.errors, "c1 stopped", ignoring=TRANSIENT)
     assert "'dc9'" in str(net.errors["c1"]) and "'dc1'" in str(net.errors["c1"])
 
 
@@ -346,9 +360,11 @@ async def test_two_self_declared_primaries_the_younger_ca_stops(net: FakeNet) ->
     # dc2 forgot primary_datacenter: it defaults to itself and makes its own CA.
     net.add("s2", "dc2", server=True, primary="dc2")
     net.start("s2")
-    await eventually(lambda: "s2" in net.errors, what="s2 stopped")
+    await wait_for(lambda: "s2" in net.errors, "s2 stopped", ignoring=TRANSIENT)
     assert isinstance(net.errors["s2"], ConfigError)
     assert "'dc2'" in str(net.errors["s2"]) and "'dc1'" in str(net.errors["s2"])
     # s1 asked dc2 which primary it names, judged it, and keeps running.
-    await eventually(lambda: ("s1", "s2", "State.Info") in net.rpc_log, what="s1 asked dc2")
+    await wait_for(
+        lambda: ("s1", "s2", "State.Info") in net.rpc_log, "s1 asked dc2", ignoring=TRANSIENT
+    )
     assert "s1" not in net.errors

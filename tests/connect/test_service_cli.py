@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from node.cli.main import main
-from tests.cluster_fixtures import Cluster, wait_for
+from tests.helpers.cluster import Cluster
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

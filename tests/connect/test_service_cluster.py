@@ -17,7 +17,8 @@ import pytest
 
 from node.connect import TrustBundle, generate_root, private_key_to_pem
 from node.errors import ConfigError
-from tests.cluster_fixtures import Cluster, wait_for
+from tests.helpers.cluster import Cluster
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

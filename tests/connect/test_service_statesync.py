@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from connect_helpers import NOW, TD
-
 from node.connect import GlobalState, Record, generate_root, parse_config_entry, rotate_roots
 from node.connect.castate import DEFAULT_LEAF_CERT_TTL
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
@@ -13,6 +11,7 @@ from node.state.globalstate import CA_ROOTS_NAME, KIND_CA_ROOTS
 from node.state.hlc import Stamp
 from node.state.statesync import StateMessage, StateSync, encode_record
 from node.wire import pack
+from tests.helpers.ca import NOW, TD
 
 WALL = 1_800_000_000_000
 

@@ -1,7 +1,7 @@
 """Real-process harness for the end-to-end tier.
 
-Rule: every wait has a deadline and says what it waited for; every process started
-here is stopped at teardown (SIGTERM, then SIGKILL), even when the test fails.
+Rule: every wait has a deadline and says what it waited for (``tests.helpers.poll``);
+every process started here is stopped at teardown (SIGTERM, then SIGKILL), even when the test fails.
 Nodes come from ``cluster-configs/`` with only ``-data-dir`` overridden, so the tests
 exercise exactly the files users run.
 """
@@ -14,10 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,21 +37,8 @@ HTTP = {
 }
 GATEWAY_ADDR = {"dc1": "127.0.1.2:8443", "dc2": "127.0.2.2:8443", "dc3": "127.0.3.2:8443"}
 APP_ADDR = {"web": "127.0.1.3:9090", "api-dc2": "127.0.2.3:9090", "api-dc3": "127.0.3.3:9090"}
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll ``cond`` until it returns a truthy value; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-        except (OSError, ValueError, KeyError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+#: What a probe of a node that is still starting raises; a poll retries on these.
+TRANSIENT = (OSError, ValueError, KeyError)
 
 
 def http(

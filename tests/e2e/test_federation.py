@@ -18,11 +18,12 @@ from tests.e2e.harness import (
     APP_ADDR,
     GATEWAY_ADDR,
     HTTP,
+    TRANSIENT,
     Federation,
     request_through,
     try_http,
-    wait_for,
 )
+from tests.helpers.poll import wait_for_blocking
 
 pytestmark = pytest.mark.slow
 
@@ -80,16 +81,20 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
         federation.start_app("web", "dc1", APP_ADDR["web"])
         federation.start_app("api", "dc2", APP_ADDR["api-dc2"])
         for dc in ("dc1", "dc2"):
-            wait_for(
+            wait_for_blocking(
                 lambda dc=dc: try_http(HTTP[f"{dc}-gateway"], "/v1/agent/self"),
-                30,
                 f"{dc} gateway node",
+                30,
+                interval=0.2,
+                ignoring=TRANSIENT,
             )
             federation.start_gateway(dc)
-        wait_for(
+        wait_for_blocking(
             lambda: request_through(UPSTREAM_PORT) == "api in dc2",
-            60,
             "first request web → api in dc2",
+            60,
+            interval=0.2,
+            ignoring=TRANSIENT,
         )
         yield federation
     except BaseException:
@@ -115,22 +120,36 @@ def test_Federation_modes_route_through_the_right_gateways(
         used = {dc for dc in ("dc1", "dc2") if _gateway_conns(fed, dc) > before[dc]}
         return used == via
 
-    wait_for(routed_as_expected, 15, f"a request in mode {mode} through gateways {sorted(via)}")
+    wait_for_blocking(
+        routed_as_expected,
+        f"a request in mode {mode} through gateways {sorted(via)}",
+        15,
+        interval=0.2,
+        ignoring=TRANSIENT,
+    )
     _set_mode(fed, "local", tmp_path)
 
 
 def test_Federation_gateway_killed_fails_fast_and_recovers(fed: Federation) -> None:
-    wait_for(lambda: _routed_via(fed) == {"dc1", "dc2"}, 15, "mode local back in force")
+    wait_for_blocking(
+        lambda: _routed_via(fed) == {"dc1", "dc2"},
+        "mode local back in force",
+        15,
+        interval=0.2,
+        ignoring=TRANSIENT,
+    )
     fed.procs["dc2-gateway"].kill(signal.SIGKILL)
     started = time.monotonic()
     assert request_through(UPSTREAM_PORT, timeout=10) is None
     assert time.monotonic() - started < 8, "a dead gateway must fail fast, not hang"
     fed.start_node("dc2-gateway")
     restarted = time.monotonic()
-    wait_for(
+    wait_for_blocking(
         lambda: request_through(UPSTREAM_PORT) == "api in dc2",
-        20,
         "traffic through restarted gateway",
+        20,
+        interval=0.2,
+        ignoring=TRANSIENT,
     )
     assert time.monotonic() - restarted < 20
 
@@ -151,28 +170,50 @@ def test_Federation_service_node_killed_is_marked_failed_and_comes_back(fed: Fed
                 return False
         return True
 
-    wait_for(failed_everywhere, 10, "dc2-api marked failed on every dc2 node")
-    fed.start_node("dc2-api")
-    wait_for(
-        lambda: [s for s in (try_http(HTTP["dc2-api"], "/v1/agent/services") or {}) if s == "api"],
-        20,
-        "api registration restored from data_dir",
+    wait_for_blocking(
+        failed_everywhere,
+        "dc2-api marked failed on every dc2 node",
+        10,
+        interval=0.2,
+        ignoring=TRANSIENT,
     )
-    wait_for(lambda: request_through(UPSTREAM_PORT) == "api in dc2", 30, "web → api after restart")
+    fed.start_node("dc2-api")
+    wait_for_blocking(
+        lambda: [s for s in (try_http(HTTP["dc2-api"], "/v1/agent/services") or {}) if s == "api"],
+        "api registration restored from data_dir",
+        20,
+        interval=0.2,
+        ignoring=TRANSIENT,
+    )
+    wait_for_blocking(
+        lambda: request_through(UPSTREAM_PORT) == "api in dc2",
+        "web → api after restart",
+        30,
+        interval=0.2,
+        ignoring=TRANSIENT,
+    )
 
 
 def test_Federation_third_datacenter_joins_at_runtime(fed: Federation, tmp_path: Path) -> None:
     for node in ("dc3-server", "dc3-gateway", "dc3-api"):
         fed.start_node(node)
     fed.start_app("api", "dc3", APP_ADDR["api-dc3"])
-    wait_for(lambda: try_http(HTTP["dc3-gateway"], "/v1/agent/self"), 30, "dc3 gateway node")
+    wait_for_blocking(
+        lambda: try_http(HTTP["dc3-gateway"], "/v1/agent/self"),
+        "dc3 gateway node",
+        30,
+        interval=0.2,
+        ignoring=TRANSIENT,
+    )
     fed.start_gateway("dc3")
     for node in HTTP:
         if node.startswith(("dc1", "dc2")) or node == "dc3-server":
-            wait_for(
+            wait_for_blocking(
                 lambda node=node: "dc3" in (try_http(HTTP[node], "/v1/catalog/datacenters") or []),
-                30,
                 f"dc3 in /v1/catalog/datacenters on {node}",
+                30,
+                interval=0.2,
+                ignoring=TRANSIENT,
             )
     upstream = tmp_path / "web-dc3.hcl"
     upstream.write_text(
@@ -197,7 +238,11 @@ def test_Federation_third_datacenter_joins_at_runtime(fed: Federation, tmp_path:
     )
     result = fed.cli("services", "register", str(upstream), http_addr=HTTP["dc1-web"])
     assert result.returncode == 0, result.stderr
-    wait_for(
-        lambda: request_through(10003) == "api in dc3", 45, "web → api in dc3 through the gateways"
+    wait_for_blocking(
+        lambda: request_through(10003) == "api in dc3",
+        "web → api in dc3 through the gateways",
+        45,
+        interval=0.2,
+        ignoring=TRANSIENT,
     )
     assert GATEWAY_ADDR["dc3"]

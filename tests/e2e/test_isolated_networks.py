@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import CONFIGS, ROOT, Proc, wait_for
+from tests.e2e.harness import CONFIGS, ROOT, TRANSIENT, Proc
+from tests.helpers.poll import wait_for_blocking
 
 pytestmark = pytest.mark.slow
 
@@ -168,10 +169,12 @@ class NetnsFederation:
         )
         for dc in ("dc1", "dc2"):
             gw = f"127.0.{dc[-1]}.2"
-            wait_for(
+            wait_for_blocking(
                 lambda dc=dc, gw=gw: _http(dc, f"{gw}:8500", "/v1/agent/self"),
-                30,
                 f"{dc} gateway node",
+                30,
+                interval=0.2,
+                ignoring=TRANSIENT,
             )
             argv = [
                 sys.executable,
@@ -243,8 +246,12 @@ def test_IsolatedNetworks_upstream_works_through_gateways(
 ) -> None:
     netfed.set_mode(mode)
     try:
-        wait_for(
-            lambda: _get("dc1", "127.0.0.1", 10000) == "api in dc2", 60, f"web → api in mode {mode}"
+        wait_for_blocking(
+            lambda: _get("dc1", "127.0.0.1", 10000) == "api in dc2",
+            f"web → api in mode {mode}",
+            60,
+            interval=0.2,
+            ignoring=TRANSIENT,
         )
     except AssertionError:
         print(netfed.logs())
@@ -256,6 +263,12 @@ def test_IsolatedNetworks_mode_none_cannot_cross(netfed: NetnsFederation) -> Non
     # app's connection is closed instead of hanging, and no reply ever arrives.
     netfed.set_mode("none")
     try:
-        wait_for(lambda: _get("dc1", "127.0.0.1", 10000) is None, 30, "mode none failing fast")
+        wait_for_blocking(
+            lambda: _get("dc1", "127.0.0.1", 10000) is None,
+            "mode none failing fast",
+            30,
+            interval=0.2,
+            ignoring=TRANSIENT,
+        )
     finally:
         netfed.set_mode("local")

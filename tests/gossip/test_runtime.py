@@ -31,6 +31,7 @@ from node.gossip.runtime import (
 from node.gossip.state import Member
 from node.gossip.transport import MemoryNetwork, MemoryTransport, NetTransport
 from node.testing.clock import FakeClock
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -111,10 +112,7 @@ class Cluster:
     async def until(self, cond: Callable[[], bool], *, within: float, what: str) -> float:
         """Wait (fake time) until ``cond()``; return the fake seconds it took."""
         start = self.clock.monotonic()
-        while not cond():
-            if self.clock.monotonic() - start > within:
-                pytest.fail(f"{what} did not happen within {within}s of fake time")
-            await self.clock.sleep(0.05)
+        await wait_for(cond, what, within, interval=0.05, clock=self.clock)
         return self.clock.monotonic() - start
 
     def converged(self, nodes: list[Node], n: int) -> bool:
@@ -483,13 +481,6 @@ async def net_nodes() -> AsyncIterator[Callable[..., object]]:
         await node.stop()
 
 
-async def until_real(cond: Callable[[], bool], *, within: float, what: str) -> None:
-    async with asyncio.timeout(within):
-        while not cond():
-            await asyncio.sleep(0.02)
-    assert cond(), what
-
-
 def alive_everywhere(nodes: list[NetNode], n: int) -> bool:
     return all(sum(s is MemberStatus.ALIVE for s in x.view().values()) == n for x in nodes)
 
@@ -498,7 +489,7 @@ async def test_real_sockets_pool_converges_and_refuses_wrong_key(net_nodes) -> N
     nodes = [await net_nodes(f"n{i}", Keyring(K1)) for i in range(5)]
     for node in nodes[1:]:
         assert await node.runtime.join([nodes[0].transport.local_addr]) == 1
-    await until_real(lambda: alive_everywhere(nodes, 5), within=15, what="convergence")
+    await wait_for(lambda: alive_everywhere(nodes, 5), "convergence", 15, interval=0.02)
     intruder = await net_nodes("intruder", Keyring(K2))
     assert await intruder.runtime.join([nodes[1].transport.local_addr]) == 0
     assert nodes[1].runtime.stats["dropped_undecryptable"] >= 1
@@ -510,7 +501,7 @@ async def test_real_sockets_key_rotation(net_nodes) -> None:  # type: ignore[no-
     nodes = [await net_nodes(f"n{i}", rings[i]) for i in range(3)]
     for node in nodes[1:]:
         assert await node.runtime.join([nodes[0].transport.local_addr]) == 1
-    await until_real(lambda: alive_everywhere(nodes, 3), within=15, what="convergence")
+    await wait_for(lambda: alive_everywhere(nodes, 3), "convergence", 15, interval=0.02)
     for ring in rings:
         ring.install(K2)
     for ring in rings:
@@ -524,4 +515,4 @@ async def test_real_sockets_key_rotation(net_nodes) -> None:  # type: ignore[no-
     assert await stale.runtime.join([nodes[0].transport.local_addr]) == 0
     fresh = await net_nodes("fresh", Keyring(K2))
     assert await fresh.runtime.join([nodes[0].transport.local_addr]) == 1
-    await until_real(lambda: alive_everywhere([*nodes, fresh], 4), within=15, what="rejoin")
+    await wait_for(lambda: alive_everywhere([*nodes, fresh], 4), "rejoin", 15, interval=0.02)

@@ -15,6 +15,7 @@ from node.gossip.transport import (
     MemoryNetwork,
     NetTransport,
 )
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -136,9 +137,7 @@ async def test_net_accept_queue_is_bounded() -> None:
     try:
         for _ in range(ACCEPT_QUEUE_LIMIT + 3):
             conns.append(await asyncio.open_connection(*b.local_addr))
-        async with asyncio.timeout(5):
-            while b.stats.get("streams_refused", 0) < 3:
-                await asyncio.sleep(0.01)
+        await wait_for(lambda: b.stats.get("streams_refused", 0) >= 3, "3 streams refused", 5)
         assert b.stats["streams_refused"] == 3
         # exactly the queue's worth is waiting to be accepted
         for _ in range(ACCEPT_QUEUE_LIMIT):

@@ -1,17 +1,13 @@
-"""Proxy test fixtures; makes ``proxy_helpers`` importable (pytest runs with importlib mode)."""
+"""Proxy test fixtures: two unrelated test CAs, and both event loops for async tests."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import Callable
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from proxy_helpers import TD, MeshTestCA  # noqa: E402
+from tests.helpers.ca import TD, MeshTestCA
 
 
 @pytest.fixture(scope="session")

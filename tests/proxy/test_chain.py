@@ -13,7 +13,6 @@ import socket
 from dataclasses import dataclass
 
 import pytest
-from proxy_helpers import TD, Backend, MeshTestCA, read_until_closed, wait_for
 
 from node.proxy.manager import ProxyManager
 from node.proxy.metrics import ListenerStats
@@ -32,6 +31,9 @@ from node.proxy.snapshot import (
     new_gateway_snapshot,
     new_sidecar_snapshot,
 )
+from tests.helpers.ca import TD, MeshTestCA
+from tests.helpers.poll import wait_for
+from tests.proxy.proxy_helpers import Backend, read_until_closed
 
 LAN, WAN = "127.0.0.1", "127.0.0.2"
 
@@ -240,7 +242,7 @@ async def test_chain_deregistered_instance_never_dialled(ca: MeshTestCA) -> None
         assert await read_until_closed(reader) == b""
         writer.close()
         gw2 = w.gw(w.m2, "gw2:wan")
-        await wait_for(lambda: gw2.rejected["unknown_service"] == 1)
+        await wait_for(lambda: gw2.rejected["unknown_service"] == 1, "the unknown service refused")
         assert w.apps["api"].connections == 1
     finally:
         await teardown(w)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,18 +23,12 @@ import pytest
 from node.agent.agent import Agent
 from node.catalog.model import Health
 from node.proxy.feed import listeners_check_id
-from tests.cluster_fixtures import FAST_GOSSIP, Cluster, wait_for
+from tests.helpers.cluster import Cluster, free_port
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 SERVICES = ("api", "db", "logging")
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (bind 0, read, close)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -320,7 +312,7 @@ async def test_gateway_faults_recover_and_deregistered_instances_are_never_diall
         # A gateway node crash and restart (same data dir): traffic recovers.
         await fed.cluster.kill(g2)
         await wait_for(lambda: _refused(api), "requests fail while dc2's gateway node is down")
-        fed.agents["g2"] = await restart_same_ports(fed.cluster, g2, join=fed.agents["s2"])
+        fed.agents["g2"] = await fed.cluster.restart(g2, join=fed.agents["s2"])
         await fed.wait_route(api, "api", {"dc2"}, "traffic recovers after the gateway restart")
 
         # A second api instance; then the first is deregistered and never dialled again.
@@ -344,26 +336,6 @@ async def test_gateway_faults_recover_and_deregistered_instances_are_never_diall
             assert first.connections == before, "a deregistered instance was dialled"
         finally:
             second.close()
-
-
-async def restart_same_ports(cluster: Cluster, old: Agent, *, join: Agent) -> Agent:
-    """Start a crashed agent again from its data dir on the ports it had (as a real
-    restart does: gossip peers know it by address, a new port would be a new member)."""
-    ports = dataclasses.replace(
-        old.config.ports,
-        http=old.bound["http"][1],
-        serf_lan=old.bound["serf_lan"][1],
-        server=old.bound["server"][1],
-    )
-    agent = Agent(
-        dataclasses.replace(old.config, ports=ports), lan_gossip=FAST_GOSSIP, wan_gossip=FAST_GOSSIP
-    )
-    key = f"{old.config.datacenter}/{old.config.node_name}"
-    cluster.agents[key] = agent
-    cluster._tasks[key] = asyncio.create_task(agent.run(), name=f"agent-{key}")
-    await wait_for(lambda: agent.lan is not None, f"{key} bound again", timeout=5.0)
-    assert await agent.join([cluster.lan_addr(join)]) > 0
-    return agent
 
 
 async def _refused(port: int) -> bool:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from proxy_helpers import TD, MeshTestCA, wait_for
 
 from node.api.codec import decode_health_endpoints
 from node.catalog import queries
@@ -29,6 +28,8 @@ from node.proxy.endpoints import is_healthy, make_endpoint
 from node.proxy.feed import FeedSources, ProxyFeed, gateway_binds, listeners_check_id
 from node.proxy.manager import ProxyManager
 from node.proxy.snapshot import EndpointInfo, GatewayBind
+from tests.helpers.ca import TD, MeshTestCA
+from tests.helpers.poll import wait_for
 
 # --------------------------------------------------------------------------- pure
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import select
 import socket
@@ -11,13 +12,15 @@ import sys
 from types import MappingProxyType
 
 import pytest
-from proxy_helpers import TD, Backend, client_hello, read_until_closed, wait_for
 
 from node.connect.names import datacenter_sni, service_sni
 from node.proxy.gateway import GatewayListener
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, GatewayPlan
 from node.proxy.relay import SPLICE_SUPPORTED, LoopPoller, PipePool
+from tests.helpers.ca import TD
+from tests.helpers.poll import wait_for
+from tests.proxy.proxy_helpers import Backend, client_hello, read_until_closed
 
 
 def ep(port: int) -> Endpoint:
@@ -125,7 +128,7 @@ async def test_GatewayListener_rejects(payload: bytes, reason: str) -> None:
     reader, writer = await asyncio.open_connection(*gw.address)
     writer.write(payload)
     assert await read_until_closed(reader) == b""
-    await wait_for(lambda: gw.stats.closed == 1)
+    await wait_for(lambda: gw.stats.closed == 1, "the relay closed")
     assert dict(gw.stats.rejected) == {reason: 1}
     assert backend.connections == 0
     # The gateway keeps serving afterwards.
@@ -160,7 +163,7 @@ async def test_GatewayListener_never_reads_more_than_the_bound() -> None:
     writer.write(b"\x16\x03\x01\x3f\xff\x01\x00\x3f\xfb" + b"\x00" * 40_000)
     with _reset_is_close():
         assert await read_until_closed(reader) == b""
-    await wait_for(lambda: gw.stats.closed == 1)
+    await wait_for(lambda: gw.stats.closed == 1, "the relay closed")
     assert dict(gw.stats.rejected) == {"bad_hello": 1}
     writer.close()
     gw.close()
@@ -190,7 +193,7 @@ async def test_GatewayListener_tries_next_endpoint_on_refusal() -> None:
     # With only dead endpoints: closed, counted.
     gw.update(make_plan({"api": (ep(dead),)}, {}))
     assert await roundtrip(gw, service_sni("api", "default", "dc1", TD)) == b""
-    await wait_for(lambda: gw.stats.rejected["upstream_unavailable"] == 1)
+    await wait_for(lambda: gw.stats.rejected["upstream_unavailable"] == 1, "the refusal counted")
     gw.close()
     await backend.aclose()
 
@@ -201,7 +204,7 @@ async def test_GatewayListener_update_applies_to_new_connections_only() -> None:
     sni = service_sni("api", "default", "dc1", TD)
     reader, writer = await asyncio.open_connection(*gw.address)
     writer.write(client_hello(sni))
-    await wait_for(lambda: b1.connections == 1)
+    await wait_for(lambda: b1.connections == 1, "a connection to b1")
     gw.update(make_plan({"api": (ep(b2.port),)}, {}))
     assert (await roundtrip(gw, sni)).endswith(b"ping<bye>")
     assert (b1.connections, b2.connections) == (1, 1)
@@ -223,7 +226,7 @@ async def test_GatewayListener_connection_limit_and_idle_timeout() -> None:
     sni = service_sni("api", "default", "dc1", TD)
     r1, w1 = await asyncio.open_connection(*gw.address)
     w1.write(client_hello(sni))
-    await wait_for(lambda: backend.connections == 1)
+    await wait_for(lambda: backend.connections == 1, "a connection to the backend")
     assert await roundtrip(gw, sni) == b""
     assert gw.stats.rejected["connection_limit"] == 1
     # The idle relay is closed by the sweep.
@@ -242,12 +245,12 @@ async def test_PipePool_reuses_pipes() -> None:
     sni = service_sni("api", "default", "dc1", TD)
     # Small exchanges are copied through the shared buffer: no pipe at all.
     await roundtrip(gw, sni, b"small")
-    await wait_for(lambda: gw.connections == 0)
+    await wait_for(lambda: gw.connections == 0, "every relay closed")
     assert pool.idle == 0
     # Bulk switches both directions (the backend echoes) to splice; pipes are reused.
     for _ in range(3):
         assert (await roundtrip(gw, sni, b"y" * 500_000)).endswith(b"y" * 1000 + b"<bye>")
-        await wait_for(lambda: gw.connections == 0)
+        await wait_for(lambda: gw.connections == 0, "every relay closed")
         assert pool.idle == 2
     gw.close()
     pool.close()
@@ -276,7 +279,7 @@ async def test_Relay_backpressure_loses_nothing(use_splice: bool) -> None:
     payload = bytes(range(256)) * 40_000  # ~10 MB, far beyond the socket buffers
     reader, writer = await asyncio.open_connection(*gw.address)
     writer.write(hello + payload)
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: any(r.down.blocked for r in gw._relays), "the relay to push back")
     release.set()
     writer.write_eof()
     assert await read_until_closed(reader, timeout=20) == b"done"
@@ -303,27 +306,37 @@ async def test_EdgePoller_reports_edges_and_drops_detached_fds() -> None:
     a, b = socket.socketpair()
     rec = _Recorder()
     poller.watch(a.fileno(), rec)
+    probe, poke = socket.socketpair()
+    probe_rec = _Recorder()
+    poller.watch(probe.fileno(), probe_rec)
+
+    async def next_round() -> None:
+        # A fresh edge on the probe: the poller has reported whatever was ready before it.
+        seen = len(probe_rec.events)
+        poke.send(b".")
+        await wait_for(lambda: len(probe_rec.events) > seen, "the poller's next round")
+
     b.send(b"x")
-    await wait_for(lambda: len(rec.events) == 1)
+    await wait_for(lambda: len(rec.events) == 1, "one event")
     assert rec.events[0] & EV_READ and not rec.events[0] & EV_WRITE
     # Edge-triggered: unread data is not reported again until more arrives.
-    await asyncio.sleep(0.05)
+    await next_round()
     assert len(rec.events) == 1
     b.send(b"y")
-    await wait_for(lambda: len(rec.events) == 2)
+    await wait_for(lambda: len(rec.events) == 2, "two events")
     # Asking for writes reports at once when the socket is already writable.
     poller.want_write(a.fileno())
-    await wait_for(lambda: len(rec.events) == 3)
+    await wait_for(lambda: len(rec.events) == 3, "three events")
     assert rec.events[2] & EV_WRITE
     # Detached (its owner is about to close it): nothing more reaches the handler.
     poller.detach(a.fileno())
     b.send(b"z")
-    await asyncio.sleep(0.05)
+    await next_round()
     assert len(rec.events) == 3
     poller.close()
     poller.close()  # idempotent
-    a.close()
-    b.close()
+    for sock in (a, b, probe, poke):
+        sock.close()
 
 
 def _fin_arrived(sock: socket.socket) -> bool:
@@ -362,13 +375,15 @@ async def test_Relay_forwards_a_fin_that_arrived_while_blocked(
     poller.watch(down.fileno(), relay.down)
     poller.watch(up.fileno(), relay.up)
     chunk, sent = b"z" * 65536, 0
-    deadline = loop.time() + 10
-    while not relay.down.blocked:  # the server reads nothing: the relay must push back
-        assert loop.time() < deadline, "the relay never blocked"
-        try:
-            sent += client.send(chunk)
-        except BlockingIOError:
-            await asyncio.sleep(0.01)
+
+    def pushed_back() -> bool:  # the server reads nothing: the relay must push back
+        nonlocal sent
+        if not relay.down.blocked:
+            with contextlib.suppress(BlockingIOError):
+                sent += client.send(chunk)
+        return relay.down.blocked
+
+    await wait_for(pushed_back, "the relay to block", interval=0)
     sent += client.send(b"tail")
     client.shutdown(socket.SHUT_WR)
     if hasattr(select, "POLLRDHUP"):

@@ -7,7 +7,6 @@ import ssl
 
 import pytest
 from cryptography import x509
-from proxy_helpers import TD, Backend, MeshTestCA, read_until_closed, wait_for
 
 from node.connect.names import service_sni
 from node.connect.tls import make_client_context
@@ -15,6 +14,9 @@ from node.errors import ProxyError
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, PublicPlan, TLSMaterial, UpstreamPlan
 from node.proxy.sidecar import PublicListener, TLSState, UpstreamListener
+from tests.helpers.ca import TD, MeshTestCA
+from tests.helpers.poll import wait_for
+from tests.proxy.proxy_helpers import Backend, read_until_closed
 
 
 def material(ca: MeshTestCA, service: str, **kw: object) -> TLSMaterial:
@@ -77,7 +79,7 @@ async def test_PublicListener_accepts_good_leaf(ca: MeshTestCA) -> None:
     assert await reader.readexactly(9) == b"hello api"
     assert bytes(app.received) == b"hello api"
     writer.close()
-    await wait_for(lambda: pub.stats.closed == 1)
+    await wait_for(lambda: pub.stats.closed == 1, "the connection closed")
     assert pub.stats.bytes_in == 9 and pub.stats.bytes_out == 9
     pub.close()
     await app.aclose()
@@ -148,7 +150,7 @@ async def test_UpstreamListener_to_PublicListener(ca: MeshTestCA) -> None:
     got = await reader.readexactly(200_000)
     assert got == b"x" * 200_000
     writer.close()
-    await wait_for(lambda: up.stats.closed == 1 and pub.stats.closed == 1)
+    await wait_for(lambda: up.stats.closed == 1 and pub.stats.closed == 1, "both sides closed")
     assert up.stats.bytes_in == 200_000 and pub.stats.bytes_in == 200_000
     up.close()
     pub.close()
@@ -257,7 +259,9 @@ async def test_UpstreamListener_resumes_sessions_per_endpoint(ca: MeshTestCA) ->
         writer.write(b"hello")
         assert await reader.readexactly(5) == b"hello"
         writer.close()
-        await wait_for(lambda: up.stats.closed == n and pub.stats.closed == n)
+        await wait_for(
+            lambda: up.stats.closed == n and pub.stats.closed == n, f"{n} connections closed"
+        )
 
     await one(1)
     assert len(up.tls.client.sessions) == 1  # the ticket arrived with the first reply

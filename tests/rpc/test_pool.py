@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,16 +14,11 @@ from node.rpc import RPCClient, RPCServer, RPCUnreachable
 from node.rpc.codec import Cancel, Request, decode_call_frame, encode_cancel, encode_request
 from node.rpc.server import Handler
 from node.wire import frame, pack
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
 KEY = bytes(range(32))
-
-
-async def until(cond: Callable[[], object], what: str) -> None:
-    async with asyncio.timeout(5):
-        while not cond():
-            await asyncio.sleep(0.01)
 
 
 class Gate:
@@ -76,7 +70,7 @@ async def test_short_call_is_not_held_up_by_a_blocking_one() -> None:
     client = RPCClient()
     try:
         blocking = asyncio.ensure_future(client.call(srv.addr, "Block", 1, timeout=600))
-        await until(lambda: gate.started, "the blocking call to start")
+        await wait_for(lambda: gate.started, "the blocking call to start")
         assert await client.call(srv.addr, "Echo", 2, timeout=5) == {"echo": 2}
         assert srv.stats["connections"] == 1  # both on one connection
         gate.release.set()
@@ -94,10 +88,10 @@ async def test_timeout_cancels_only_that_call(sealed: bool) -> None:
     client = RPCClient(lambda: keyring)
     try:
         survivor = asyncio.ensure_future(client.call(srv.addr, "Block", "long", timeout=600))
-        await until(lambda: gate.started, "the first call to start")
+        await wait_for(lambda: gate.started, "the first call to start")
         with pytest.raises(RPCUnreachable, match="timed out after 0.2s"):
             await client.call(srv.addr, "Block", "short", timeout=0.2)
-        await until(lambda: srv.stats.get("cancelled_by_caller") == 1, "the cancel frame")
+        await wait_for(lambda: srv.stats.get("cancelled_by_caller") == 1, "the cancel frame")
         assert gate.cancelled == ["short"] and not survivor.done()
         gate.release.set()
         assert await survivor == {"done": "long"}
@@ -114,9 +108,9 @@ async def test_cancelling_the_caller_task_cancels_the_remote_handler() -> None:
     client = RPCClient()
     try:
         call = asyncio.ensure_future(client.call(srv.addr, "Block", 1, timeout=600))
-        await until(lambda: gate.started, "the call to start")
+        await wait_for(lambda: gate.started, "the call to start")
         call.cancel()
-        await until(lambda: gate.cancelled == [1], "the remote handler to be cancelled")
+        await wait_for(lambda: gate.cancelled == [1], "the remote handler to be cancelled")
         assert srv.stats["cancelled_by_caller"] == 1
         assert await client.call(srv.addr, "Echo", 2, timeout=5) == {"echo": 2}
         assert srv.stats["connections"] == 1
@@ -133,13 +127,13 @@ async def test_closing_the_client_hangs_up_and_cancels_every_call() -> None:
         calls = [
             asyncio.ensure_future(client.call(srv.addr, "Block", i, timeout=600)) for i in range(3)
         ]
-        await until(lambda: len(gate.started) == 3, "three calls to start")
+        await wait_for(lambda: len(gate.started) == 3, "three calls to start")
         await client.close()
         for call in calls:
             with pytest.raises(RPCUnreachable, match="RPC client closed"):
                 await call
-        await until(lambda: sorted(gate.cancelled) == [0, 1, 2], "remote handlers cancelled")
-        await until(lambda: srv.stats.get("cancelled_by_caller") == 3, "counted")
+        await wait_for(lambda: sorted(gate.cancelled) == [0, 1, 2], "remote handlers cancelled")
+        await wait_for(lambda: srv.stats.get("cancelled_by_caller") == 3, "counted")
     finally:
         await srv.close()
 
@@ -181,9 +175,9 @@ async def test_server_sends_nothing_for_a_cancelled_call() -> None:
     try:
         reader, writer = await asyncio.open_connection(*srv.addr)
         writer.write(frame(encode_request(Request(id=1, method="Block", args=1))))
-        await until(lambda: gate.started, "the call to start")
+        await wait_for(lambda: gate.started, "the call to start")
         writer.write(frame(encode_cancel(1)))
-        await until(lambda: gate.cancelled, "the handler to be cancelled")
+        await wait_for(lambda: gate.cancelled, "the handler to be cancelled")
         gate.release.set()
         writer.write_eof()
         async with asyncio.timeout(5):
@@ -202,7 +196,7 @@ async def test_pool_opens_more_connections_only_when_busy_and_is_bounded() -> No
         calls = [
             asyncio.ensure_future(client.call(srv.addr, "Block", i, timeout=600)) for i in range(10)
         ]
-        await until(lambda: len(gate.started) == 10, "ten calls to start")
+        await wait_for(lambda: len(gate.started) == 10, "ten calls to start")
         assert client.open_connections == 3 and srv.stats["connections"] == 3
         gate.release.set()
         assert [await c for c in calls] == [{"done": i} for i in range(10)]
@@ -219,7 +213,7 @@ async def test_server_answers_busy_past_its_per_connection_bound() -> None:
         calls = [
             asyncio.ensure_future(client.call(srv.addr, "Block", i, timeout=600)) for i in range(2)
         ]
-        await until(lambda: len(gate.started) == 2, "two calls to start")
+        await wait_for(lambda: len(gate.started) == 2, "two calls to start")
         with pytest.raises(RPCError, match="more than 2 calls in flight on one connection"):
             await client.call(srv.addr, "Block", 3, timeout=5)
         assert srv.stats["rejected_busy"] == 1
@@ -237,7 +231,7 @@ async def test_failed_connection_is_discarded_and_the_next_call_dials_again() ->
     try:
         assert await client.call(addr, "Echo", 1, timeout=5) == {"echo": 1}
         await srv.close()
-        await until(lambda: client.open_connections == 0, "the closed connection to go")
+        await wait_for(lambda: client.open_connections == 0, "the closed connection to go")
         with pytest.raises(RPCUnreachable, match="failed"):
             await client.call(addr, "Echo", 2, timeout=5)
         srv = RPCServer({"Echo": echo})
@@ -254,7 +248,7 @@ async def test_idle_client_connection_is_closed() -> None:
     try:
         assert await client.call(srv.addr, "Echo", 1, timeout=5) == {"echo": 1}
         assert client.open_connections == 1
-        await until(lambda: client.open_connections == 0, "the idle close")
+        await wait_for(lambda: client.open_connections == 0, "the idle close")
         assert await client.call(srv.addr, "Echo", 2, timeout=5) == {"echo": 2}
         assert srv.stats["connections"] == 2
     finally:
@@ -305,8 +299,8 @@ async def test_malformed_multiplexing_frames_drop_the_connection(bodies: tuple[b
     srv = await start({"Block": gate.block})
     try:
         assert await _raw_frames(srv.addr, *bodies) == b""
-        await until(lambda: srv.stats.get("dropped_RemoteProtocolError") == 1, "counted")
-        await until(lambda: len(gate.cancelled) == len(gate.started), "in-flight call cancelled")
+        await wait_for(lambda: srv.stats.get("dropped_RemoteProtocolError") == 1, "counted")
+        await wait_for(lambda: len(gate.cancelled) == len(gate.started), "in-flight call cancelled")
     finally:
         await srv.close()
 
@@ -317,7 +311,7 @@ async def test_frame_stuck_halfway_is_dropped_even_with_a_call_in_flight() -> No
     try:
         reader, writer = await asyncio.open_connection(*srv.addr)
         writer.write(frame(encode_request(Request(id=1, method="Block", args=1))))
-        await until(lambda: gate.started, "the call to start")
+        await wait_for(lambda: gate.started, "the call to start")
         writer.write(struct.pack(">I", 100) + b"half")  # and then nothing
         async with asyncio.timeout(5):
             assert await reader.read() == b""
@@ -333,12 +327,12 @@ async def test_connection_outlives_idle_timeout_while_a_call_runs_then_closes() 
     client = RPCClient()
     try:
         call = asyncio.ensure_future(client.call(srv.addr, "Block", 1, timeout=600))
-        await until(lambda: gate.started, "the call to start")
+        await wait_for(lambda: gate.started, "the call to start")
         await asyncio.sleep(0.5)  # five idle periods with a call in flight
         assert client.open_connections == 1
         gate.release.set()
         assert await call == {"done": 1}
-        await until(lambda: client.open_connections == 0, "the server's idle close")
+        await wait_for(lambda: client.open_connections == 0, "the server's idle close")
         assert srv.stats["dropped_TimeoutError"] == 1
     finally:
         await client.close()

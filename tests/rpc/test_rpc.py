@@ -25,6 +25,7 @@ from node.gossip.messages import MemberStatus
 from node.gossip.state import Member
 from node.rpc import RPCClient, RPCServer, RPCUnreachable, call_datacenter
 from node.rpc.server import Handler
+from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -161,9 +162,7 @@ async def test_timeout_cancels_the_remote_handler() -> None:
         assert started.is_set()
         async with asyncio.timeout(5):
             await cancelled.wait()
-        async with asyncio.timeout(5):
-            while srv.stats.get("cancelled_by_caller") != 1:
-                await asyncio.sleep(0.01)
+        await wait_for(lambda: srv.stats.get("cancelled_by_caller") == 1, "the cancel counted", 5)
     finally:
         await srv.close()
 
@@ -255,9 +254,7 @@ async def test_garbage_closes_connection_and_is_counted(
     server: RPCServer, data: bytes, counter: str
 ) -> None:
     assert await _raw(server.addr, data) == b""
-    async with asyncio.timeout(5):
-        while server.stats.get(counter) != 1:
-            await asyncio.sleep(0.01)
+    await wait_for(lambda: server.stats.get(counter) == 1, f"{counter} counted", 5)
     assert await RPCClient().call(server.addr, "Echo", 1, timeout=5) == {"echo": 1}
 
 
@@ -294,9 +291,7 @@ async def test_too_many_connections_are_refused() -> None:
     srv = await start(max_connections=1)
     try:
         reader, writer = await asyncio.open_connection(*srv.addr)
-        async with asyncio.timeout(5):
-            while not srv._connections:
-                await asyncio.sleep(0.01)
+        await wait_for(lambda: srv._connections, "the connection accepted", 5)
         with pytest.raises(RPCUnreachable):
             await RPCClient().call(srv.addr, "Echo", 1, timeout=5)
         assert srv.stats["dropped_too_many_connections"] == 1

@@ -4,23 +4,25 @@ Every agent listens on 127.0.0.1 with port 0 for HTTP, RPC and both gossip pools
 keeps its data in its own temporary directory. Gossip runs a fast profile
 (``FAST_GOSSIP``) so failures are detected in about a second. Use it from any test::
 
-    from tests.cluster_fixtures import Cluster   # the repo root is on pythonpath
+    from tests.helpers.cluster import Cluster, converged
+    from tests.helpers.poll import wait_for
 
     async def test_x(tmp_path):
         async with Cluster(tmp_path) as cluster:
             s1 = await cluster.start("s1", server=True)
             c1 = await cluster.start("c1", join=[s1])
-            await cluster.wait_for(lambda: len(c1.members()) == 2, "c1 sees s1")
+            await wait_for(lambda: converged([s1, c1], 2), "c1 and s1 see each other")
 
-``kill`` simulates a crash (no leave broadcast); ``stop(leave=True)`` leaves gracefully.
+``kill`` simulates a crash (no leave broadcast); ``stop(leave=True)`` leaves gracefully;
+``restart`` brings a crashed agent back on the ports it had.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,9 @@ import aiohttp
 from node.agent.agent import Agent
 from node.config.agent import AgentConfig, Ports
 from node.gossip.config import GossipConfig
+from tests.helpers.poll import wait_for
 
-__all__ = ["Cluster", "FAST_GOSSIP", "FAST_WAN_GOSSIP", "wait_for"]
+__all__ = ["Cluster", "FAST_GOSSIP", "FAST_WAN_GOSSIP", "converged", "free_port"]
 
 #: Loopback-fast gossip: ~0.2 s probes, suspicion of about a second.
 FAST_GOSSIP = dataclasses.replace(
@@ -46,20 +49,16 @@ FAST_GOSSIP = dataclasses.replace(
 FAST_WAN_GOSSIP = FAST_GOSSIP
 
 
-async def wait_for(
-    cond: Callable[[], Any], what: str, timeout: float = 10.0, interval: float = 0.05
-) -> Any:
-    """Poll ``cond()`` (sync or async) until truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for: {what} (last: {last!r})")
+def free_port() -> int:
+    """A port nobody listens on right now (bind 0, read, close)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def converged(agents: Sequence[Agent], n: int) -> bool:
+    """Every one of ``agents`` sees exactly ``n`` alive members in its LAN pool."""
+    return all(sum(m["status"] == 1 for m in a.members()) == n for a in agents)
 
 
 class Cluster:
@@ -114,20 +113,42 @@ class Cluster:
             lan_gossip=lan_gossip,
             wan_gossip=FAST_WAN_GOSSIP,
         )
-        key = f"{dc}/{name}"
+        await self._run(agent)
+        if join:
+            assert await agent.join([self.lan_addr(a) for a in join]) > 0, f"{dc}/{name} LAN join"
+        if join_wan:
+            assert await agent.join([self.wan_addr(a) for a in join_wan], wan=True) > 0
+        return agent
+
+    async def restart(self, old: Agent, *, join: Agent) -> Agent:
+        """Start a crashed agent again from its data dir on the ports it had (as a real
+        restart does: gossip peers know it by address, a new port would be a new member)."""
+        ports = dataclasses.replace(
+            old.config.ports,
+            http=old.bound["http"][1],
+            serf_lan=old.bound["serf_lan"][1],
+            server=old.bound["server"][1],
+        )
+        agent = Agent(
+            dataclasses.replace(old.config, ports=ports),
+            lan_gossip=FAST_GOSSIP,
+            wan_gossip=FAST_WAN_GOSSIP,
+        )
+        await self._run(agent)
+        assert await agent.join([self.lan_addr(join)]) > 0
+        return agent
+
+    async def _run(self, agent: Agent) -> None:
+        """Run ``agent`` in a task and return once its pools are bound."""
+        key = self._key(agent)
         self.agents[key] = agent
         self._tasks[key] = asyncio.create_task(agent.run(), name=f"agent-{key}")
+        server = agent.config.server
         await wait_for(
             lambda: agent.lan is not None and (agent.wan is not None or not server),
             f"{key} bound",
             timeout=5.0,
-            interval=0.01,
         )
-        if join:
-            assert await agent.join([self.lan_addr(a) for a in join]) > 0, f"{key} LAN join"
-        if join_wan:
-            assert await agent.join([self.wan_addr(a) for a in join_wan], wan=True) > 0
-        return agent
 
     async def kill(self, agent: Agent | str) -> None:
         """Crash-stop: cancel the agent's run task (no leave broadcast)."""
@@ -187,7 +208,3 @@ class Cluster:
             if resp.content_type == "application/json":
                 body = await resp.json()
             return resp.status, body
-
-    async def wait_for(self, cond: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-        """``wait_for`` (module function) for convenience."""
-        return await wait_for(cond, what, timeout)
