@@ -106,7 +106,7 @@ class Timing:
 
 
 class ConnectHost(Protocol):
-    """What the service uses from the agent (the seams of ROUND2.md)."""
+    """What the service uses from the agent."""
 
     config: AgentConfig
     clock: Clock
