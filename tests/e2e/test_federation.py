@@ -85,7 +85,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
                 lambda dc=dc: try_http(HTTP[f"{dc}-gateway"], "/v1/agent/self"),
                 f"{dc} gateway node",
                 30,
-                interval=0.2,
                 ignoring=TRANSIENT,
             )
             federation.start_gateway(dc)
@@ -93,7 +92,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
             lambda: request_through(UPSTREAM_PORT) == "api in dc2",
             "first request web → api in dc2",
             60,
-            interval=0.2,
             ignoring=TRANSIENT,
         )
         yield federation
@@ -124,7 +122,6 @@ def test_Federation_modes_route_through_the_right_gateways(
         routed_as_expected,
         f"a request in mode {mode} through gateways {sorted(via)}",
         15,
-        interval=0.2,
         ignoring=TRANSIENT,
     )
     _set_mode(fed, "local", tmp_path)
@@ -135,7 +132,6 @@ def test_Federation_gateway_killed_fails_fast_and_recovers(fed: Federation) -> N
         lambda: _routed_via(fed) == {"dc1", "dc2"},
         "mode local back in force",
         15,
-        interval=0.2,
         ignoring=TRANSIENT,
     )
     fed.procs["dc2-gateway"].kill(signal.SIGKILL)
@@ -148,7 +144,6 @@ def test_Federation_gateway_killed_fails_fast_and_recovers(fed: Federation) -> N
         lambda: request_through(UPSTREAM_PORT) == "api in dc2",
         "traffic through restarted gateway",
         20,
-        interval=0.2,
         ignoring=TRANSIENT,
     )
     assert time.monotonic() - restarted < 20
@@ -174,7 +169,6 @@ def test_Federation_service_node_killed_is_marked_failed_and_comes_back(fed: Fed
         failed_everywhere,
         "dc2-api marked failed on every dc2 node",
         10,
-        interval=0.2,
         ignoring=TRANSIENT,
     )
     fed.start_node("dc2-api")
@@ -182,14 +176,12 @@ def test_Federation_service_node_killed_is_marked_failed_and_comes_back(fed: Fed
         lambda: [s for s in (try_http(HTTP["dc2-api"], "/v1/agent/services") or {}) if s == "api"],
         "api registration restored from data_dir",
         20,
-        interval=0.2,
         ignoring=TRANSIENT,
     )
     wait_for_blocking(
         lambda: request_through(UPSTREAM_PORT) == "api in dc2",
         "web → api after restart",
         30,
-        interval=0.2,
         ignoring=TRANSIENT,
     )
 
@@ -202,7 +194,6 @@ def test_Federation_third_datacenter_joins_at_runtime(fed: Federation, tmp_path:
         lambda: try_http(HTTP["dc3-gateway"], "/v1/agent/self"),
         "dc3 gateway node",
         30,
-        interval=0.2,
         ignoring=TRANSIENT,
     )
     fed.start_gateway("dc3")
@@ -212,7 +203,6 @@ def test_Federation_third_datacenter_joins_at_runtime(fed: Federation, tmp_path:
                 lambda node=node: "dc3" in (try_http(HTTP[node], "/v1/catalog/datacenters") or []),
                 f"dc3 in /v1/catalog/datacenters on {node}",
                 30,
-                interval=0.2,
                 ignoring=TRANSIENT,
             )
     upstream = tmp_path / "web-dc3.hcl"
@@ -242,7 +232,6 @@ def test_Federation_third_datacenter_joins_at_runtime(fed: Federation, tmp_path:
         lambda: request_through(10003) == "api in dc3",
         "web → api in dc3 through the gateways",
         45,
-        interval=0.2,
         ignoring=TRANSIENT,
     )
     assert GATEWAY_ADDR["dc3"]

@@ -173,7 +173,6 @@ class NetnsFederation:
                 lambda dc=dc, gw=gw: _http(dc, f"{gw}:8500", "/v1/agent/self"),
                 f"{dc} gateway node",
                 30,
-                interval=0.2,
                 ignoring=TRANSIENT,
             )
             argv = [
@@ -250,7 +249,6 @@ def test_IsolatedNetworks_upstream_works_through_gateways(
             lambda: _get("dc1", "127.0.0.1", 10000) == "api in dc2",
             f"web → api in mode {mode}",
             60,
-            interval=0.2,
             ignoring=TRANSIENT,
         )
     except AssertionError:
@@ -267,7 +265,6 @@ def test_IsolatedNetworks_mode_none_cannot_cross(netfed: NetnsFederation) -> Non
             lambda: _get("dc1", "127.0.0.1", 10000) is None,
             "mode none failing fast",
             30,
-            interval=0.2,
             ignoring=TRANSIENT,
         )
     finally:

@@ -68,10 +68,11 @@ def wait_for_blocking(
     what: What,
     timeout: float = 10.0,
     *,
-    interval: float = 0.05,
+    interval: float = 0.2,
     ignoring: Ignored = (),
 ) -> Any:
-    """``wait_for`` for code without an event loop: blocks the calling thread between polls."""
+    """``wait_for`` for code without an event loop: blocks the calling thread between polls
+    (by default a fifth of a second: what it waits for is usually another process)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
