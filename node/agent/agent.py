@@ -75,18 +75,10 @@ from node.gossip.mux import CHANNEL_CATALOG, DelegateMux
 from node.gossip.runtime import GossipRuntime, open_pool
 from node.gossip.state import Member
 from node.persist import atomic_write
-from node.rpc import (
-    ROLE_NODE,
-    ROLE_SERVER,
-    TAG_DC,
-    TAG_ROLE,
-    RPCClient,
-    RPCServer,
-    call_datacenter,
-    rpc_address,
-    rpc_targets,
-)
+from node.rpc.client import RPCClient, call_datacenter
 from node.rpc.keyops import KEYRING_METHOD, KeyringOp, keyring_handler
+from node.rpc.routing import ROLE_NODE, ROLE_SERVER, TAG_DC, TAG_ROLE, rpc_address, rpc_targets
+from node.rpc.server import RPCServer
 
 __all__ = ["Agent", "Component", "run_agent", "PORTS_FILE"]
 

@@ -14,7 +14,7 @@ from node.api import codec
 from node.api.read import dump_json
 from node.api.state import AGENT
 from node.errors import InvalidRequest
-from node.proxy import render_prometheus
+from node.proxy.metrics import render_prometheus
 
 __all__ = ["routes", "PROMETHEUS_CONTENT_TYPE"]
 

@@ -2,8 +2,9 @@
 
 The pure core (``config``, ``messages``, ``state``, ``suspicion``, ``awareness``,
 ``broadcast``, ``delegate``, ``protocol``) contains no networking code at all: it takes
-bytes and ``now`` and returns actions. The asyncio driver lives in ``transport`` and
-``runtime``.
+bytes and ``now`` and returns actions. The drivers (``transport``, ``runtime``
+and ``keyring``) are imported by name, never through this face, so the pure core loads
+without the event loop.
 """
 
 from node.gossip.awareness import Awareness
@@ -45,46 +46,4 @@ __all__ = [
     "remaining_suspicion_time",
     "retransmit_limit",
     "suspicion_timeouts",
-]
-
-# --- the asyncio driver: runtime, transports and keyring ---
-from node.gossip.keyring import (  # noqa: E402
-    ENCRYPTION_OVERHEAD,
-    LAN_KEYRING_FILE,
-    WAN_KEYRING_FILE,
-    Keyring,
-    encode_key,
-    generate_key,
-    open_keyring,
-    parse_key,
-)
-from node.gossip.runtime import GossipRuntime, open_pool, resolve, with_encryption_overhead  # noqa: E402
-from node.gossip.transport import (  # noqa: E402
-    MemoryNetwork,
-    MemoryTransport,
-    NetTransport,
-    Packet,
-    Stream,
-    Transport,
-)
-
-__all__ += [
-    "ENCRYPTION_OVERHEAD",
-    "LAN_KEYRING_FILE",
-    "WAN_KEYRING_FILE",
-    "Keyring",
-    "encode_key",
-    "generate_key",
-    "open_keyring",
-    "parse_key",
-    "GossipRuntime",
-    "open_pool",
-    "resolve",
-    "with_encryption_overhead",
-    "MemoryNetwork",
-    "MemoryTransport",
-    "NetTransport",
-    "Packet",
-    "Stream",
-    "Transport",
 ]

@@ -18,55 +18,7 @@ Gossip tags that make a member an RPC target (see ``routing``):
 - ``port`` — the member's RPC port (decimal); the host is its gossip address
 
 Cluster-wide keyring operations ride this RPC: ``keyops.KEYRING_METHOD``.
+
+This face imports nothing: callers import ``client``, ``server``, ``codec``, ``routing``
+or ``keyops`` by name, so loading one part never loads the event loop with it.
 """
-
-from __future__ import annotations
-
-from node.rpc.client import RPCClient, call_datacenter
-from node.rpc.codec import MAX_RPC_BYTES, RPC_LABEL, RPCUnreachable
-from node.rpc.keyops import (
-    KEYRING_METHOD,
-    KeyringOp,
-    KeyringOpReport,
-    apply_keyring_op,
-    keyring_handler,
-    keyring_op_cluster,
-)
-from node.rpc.routing import (
-    ROLE_NODE,
-    ROLE_SERVER,
-    TAG_DC,
-    TAG_ROLE,
-    TAG_RPC_PORT,
-    pick_server,
-    rpc_address,
-    rpc_targets,
-    servers,
-)
-from node.rpc.server import Handler, KeyringProvider, RPCServer
-
-__all__ = [
-    "RPCClient",
-    "call_datacenter",
-    "RPCServer",
-    "RPCUnreachable",
-    "Handler",
-    "KeyringProvider",
-    "MAX_RPC_BYTES",
-    "RPC_LABEL",
-    "KEYRING_METHOD",
-    "KeyringOp",
-    "KeyringOpReport",
-    "apply_keyring_op",
-    "keyring_handler",
-    "keyring_op_cluster",
-    "TAG_DC",
-    "TAG_ROLE",
-    "TAG_RPC_PORT",
-    "ROLE_SERVER",
-    "ROLE_NODE",
-    "rpc_address",
-    "servers",
-    "rpc_targets",
-    "pick_server",
-]

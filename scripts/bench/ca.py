@@ -76,7 +76,7 @@ from node.connect import (  # noqa: E402
 from node.connect.ca import CLOCK_SKEW  # noqa: E402
 from node.connect.castate import DEFAULT_LEAF_CERT_TTL  # noqa: E402
 from node.gossip.config import GossipConfig  # noqa: E402
-from node.rpc import RPCClient  # noqa: E402
+from node.rpc.client import RPCClient  # noqa: E402
 
 TD = "11111111-2222-3333-4444-555555555555.consul"
 CSR_POOL = 200  # distinct CSRs cycled through, so no caching effect can help

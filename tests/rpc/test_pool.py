@@ -10,9 +10,16 @@ import pytest
 
 from node.errors import RemoteProtocolError, RPCError
 from node.gossip.keyring import Keyring
-from node.rpc import RPCClient, RPCServer, RPCUnreachable
-from node.rpc.codec import Cancel, Request, decode_call_frame, encode_cancel, encode_request
-from node.rpc.server import Handler
+from node.rpc.client import RPCClient
+from node.rpc.codec import (
+    Cancel,
+    Request,
+    RPCUnreachable,
+    decode_call_frame,
+    encode_cancel,
+    encode_request,
+)
+from node.rpc.server import Handler, RPCServer
 from node.wire import frame, pack
 from tests.helpers.poll import wait_for
 

@@ -13,25 +13,18 @@ from node.errors import CertificateExpired, InvalidRequest, NotFound, RemoteProt
 from node.gossip.keyring import Keyring, encode_key
 from node.gossip.messages import MemberStatus
 from node.gossip.state import Member
-from node.rpc import (
-    KeyringOp,
-    RPCClient,
-    RPCServer,
-    RPCUnreachable,
-    apply_keyring_op,
-    keyring_handler,
-    keyring_op_cluster,
-    pick_server,
-    rpc_targets,
-    servers,
-)
+from node.rpc.client import RPCClient
 from node.rpc.codec import (
+    RPCUnreachable,
     decode_reply,
     decode_request,
     encode_reply,
     error_from_wire,
     error_to_wire,
 )
+from node.rpc.keyops import KeyringOp, apply_keyring_op, keyring_handler, keyring_op_cluster
+from node.rpc.routing import pick_server, rpc_targets, servers
+from node.rpc.server import RPCServer
 
 K1, K2, K3 = bytes(range(32)), bytes(range(32, 64)), bytes(range(16))
 

@@ -23,8 +23,9 @@ from node.errors import (
 from node.gossip.keyring import Keyring
 from node.gossip.messages import MemberStatus
 from node.gossip.state import Member
-from node.rpc import RPCClient, RPCServer, RPCUnreachable, call_datacenter
-from node.rpc.server import Handler
+from node.rpc.client import RPCClient, call_datacenter
+from node.rpc.codec import RPCUnreachable
+from node.rpc.server import Handler, RPCServer
 from tests.helpers.poll import wait_for
 
 pytestmark = pytest.mark.timeout(30)
