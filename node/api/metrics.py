@@ -36,5 +36,5 @@ async def metrics(request: web.Request) -> web.Response:
             f"unknown metrics format {fmt!r} (use format=prometheus, or none for JSON)",
             field="format",
         )
-    body = codec.encode_proxy_metrics(feed.listener_rows(), feed.manager.status())
+    body = codec.encode_proxy_metrics(feed.manager.listener_rows(), feed.manager.status())
     return web.Response(body=dump_json(body), content_type="application/json")

@@ -18,6 +18,7 @@ feed catalog/CA/intention changes as ``Update`` values, and serve ``metrics``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 from node.errors import NodeError
 from node.proxy.gateway import GatewayListener
-from node.proxy.metrics import MetricsRegistry
+from node.proxy.metrics import ListenerStats, MetricsRegistry
 from node.proxy.plan import GatewayPlan, ListenerPlan, ProxyPlan, PublicPlan, UpstreamPlan, render
 from node.proxy.relay import SPLICE_SUPPORTED, PipePool
 from node.proxy.sidecar import Authorizer, PublicListener, TLSState, UpstreamListener
@@ -234,6 +235,21 @@ class ProxyManager:
             if ls.plan.name == name:
                 return ls
         return None
+
+    def listener_rows(self) -> list[tuple[ListenerStats, str, str]]:
+        """Per listener with counters: (stats, "ip:port" or "", proxy id)."""
+        owners = {n: pid for pid, st in self.status().items() for n in st.listeners}
+        rows = []
+        for stats in self.metrics.all():
+            listener = self.listener(stats.name)
+            address = ""
+            if listener is not None:
+                with contextlib.suppress(AssertionError, OSError):  # not bound (any more)
+                    host, port = listener.address
+                    address = f"{host}:{port}"
+            pid = owners.get(stats.name) or stats.name.split(":", 1)[0]
+            rows.append((stats, address, pid))
+        return rows
 
     async def aclose(self) -> None:
         """Stop everything now, open connections included."""

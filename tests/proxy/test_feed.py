@@ -3,7 +3,8 @@
 Pure parts first (bind rules, endpoint addresses and health, the remote JSON decoder),
 then ``ProxyFeed.sync`` building snapshots per mode, then ``run()`` with blocking fake
 reads of another datacenter, and a listener that cannot bind showing on the proxy's
-health.
+health. The feed runs on a ``FakeClock``: its backoffs and health refreshes wait on
+fake time, which the tests move.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from node.catalog.watch import IndexNotifier
 from node.connect.resolve import resolve_upstreams
 from node.errors import RemoteProtocolError
 from node.proxy.endpoints import is_healthy, make_endpoint
-from node.proxy.feed import FeedSources, ProxyFeed, gateway_binds, listeners_check_id
+from node.proxy.feed import RETRY_FAILED, FeedSources, ProxyFeed
+from node.proxy.gather import gateway_binds
+from node.proxy.health import listeners_check_id
 from node.proxy.manager import ProxyManager
 from node.proxy.snapshot import EndpointInfo, GatewayBind
+from node.testing.clock import FakeClock
 from tests.helpers.ca import TD, MeshTestCA
 from tests.helpers.poll import wait_for
 
@@ -227,6 +231,7 @@ class Rig:
     local: LocalState
     other: LocalState
     remote: FakeDC
+    clock: FakeClock
 
 
 def _rig(ca: MeshTestCA, *, datacenters: tuple[str, ...] = ("dc1", "dc2")) -> Rig:
@@ -250,7 +255,15 @@ def _rig(ca: MeshTestCA, *, datacenters: tuple[str, ...] = ("dc1", "dc2")) -> Ri
         remote_gateways=remote.reader("gateways"),
     )
     manager = ProxyManager(authorizer_for=lambda s: lambda src: True, coalesce_delay=0.01)
-    return Rig(ProxyFeed(sources, manager), local, other, remote)
+    clock = FakeClock()
+    feed = ProxyFeed(sources, manager, clock=clock, sleep=clock.sleep)
+    return Rig(feed, local, other, remote, clock)
+
+
+async def _run_ready(passes: int = 50) -> None:
+    """Let the ready tasks run for ``passes`` loop iterations; no time passes, real or fake."""
+    for _ in range(passes):
+        await asyncio.sleep(0)
 
 
 def _free_port() -> int:
@@ -343,7 +356,9 @@ async def test_ProxyFeed_run_follows_other_datacenters_with_blocking_reads(
             what="a blocked read wakes on the change",
         )
         # Blocking, not polling: a handful of calls per input, never a spin.
-        await asyncio.sleep(0.3)
+        for _ in range(3):
+            rig.clock.jump(0.1)
+            await _run_ready()
         assert len(rig.remote.calls) < 12, rig.remote.calls
         # Dropping the remote upstreams stops their reads.
         rig.local.register_service(_web(UPSTREAMS[:1]))
@@ -399,11 +414,19 @@ async def test_ProxyFeed_port_in_use_is_critical_on_the_proxy_health_then_recove
                        timeout=10.0, what="critical with the bind error")  # fmt: skip
         assert state().status is Health.CRITICAL
         blocker.close()
-        await wait_for(lambda: state().status is Health.PASSING, timeout=10.0, what="retried")
+        # The next health refresh retries the bind; the one after publishes the listener.
+        rig.clock.jump(RETRY_FAILED)
+        await wait_for(lambda: rig.feed.manager.status()["mesh-gateway"].listeners,
+                       what="the retried listener runs")  # fmt: skip
+        rig.clock.jump(RETRY_FAILED)
+        await wait_for(lambda: state().status is Health.PASSING, what="retried")
         assert "listening" in state().output
         # Quiet once settled: no sync loop feeding on its own health updates.
         before = rig.feed.syncs
-        await asyncio.sleep(0.5)
+        for _ in range(2):
+            rig.clock.jump(RETRY_FAILED)
+            await _run_ready()
+            await rig.feed.manager.wait_idle()
         assert rig.feed.syncs - before <= 2
     finally:
         blocker.close()
