@@ -110,7 +110,16 @@ SPLIT_PACKAGES: dict[str, Split] = {
     ),
     "node.proxy": Split(
         pure=("sni", "snapshot", "plan", "endpoints", "gather", "metrics"),
-        drivers=("relay", "listen", "pollers", "gateway", "sidecar", "manager", "feed"),
+        drivers=(
+            "pollers",
+            "listen",
+            "relay",
+            "gateway",
+            "sidecar",
+            "manager",
+            "health",
+            "feed",
+        ),
     ),
 }
 

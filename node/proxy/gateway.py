@@ -33,42 +33,30 @@ import socket
 from collections.abc import Callable
 
 from node.clock import Clock, MonotonicClock
-from node.errors import ProxyError
+from node.proxy.listen import ACCEPT_BATCH, bind_listener
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, GatewayPlan, Route, RouteKind, route_gateway
-from node.proxy.relay import (
-    EV_CLOSING,
-    EV_WRITE,
-    SPLICE_SUPPORTED,
-    PipePool,
-    Poller,
-    Relay,
-    make_poller,
-    make_scratch,
-)
+from node.proxy.pollers import EV_CLOSING, EV_WRITE, Poller, make_poller
+from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Relay, make_scratch
 from node.proxy.sni import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
 
 __all__ = [
-    "ACCEPT_BATCH",
     "HELLO_TIMEOUT",
     "IDLE_TIMEOUT",
     "MAX_CONNECTIONS",
     "MAX_DIAL_ATTEMPTS",
     "Router",
     "GatewayListener",
-    "bind_listener",
 ]
 
 log = logging.getLogger(__name__)
 
-ACCEPT_BATCH = 64  # accepts per readiness callback; bounds one callback's work
 HELLO_TIMEOUT = 5.0  # seconds for the whole ClientHello to arrive
 IDLE_TIMEOUT = 600.0  # seconds without a byte either way before a relay is closed
 MAX_CONNECTIONS = 10_000  # open (incl. not yet routed) connections per listener
 MAX_DIAL_ATTEMPTS = 3  # endpoints tried per connection before giving up
 SWEEP_INTERVAL = 0.25  # seconds between timeout sweeps (and byte-count reports)
 ROUTE_CACHE_SIZE = 4096  # distinct SNIs remembered per plan (names come from clients)
-LISTEN_BACKLOG = 4096
 
 Router = Callable[[GatewayPlan, str], Route]
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
@@ -77,19 +65,6 @@ _AGAIN = (BlockingIOError, InterruptedError)
 _CONNECTING = (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
 # A cached routing answer: dial targets as (family, sockaddr), or a reject reason.
 _Targets = tuple[tuple[int, tuple[str, int]], ...]
-
-
-def bind_listener(address: str, port: int, what: str) -> socket.socket:
-    """A non-blocking listening socket, or ``ProxyError`` saying why it cannot be bound."""
-    host = address or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
-    except OSError as exc:
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise ProxyError(f"{what}: cannot listen on {host}:{port}: {reason}") from exc
-    sock.setblocking(False)
-    return sock
 
 
 @functools.lru_cache(maxsize=4096)
@@ -401,35 +376,23 @@ class GatewayListener:
         """``up`` is connected and ``sent`` bytes of the hello are already there;
         ``waited``: its connect was in progress, so it is watched and reads were off."""
         del self._pending[conn]
-        relay = Relay(
+        relay = Relay.handoff(
             self.poller,
             conn.sock,
             up,
+            first=conn.buf,
+            sent=sent,
+            hup=conn.hup,
+            more=conn.more,
+            waited=waited,
+            now=self._now,
             stats=self.stats,
             pool=self._pool,
             scratch=self._scratch,
             on_close=self._relay_closed,
         )
-        relay.since = self._now
-        self._relays[relay] = None
-        down, upside = relay.down, relay.up
-        down.moved = len(conn.buf)  # all of it reaches upstream, or the relay dies
-        down.hup = conn.hup
-        poller = self.poller
-        if waited:
-            poller.attach(upside.src_fd, upside)
-            poller.stop_write(upside.src_fd)
-        else:
-            poller.watch(upside.src_fd, upside)
-        poller.attach(conn.fd, down)
-        if sent < len(conn.buf):
-            down.rest = conn.buf[sent:]
-            down.block()
-        elif waited:
-            poller.resume_read(conn.fd)  # paused while dialling: reports what queued
-        elif conn.hup or conn.more:
-            # The hello read left bytes (or the FIN) behind: no edge will tell.
-            down.resume()
+        if not relay.closed:  # a relay that died at once has already said so
+            self._relays[relay] = None
 
     def _relay_closed(self, relay: Relay) -> None:
         self._relays.pop(relay, None)
@@ -466,11 +429,7 @@ class GatewayListener:
             else:
                 self.reject(conn, "hello_timeout", detail=f"{len(conn.buf)} bytes")
         for relay in list(self._relays):
-            moved = relay.moved
-            if moved != relay.seen:
-                relay.seen, relay.since = moved, now
-                relay.report()
-            elif now - relay.since >= self.idle_timeout:
+            if relay.idle_for(now) >= self.idle_timeout:
                 self.stats.reject("idle_timeout")
                 relay.close()
         if self._accept_failed:

@@ -3,12 +3,8 @@
 Rule: per-connection work is as small as we can make it, because the gateway's cost per
 connection is what baselines.md shows a Python relay losing on. So:
 
-- sockets are watched by a ``Poller``. On Linux that is a private, edge-triggered epoll
-  set (``EdgePoller``) which the event loop watches through one fd: a socket costs one
-  ``epoll_ctl`` for its whole life unless a direction pushes back, a closed socket
-  leaves the set by itself, and readiness goes to one handler object per socket
-  (``on_event``) instead of a callback swap per state change. Elsewhere ``LoopPoller``
-  maps the same calls onto the loop's level-triggered add_reader/add_writer;
+- sockets are watched by a ``Poller`` (``pollers``): on Linux a private edge-triggered
+  epoll set, one handler object per socket;
 - edge-triggered means a direction reads until the socket is drained: in copy mode a
   short ``recv_into`` proves it (TCP hands over everything queued), in splice mode only
   EAGAIN does (a pipe can fill by slots before bytes); after EPOLLRDHUP a direction
@@ -31,34 +27,23 @@ connection is what baselines.md shows a Python relay losing on. So:
 from __future__ import annotations
 
 import _socket
-import asyncio
 import errno
 import fcntl
-import logging
 import os
-import select
 import socket
 import sys
 from collections.abc import Callable
-from typing import Protocol
 
 from node.proxy.metrics import ListenerStats
+from node.proxy.pollers import EV_CLOSING, EV_ERROR, EV_READ, EV_WRITE, Poller
 
 __all__ = [
-    "Handler",
-    "Poller",
-    "LoopPoller",
-    "EdgePoller",
-    "make_poller",
     "SPLICE_SUPPORTED",
     "PIPE_SIZE",
     "COPY_CHUNK",
     "PipePool",
     "Relay",
     "make_scratch",
-    "EV_READ",
-    "EV_WRITE",
-    "EV_CLOSING",
 ]
 
 SPLICE_SUPPORTED = sys.platform == "linux" and hasattr(os, "splice")
@@ -79,20 +64,6 @@ COPY_ROUNDS = 4
 SPLICE_ROUNDS = 4
 # Idle pipes kept for reuse; beyond this they are closed (2 fds each).
 MAX_IDLE_PIPES = 512
-MAX_EVENTS = 256  # per dispatch; the rest stay in epoll's ready list for the next one
-
-# epoll's bits, also used by LoopPoller to describe its events (values from Linux).
-_IN = getattr(select, "EPOLLIN", 0x001)
-_OUT = getattr(select, "EPOLLOUT", 0x004)
-_ERR = getattr(select, "EPOLLERR", 0x008)
-_HUP = getattr(select, "EPOLLHUP", 0x010)
-_RDHUP = getattr(select, "EPOLLRDHUP", 0x2000)
-_ET = getattr(select, "EPOLLET", 1 << 31)
-EV_READ = _IN | _RDHUP | _HUP | _ERR  # read now (data, EOF or an error to collect)
-EV_WRITE = _OUT | _HUP | _ERR  # try the pending write now
-EV_CLOSING = _RDHUP | _HUP  # the peer sent its FIN: read on until EOF
-_WATCH = _IN | _RDHUP | _ET
-_WATCH_OUT = _WATCH | _OUT
 
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 # Every copy-mode recv/send is non-blocking per call, so an accepted socket needs no
@@ -105,8 +76,6 @@ _AGAIN = (BlockingIOError, InterruptedError)
 # Errors that mean "the peer went away": end the relay quietly.
 _GONE = (ConnectionError, BrokenPipeError, TimeoutError)
 _GONE_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
-
-log = logging.getLogger(__name__)
 
 Pipe = tuple[int, int, int]  # read fd, write fd, capacity in bytes
 
@@ -158,186 +127,6 @@ class PipePool:
         return len(self._idle)
 
 
-class Handler(Protocol):
-    """What a ``Poller`` tells about one fd: ``ev`` holds epoll bits, to be tested
-    against EV_READ, EV_WRITE and EV_CLOSING."""
-
-    def on_event(self, ev: int) -> None: ...
-
-
-class Poller(Protocol):
-    """Readiness of sockets, delivered to one ``Handler`` per fd.
-
-    ``watch`` registers an fd (for writes too if ``write``); ``attach`` changes its
-    handler; ``detach`` drops it right before the owner closes the fd. The
-    stop/resume/done/want calls say what the owner is waiting for: a level-triggered
-    poller must not report what nobody wants; an edge-triggered one still pauses reads
-    (a paused direction would otherwise be woken by every arrival for nothing) but
-    needs nothing after an EOF. ``resume_read`` reports at once what queued meanwhile.
-    """
-
-    def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None: ...
-    def attach(self, fd: int, handler: Handler) -> None: ...
-    def detach(self, fd: int) -> None: ...
-    def stop_read(self, fd: int) -> None: ...
-    def resume_read(self, fd: int) -> None: ...
-    def done_reading(self, fd: int) -> None: ...
-    def want_write(self, fd: int) -> None: ...
-    def stop_write(self, fd: int) -> None: ...
-    def later(self, callback: Callable[[], None]) -> None: ...
-    def close(self) -> None: ...
-
-
-class EdgePoller:
-    """A private edge-triggered epoll set, watched by the event loop through one reader.
-
-    Why: under uvloop every add_reader on a new fd costs libuv's pollability check
-    (epoll ADD+DEL) on top of the registration, and callback swaps cost more; here a
-    socket costs one ``epoll_ctl`` for a request/response exchange (MODs come only with
-    backpressure: once to add EPOLLOUT, and to pause and resume reads), and closing it
-    removes it from the set for free.
-    """
-
-    __slots__ = ("_loop", "_ep", "_fds", "_out", "_paused")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._ep = select.epoll()
-        self._fds: dict[int, Handler] = {}
-        self._out: set[int] = set()  # fds registered for EPOLLOUT too
-        self._paused: set[int] = set()  # fds registered without EPOLLIN for now
-        loop.add_reader(self._ep.fileno(), self._dispatch)
-
-    def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None:
-        self._fds[fd] = handler
-        if write:
-            self._out.add(fd)
-        self._ep.register(fd, _WATCH_OUT if write else _WATCH)
-
-    def attach(self, fd: int, handler: Handler) -> None:
-        self._fds[fd] = handler
-
-    def detach(self, fd: int) -> None:
-        self._fds.pop(fd, None)
-        self._out.discard(fd)
-        self._paused.discard(fd)
-
-    def _modify(self, fd: int) -> None:
-        # MOD re-checks readiness: whatever is ready now is reported as a new edge.
-        read = 0 if fd in self._paused else _IN | _RDHUP
-        self._ep.modify(fd, _ET | read | (_OUT if fd in self._out else 0))
-
-    def stop_read(self, fd: int) -> None:
-        if fd not in self._paused:
-            self._paused.add(fd)
-            self._modify(fd)
-
-    def resume_read(self, fd: int) -> None:
-        if fd in self._paused:
-            self._paused.discard(fd)
-            self._modify(fd)
-
-    # An EOF edge comes once, and an unwanted EPOLLOUT edge is cheap to ignore.
-    def done_reading(self, fd: int) -> None:
-        pass
-
-    def stop_write(self, fd: int) -> None:
-        pass
-
-    def want_write(self, fd: int) -> None:
-        if fd not in self._out:
-            self._out.add(fd)
-            self._modify(fd)
-
-    def later(self, callback: Callable[[], None]) -> None:
-        self._loop.call_soon(callback)
-
-    def _dispatch(self) -> None:
-        try:
-            events = self._ep.poll(0, MAX_EVENTS)
-        except InterruptedError:
-            return
-        fds = self._fds
-        for fd, ev in events:
-            handler = fds.get(fd)
-            if handler is None:  # detached in this batch, its fd closed or about to be
-                continue
-            try:
-                handler.on_event(ev)
-            except Exception:  # one connection's bug must not stop the others
-                log.exception("relay handler failed", extra={"fd": fd})
-
-    def close(self) -> None:
-        """Stop watching (idempotent); the owner closes its sockets itself."""
-        if not self._ep.closed:
-            self._loop.remove_reader(self._ep.fileno())
-            self._ep.close()
-        self._fds.clear()
-        self._out.clear()
-        self._paused.clear()
-
-
-class LoopPoller:
-    """The event loop's own level-triggered fd watching (portable).
-
-    It reports plain EPOLLIN/EPOLLOUT: errors and EOF show up as readability.
-    """
-
-    __slots__ = ("_loop", "_fds")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._fds: dict[int, Handler] = {}
-
-    def watch(self, fd: int, handler: Handler, *, write: bool = False) -> None:
-        self._fds[fd] = handler
-        self._loop.add_reader(fd, self._event, fd, _IN)
-        if write:
-            self._loop.add_writer(fd, self._event, fd, _OUT)
-
-    def attach(self, fd: int, handler: Handler) -> None:
-        self._fds[fd] = handler
-
-    def detach(self, fd: int) -> None:
-        if self._fds.pop(fd, None) is not None:
-            self._loop.remove_reader(fd)
-            self._loop.remove_writer(fd)
-
-    def stop_read(self, fd: int) -> None:
-        self._loop.remove_reader(fd)
-
-    def resume_read(self, fd: int) -> None:
-        self._loop.add_reader(fd, self._event, fd, _IN)
-
-    def done_reading(self, fd: int) -> None:
-        self._loop.remove_reader(fd)  # an fd at EOF stays readable
-
-    def want_write(self, fd: int) -> None:
-        self._loop.add_writer(fd, self._event, fd, _OUT)
-
-    def stop_write(self, fd: int) -> None:
-        self._loop.remove_writer(fd)
-
-    def later(self, callback: Callable[[], None]) -> None:
-        pass  # level-triggered: whatever is left is reported again
-
-    def _event(self, fd: int, ev: int) -> None:
-        handler = self._fds.get(fd)
-        if handler is not None:
-            handler.on_event(ev)
-
-    def close(self) -> None:
-        for fd in list(self._fds):
-            self.detach(fd)
-
-
-def make_poller(loop: asyncio.AbstractEventLoop) -> Poller:
-    """The cheapest fd watcher on this platform."""
-    if sys.platform == "linux":
-        return EdgePoller(loop)
-    return LoopPoller(loop)
-
-
 class _Half:
     """One way of a relay: src socket → (scratch buffer | pipe) → dst socket.
 
@@ -386,7 +175,7 @@ class _Half:
                 self.pump()
             else:
                 self.pump_splice()
-        elif ev & _ERR and self.eof:
+        elif ev & EV_ERROR and self.eof:
             # A reset after our EOF: nobody would read this socket again to notice.
             self.relay.close()
 
@@ -526,8 +315,10 @@ class _Half:
 class Relay:
     """Bidirectional relay between ``downstream`` (accepted) and ``upstream`` (dialled).
 
-    The owner registers the sockets (``up`` and ``down`` are their handlers) and calls
-    ``report`` from time to time; ``close`` reports the rest and calls ``on_close``.
+    Built directly, the owner registers the sockets (``up`` and ``down`` are their
+    handlers); ``handoff`` takes over a connection whose first bytes the owner read
+    itself. The owner's periodic sweep asks ``idle_for`` (which also reports the bytes
+    moved to the stats); ``close`` reports the rest and calls ``on_close``.
     """
 
     __slots__ = (
@@ -538,8 +329,8 @@ class Relay:
         "closed",
         "down",
         "up",
-        "seen",
-        "since",
+        "_seen",
+        "_since",
         "_on_close",
     )
 
@@ -563,9 +354,69 @@ class Relay:
         self.down = _Half(self, downstream, upstream)
         self.up = _Half(self, upstream, downstream)
         self.down.peer, self.up.peer = self.up, self.down
-        self.seen = 0  # bytes moved at the owner's last look (idle detection)
-        self.since = 0.0  # when the owner last saw bytes move
+        self._seen = 0  # bytes moved at the owner's last look (idle detection)
+        self._since = 0.0  # when the owner last saw bytes move
         self._on_close = on_close
+
+    @classmethod
+    def handoff(
+        cls,
+        poller: Poller,
+        downstream: _socket.socket,
+        upstream: _socket.socket,
+        *,
+        first: bytes,
+        sent: int,
+        hup: bool,
+        more: bool,
+        waited: bool,
+        now: float,
+        stats: ListenerStats,
+        pool: PipePool | None,
+        scratch: memoryview,
+        on_close: Callable[[Relay], None] | None = None,
+    ) -> Relay:
+        """Take over a connection whose ``first`` bytes the owner read from ``downstream``.
+
+        ``sent`` of them already reached ``upstream`` (the rest is sent before anything
+        else); ``hup``: downstream's FIN has arrived; ``more``: the owner's last read
+        filled its buffer, so bytes may be queued with no edge to come. ``downstream``
+        is watched by ``poller`` already; ``upstream`` too when ``waited`` (its connect
+        was waited for, with downstream's reads paused meanwhile). ``now`` starts the
+        idle clock. The relay may be closed already when this returns.
+        """
+        relay = cls(
+            poller, downstream, upstream, stats=stats, pool=pool, scratch=scratch, on_close=on_close
+        )
+        relay._since = now
+        down, upside = relay.down, relay.up
+        down.moved = len(first)  # all of it reaches upstream, or the relay dies
+        down.hup = hup
+        if waited:
+            poller.attach(upside.src_fd, upside)
+            poller.stop_write(upside.src_fd)
+        else:
+            poller.watch(upside.src_fd, upside)
+        poller.attach(down.src_fd, down)
+        if sent < len(first):
+            down.rest = first[sent:]
+            down.block()
+        elif waited:
+            poller.resume_read(down.src_fd)  # paused while dialling: reports what queued
+        elif hup or more:
+            # The owner's read left bytes (or the FIN) behind: no edge will tell.
+            down.resume()
+        return relay
+
+    def idle_for(self, now: float) -> float:
+        """Seconds without a byte either way as of ``now`` (0 when bytes moved since the
+        last call, whose count then goes to the stats); for the owner's periodic sweep."""
+        moved = self.down.moved + self.up.moved
+        if moved != self._seen:
+            self._seen, self._since = moved, now
+            self.report()
+            return 0.0
+        return now - self._since
 
     @property
     def moved(self) -> int:

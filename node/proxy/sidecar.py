@@ -32,7 +32,7 @@ from node.connect.tls import (
     resumption_key,
 )
 from node.errors import ProxyError, TrustError
-from node.proxy.gateway import ACCEPT_BATCH, bind_listener
+from node.proxy.listen import ACCEPT_BATCH, bind_listener
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, PublicPlan, TLSMaterial, UpstreamPlan
 

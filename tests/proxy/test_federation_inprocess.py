@@ -22,7 +22,7 @@ import pytest
 
 from node.agent.agent import Agent
 from node.catalog.model import Health
-from node.proxy.feed import listeners_check_id
+from node.proxy.health import listeners_check_id
 from tests.helpers.cluster import Cluster, free_port
 from tests.helpers.poll import wait_for
 

@@ -17,7 +17,8 @@ from node.connect.names import datacenter_sni, service_sni
 from node.proxy.gateway import GatewayListener
 from node.proxy.metrics import ListenerStats
 from node.proxy.plan import Endpoint, GatewayPlan
-from node.proxy.relay import SPLICE_SUPPORTED, LoopPoller, PipePool
+from node.proxy.pollers import LoopPoller
+from node.proxy.relay import SPLICE_SUPPORTED, PipePool
 from tests.helpers.ca import TD
 from tests.helpers.poll import wait_for
 from tests.proxy.proxy_helpers import Backend, client_hello, read_until_closed
@@ -300,7 +301,7 @@ class _Recorder:
 async def test_EdgePoller_reports_edges_and_drops_detached_fds() -> None:
     if sys.platform != "linux":
         pytest.skip("epoll is Linux-only")
-    from node.proxy.relay import EV_READ, EV_WRITE, EdgePoller
+    from node.proxy.pollers import EV_READ, EV_WRITE, EdgePoller
 
     poller = EdgePoller(asyncio.get_running_loop())
     a, b = socket.socketpair()
@@ -360,7 +361,8 @@ async def test_Relay_forwards_a_fin_that_arrived_while_blocked(
 ) -> None:
     # Edge-triggered readiness reports a FIN once: if it arrives while the direction
     # waits for its destination to drain, it must still be forwarded afterwards.
-    from node.proxy.relay import Relay, make_poller, make_scratch
+    from node.proxy.pollers import make_poller
+    from node.proxy.relay import Relay, make_scratch
 
     loop = asyncio.get_running_loop()
     poller = LoopPoller(loop) if loop_poller else make_poller(loop)
@@ -409,7 +411,8 @@ async def test_Relay_closes_when_a_side_resets_after_its_eof() -> None:
     # error event alone (edge-triggered poller), not at the next write or idle timeout.
     if sys.platform != "linux":
         pytest.skip("epoll is Linux-only")
-    from node.proxy.relay import Relay, make_poller, make_scratch
+    from node.proxy.pollers import make_poller
+    from node.proxy.relay import Relay, make_scratch
 
     poller = make_poller(asyncio.get_running_loop())
     client, down = _tcp_pair()
