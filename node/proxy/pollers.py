@@ -42,17 +42,16 @@ _ET = getattr(select, "EPOLLET", 1 << 31)
 EV_READ = _IN | _RDHUP | _HUP | _ERR  # read now (data, EOF or an error to collect)
 EV_WRITE = _OUT | _HUP | _ERR  # try the pending write now
 EV_CLOSING = _RDHUP | _HUP  # the peer sent its FIN: read on until EOF
+EV_ERROR = _ERR  # an error is pending on the socket
 _WATCH = _IN | _RDHUP | _ET
 _WATCH_OUT = _WATCH | _OUT
-
-EV_ERROR = _ERR  # an error is pending on the socket
 
 log = logging.getLogger(__name__)
 
 
 class Handler(Protocol):
     """What a ``Poller`` tells about one fd: ``ev`` holds epoll bits, to be tested
-    against EV_READ, EV_WRITE and EV_CLOSING."""
+    against EV_READ, EV_WRITE, EV_CLOSING and EV_ERROR."""
 
     def on_event(self, ev: int) -> None: ...
 
