@@ -460,7 +460,7 @@ def main() -> None:
     ratio_no_pop = statistics.median(f / b for b, _, f in rounds)
     end_to_end = measure_signer(end_to_end_path, csrs, per_round)
     with tempfile.TemporaryDirectory() as tmp:
-        # The agent runs on uvloop (node.agent.run_agent); so does this path.
+        # The agent runs on uvloop (node.agent.agent.run_agent); so does this path.
         slices = baseline_slice(baseline_path, csrs)
         rpc_rate, rpc_base = _run_loop(
             rpc_path_rate(Path(tmp) / "rpc", args.seconds / 2, baseline=slices)
