@@ -429,7 +429,7 @@ class GatewayListener:
             else:
                 self.reject(conn, "hello_timeout", detail=f"{len(conn.buf)} bytes")
         for relay in list(self._relays):
-            if relay.idle_for(now) >= self.idle_timeout:
+            if relay.idle_past(now, self.idle_timeout):
                 self.stats.reject("idle_timeout")
                 relay.close()
         if self._accept_failed:

@@ -408,15 +408,15 @@ class Relay:
             down.resume()
         return relay
 
-    def idle_for(self, now: float) -> float:
-        """Seconds without a byte either way as of ``now`` (0 when bytes moved since the
-        last call, whose count then goes to the stats); for the owner's periodic sweep."""
+    def idle_past(self, now: float, limit: float) -> bool:
+        """Whether no byte moved either way for ``limit`` seconds as of ``now``; bytes
+        moved since the last call go to the stats instead. For the owner's periodic sweep."""
         moved = self.down.moved + self.up.moved
         if moved != self._seen:
             self._seen, self._since = moved, now
             self.report()
-            return 0.0
-        return now - self._since
+            return False
+        return now - self._since >= limit
 
     @property
     def moved(self) -> int:
