@@ -317,7 +317,7 @@ class Relay:
 
     Built directly, the owner registers the sockets (``up`` and ``down`` are their
     handlers); ``handoff`` takes over a connection whose first bytes the owner read
-    itself. The owner's periodic sweep asks ``idle_for`` (which also reports the bytes
+    itself. The owner's periodic sweep asks ``idle_past`` (which also reports the bytes
     moved to the stats); ``close`` reports the rest and calls ``on_close``.
     """
 
