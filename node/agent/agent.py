@@ -58,7 +58,7 @@ from node.catalog.sync import CatalogSync
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
 from node.config.agent import AgentConfig
-from node.connect.service import ConnectService
+from node.connect.service import NodeSeams, build_connect
 from node.errors import (
     ConfigError,
     DatacenterUnavailable,
@@ -267,10 +267,18 @@ class Agent:
         # Not bound to a loop until awaited (3.10+), so stop() works even before run().
         self._stop = asyncio.Event()
         self._build_cluster(lan_gossip, wan_gossip)
-        self.connect = ConnectService(self)  # global state, CA, leaves (channel 2, RPCs)
+        self.connect = build_connect(config, self._connect_seams())  # channel 2, RPCs
         self.proxies = build_proxy_feed(self)  # sidecar/gateway listeners and their feed
         # What other datacenters may read here: the API's reads plus the proxies' own.
         self._forwardable = read_table(*FORWARDABLE_READS.values(), SERVICE_KIND)
+
+    def _connect_seams(self) -> NodeSeams:
+        return NodeSeams(
+            node_id=self.node_id, clock=self.clock, rng=self.rng, catalog=self.store,
+            catalog_index=self.notifier, local=self.local, gossip=self.lan_delegate, rpc=self,
+            members=lambda: [] if self.lan is None else self.lan.members(),
+            bump_index=self.bump_index,
+        )  # fmt: skip
 
     def _build_cluster(
         self, lan_gossip: GossipConfig | None, wan_gossip: GossipConfig | None

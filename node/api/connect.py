@@ -23,8 +23,8 @@ from node.api.read import ReadSpec, dump_json
 from node.api.state import AGENT, RNG
 from node.catalog.model import ServiceKind
 from node.connect.intentions import MatchBy, match_intentions, parse_intention
+from node.connect.records import KIND_CA_CONFIG, KIND_CA_ROOTS, KIND_INTENTION
 from node.errors import DatacenterUnavailable, InvalidRequest, NotFound
-from node.state.globalstate import KIND_CA_CONFIG, KIND_CA_ROOTS, KIND_INTENTION
 
 __all__ = ["routes", "serve_global_read"]
 

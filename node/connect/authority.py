@@ -18,7 +18,6 @@ No asyncio: the service does the RPCs.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 from datetime import datetime
@@ -38,6 +37,7 @@ from node.connect.ca import (
     make_intermediate_csr,
     reconfigure_ca,
 )
+from node.connect.carole import Need
 from node.connect.castate import CAConfig, CAConfigRequest, CARoots
 from node.errors import CAError, InvalidRequest
 from node.persist import atomic_write, read_or_none
@@ -49,14 +49,6 @@ log = logging.getLogger(__name__)
 CA_FILE: Final = "connect/ca.json"
 #: An intermediate with less than this fraction of its life left is replaced.
 INTERMEDIATE_RENEW_FRACTION: Final = 1 / 3
-
-
-class Need(enum.Enum):
-    """What a server lacks to sign under the active root."""
-
-    NOTHING = "nothing"
-    ROOT_KEY = "root-key"
-    INTERMEDIATE = "intermediate"
 
 
 class Authority:

@@ -1,13 +1,16 @@
-"""The global state: CA roots, CA config, intentions and config entries, shared by all DCs.
+"""The global state: a last-writer-wins map of typed records, the same in every datacenter.
 
-Rule: this is a last-writer-wins map keyed ``(kind, name)``. Every value carries a
-``Stamp`` (hybrid logical clock wall ms, counter, writer node id); a merge keeps the
-larger stamp, so copies that diverged during a partition converge deterministically on
-every node, whatever order they exchange records in. The one exception is ``ca-roots``,
-whose values are joined (``castate.merge_roots``: a set of roots that never drops one
-that may have signed a live leaf). Deletes are tombstones (value ``None``) that win by
-stamp like any write and are reaped once they are older than a grace period the caller
-chooses (longer than it takes them to spread).
+Rule: records are keyed ``(kind, name)``. Every value carries a ``Stamp`` (hybrid
+logical clock wall ms, counter, writer node id); a merge keeps the larger stamp, so
+copies that diverged during a partition converge deterministically on every node,
+whatever order they exchange records in. A kind may declare a ``join`` instead: both
+live values are then combined (a set that must never lose a member). Deletes are
+tombstones (value ``None``) that win by stamp like any write and are reaped once they
+are older than a grace period the caller chooses (longer than it takes them to spread).
+
+What a kind holds is the owner's business: a ``Schema`` maps each kind to a
+``KindCodec`` (its type, how a value is named, serialised, joined and checked before a
+local write). This module knows no kind itself.
 
 Indexes are local: each node numbers the changes it applies (``modify_index``, and one
 store ``index``), which is what blocking queries and replication by index use. A reader
@@ -24,104 +27,55 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from node.connect.castate import (
-    CAConfig,
-    CARoots,
-    ca_config_from_wire,
-    ca_config_to_wire,
-    merge_roots,
-    roots_from_wire,
-    roots_to_wire,
-)
-from node.connect.entries import (
-    PROXY_DEFAULTS,
-    SERVICE_DEFAULTS,
-    ProxyDefaults,
-    ServiceDefaults,
-    entry_to_wire,
-    parse_config_entry,
-)
-from node.connect.intentions import (
-    Intention,
-    check_unique,
-    intention_from_wire,
-    intention_to_wire,
-)
 from node.errors import Conflict, InvalidRequest, NotFound
 from node.state.hlc import HybridClock, Stamp
 
-__all__ = [
-    "KIND_CA_ROOTS",
-    "KIND_CA_CONFIG",
-    "KIND_INTENTION",
-    "KIND_PROXY_DEFAULTS",
-    "KIND_SERVICE_DEFAULTS",
-    "KINDS",
-    "CA_ROOTS_NAME",
-    "CA_CONFIG_NAME",
-    "Record",
-    "Delta",
-    "GlobalState",
-]
+__all__ = ["KindCodec", "Schema", "Record", "Delta", "GlobalState", "MAX_WIRE_RECORDS"]
 
-KIND_CA_ROOTS: Final = "ca-roots"
-KIND_CA_CONFIG: Final = "ca-config"
-KIND_INTENTION: Final = "intention"
-KIND_PROXY_DEFAULTS: Final = PROXY_DEFAULTS
-KIND_SERVICE_DEFAULTS: Final = SERVICE_DEFAULTS
-#: The single names under which the CA's two singletons live.
-CA_ROOTS_NAME: Final = "roots"
-CA_CONFIG_NAME: Final = "config"
 #: Bound on records accepted from one wire message or persisted file.
 MAX_WIRE_RECORDS: Final = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class _Codec:
-    """How one kind is typed, named, serialised and (optionally) joined."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KindCodec:
+    """How one kind is typed, named, serialised, joined and checked.
+
+    ``check_put(current, value, live)`` may refuse a local write (raise a ``NodeError``):
+    ``current`` is the live value under the same name or ``None``, ``live`` every live
+    value of the kind. ``undeletable`` (a reason) forbids deletes of the kind.
+    """
 
     type: type
     name_of: Callable[[Any], str]
     to_wire: Callable[[Any], Any]
     from_wire: Callable[[Any], Any]
     join: Callable[[Any, Any], Any] | None = None  # join(winner, loser)
+    check_put: Callable[[Any, Any, Iterable[Any]], None] | None = None
+    undeletable: str | None = None
 
 
-def _config_entry_from_wire(kind: str) -> Callable[[Any], Any]:
-    def decode(raw: Any) -> Any:
-        entry = parse_config_entry(raw)
-        if entry.kind != kind:
-            raise InvalidRequest(f"record of kind {kind!r} holds a {entry.kind!r} entry")
-        return entry
+class Schema:
+    """The kinds a global state holds, by name (see the module rule)."""
 
-    return decode
+    __slots__ = ("_codecs",)
 
+    def __init__(self, codecs: Mapping[str, KindCodec]) -> None:
+        self._codecs = dict(codecs)
 
-_CODECS: Final[Mapping[str, _Codec]] = {
-    KIND_CA_ROOTS: _Codec(
-        CARoots, lambda v: CA_ROOTS_NAME, roots_to_wire, roots_from_wire, merge_roots
-    ),
-    KIND_CA_CONFIG: _Codec(
-        CAConfig, lambda v: CA_CONFIG_NAME, ca_config_to_wire, ca_config_from_wire
-    ),
-    KIND_INTENTION: _Codec(Intention, lambda v: v.id, intention_to_wire, intention_from_wire),
-    KIND_PROXY_DEFAULTS: _Codec(
-        ProxyDefaults, lambda v: v.name, entry_to_wire, _config_entry_from_wire(PROXY_DEFAULTS)
-    ),
-    KIND_SERVICE_DEFAULTS: _Codec(
-        ServiceDefaults, lambda v: v.name, entry_to_wire, _config_entry_from_wire(SERVICE_DEFAULTS)
-    ),
-}
-KINDS: Final = tuple(_CODECS)
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Every kind, in declaration order."""
+        return tuple(self._codecs)
 
-
-def _codec(kind: str) -> _Codec:
-    try:
-        return _CODECS[kind]
-    except (KeyError, TypeError):
-        raise InvalidRequest(
-            f"unknown global state kind {kind!r} (known: {', '.join(KINDS)})", field="kind"
-        ) from None
+    def codec(self, kind: str) -> KindCodec:
+        """The codec of ``kind``; ``InvalidRequest`` names the known kinds."""
+        try:
+            return self._codecs[kind]
+        except (KeyError, TypeError):
+            raise InvalidRequest(
+                f"unknown global state kind {kind!r} (known: {', '.join(self._codecs)})",
+                field="kind",
+            ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,13 +99,13 @@ class Record:
         """``(kind, name)``."""
         return (self.kind, self.name)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, schema: Schema) -> dict[str, Any]:
         """Replication form: kind, name, value, stamp (indexes are per node, not sent)."""
-        value = None if self.value is None else _CODECS[self.kind].to_wire(self.value)
+        value = None if self.value is None else schema.codec(self.kind).to_wire(self.value)
         return {"k": self.kind, "n": self.name, "v": value, "s": self.stamp.to_wire()}
 
     @classmethod
-    def from_wire(cls, raw: Any) -> Record:
+    def from_wire(cls, raw: Any, schema: Schema) -> Record:
         """Decode and validate one replicated record; ``InvalidRequest`` names the problem."""
         if not isinstance(raw, Mapping):
             raise InvalidRequest(f"global state record must be a map, got {type(raw).__name__}")
@@ -159,7 +113,7 @@ class Record:
             kind, name, value, stamp = raw["k"], raw["n"], raw["v"], Stamp.from_wire(raw["s"])
         except (KeyError, ValueError) as exc:
             raise InvalidRequest(f"malformed global state record: {exc}") from None
-        codec = _codec(kind)
+        codec = schema.codec(kind)
         if not isinstance(name, str) or not name:
             raise InvalidRequest(f"global state record of kind {kind!r} has no name")
         decoded = None if value is None else codec.from_wire(value)
@@ -184,17 +138,17 @@ class Delta:
     full: bool = False
     horizon: Stamp | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, schema: Schema) -> dict[str, Any]:
         """For the replication RPC."""
         return {
-            "records": [r.to_wire() for r in self.records],
+            "records": [r.to_wire(schema) for r in self.records],
             "index": self.index,
             "full": self.full,
             "horizon": None if self.horizon is None else self.horizon.to_wire(),
         }
 
     @classmethod
-    def from_wire(cls, raw: Any) -> Delta:
+    def from_wire(cls, raw: Any, schema: Schema) -> Delta:
         """Inverse of ``to_wire``; ``InvalidRequest`` on malformed or oversized input."""
         if not isinstance(raw, Mapping) or not isinstance(raw.get("records"), list | tuple):
             raise InvalidRequest("malformed global state delta")
@@ -207,16 +161,17 @@ class Delta:
             stamp = None if horizon is None else Stamp.from_wire(horizon)
         except ValueError as exc:
             raise InvalidRequest(f"global state delta horizon: {exc}") from None
-        records = tuple(Record.from_wire(r) for r in raw["records"])
+        records = tuple(Record.from_wire(r, schema) for r in raw["records"])
         return cls(records=records, index=index, full=full, horizon=stamp)
 
 
 class GlobalState:
     """The map itself, one per node (see the module rule)."""
 
-    __slots__ = ("_clock", "_records", "_index", "_reaped_floor", "_horizon")
+    __slots__ = ("_schema", "_clock", "_records", "_index", "_reaped_floor", "_horizon")
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, schema: Schema) -> None:
+        self._schema = schema
         self._clock = HybridClock(node_id)
         self._records: dict[tuple[str, str], Record] = {}
         self._index = 0
@@ -231,13 +186,18 @@ class GlobalState:
         return self._index
 
     @property
+    def schema(self) -> Schema:
+        """The kinds this state holds."""
+        return self._schema
+
+    @property
     def node_id(self) -> str:
         """The id stamped on this node's writes."""
         return self._clock.node
 
     def get(self, kind: str, name: str) -> Record | None:
         """The live record, or ``None`` (absent or deleted)."""
-        _codec(kind)
+        self._schema.codec(kind)
         record = self._records.get((kind, name))
         return None if record is None or record.is_tombstone else record
 
@@ -251,13 +211,13 @@ class GlobalState:
 
     def list(self, kind: str) -> tuple[Record, ...]:
         """Live records of one kind, by name."""
-        _codec(kind)
+        self._schema.codec(kind)
         live = (r for (k, _), r in self._records.items() if k == kind and not r.is_tombstone)
         return tuple(sorted(live, key=lambda r: r.name))
 
     def kind_index(self, kind: str) -> int:
         """Highest modify index of any record (tombstones included) of ``kind``."""
-        _codec(kind)
+        self._schema.codec(kind)
         return max((r.modify_index for (k, _), r in self._records.items() if k == kind), default=0)
 
     # --- local writes -------------------------------------------------------------------
@@ -267,26 +227,26 @@ class GlobalState:
     ) -> Record:
         """Write ``value`` under (kind, name); ``cas`` as Consul's ``?cas=`` (0 = only if absent).
 
-        Raises ``InvalidRequest`` for a wrong kind/type/name, ``Conflict`` for a failed CAS
-        or a duplicate intention; nothing changes then.
+        Raises ``InvalidRequest`` for a wrong kind/type/name, ``Conflict`` for a failed CAS,
+        or what the kind's ``check_put`` raises; nothing changes then.
         """
-        codec = _codec(kind)
+        codec = self._schema.codec(kind)
         if not isinstance(value, codec.type):
             raise InvalidRequest(f"{kind} value must be a {codec.type.__name__}")
         if codec.name_of(value) != name:
             raise InvalidRequest(f"{kind} value is named {codec.name_of(value)!r}, not {name!r}")
         current = self.get(kind, name)
         self._check_cas(kind, name, current, cas)
-        if isinstance(value, Intention):
-            check_unique((r.value for r in self.list(KIND_INTENTION)), value)
-        if isinstance(value, CARoots) and current is not None:
-            _check_no_root_dropped(current.value, value)
+        if codec.check_put is not None:
+            live = (r.value for r in self.list(kind))
+            codec.check_put(None if current is None else current.value, value, live)
         return self._store(kind, name, value, self._clock.tick(wall_ms), current)
 
     def delete(self, kind: str, name: str, *, wall_ms: int, cas: int | None = None) -> Record:
         """Tombstone (kind, name); ``NotFound`` if it is not there."""
-        if kind == KIND_CA_ROOTS:
-            raise InvalidRequest("the CA roots cannot be deleted, only rotated")
+        undeletable = self._schema.codec(kind).undeletable
+        if undeletable is not None:
+            raise InvalidRequest(undeletable)
         current = self.get(kind, name)
         if current is None:
             raise NotFound(f"{kind} {name!r} not found")
@@ -335,7 +295,7 @@ class GlobalState:
         local = self._records.get(remote.key)
         if local is None:
             return self._store(remote.kind, remote.name, remote.value, remote.stamp, None)
-        join = _CODECS[remote.kind].join
+        join = self._schema.codec(remote.kind).join
         both_live = not local.is_tombstone and not remote.is_tombstone
         if join is not None and both_live:
             winner, loser = (remote, local) if remote.stamp > local.stamp else (local, remote)
@@ -401,16 +361,16 @@ class GlobalState:
             "reaped_floor": self._reaped_floor,
             "horizon": None if self._horizon is None else self._horizon.to_wire(),
             "records": [
-                r.to_wire() | {"ci": r.create_index, "mi": r.modify_index}
+                r.to_wire(self._schema) | {"ci": r.create_index, "mi": r.modify_index}
                 for r in self._records.values()
             ],
         }
 
     @classmethod
-    def from_wire(cls, raw: Any) -> GlobalState:
+    def from_wire(cls, raw: Any, schema: Schema) -> GlobalState:
         """Inverse of ``to_wire``; ``InvalidRequest`` if the file is damaged."""
         try:
-            state = cls(str(raw["node"]))
+            state = cls(str(raw["node"]), schema)
             wall, counter = raw["hlc"]
             state._clock = HybridClock(state.node_id, wall_ms=int(wall), counter=int(counter))
             state._index = int(raw["index"])
@@ -420,7 +380,7 @@ class GlobalState:
             if len(raw["records"]) > MAX_WIRE_RECORDS:
                 raise ValueError("too many records")
             for item in raw["records"]:
-                rec = Record.from_wire(item)
+                rec = Record.from_wire(item, schema)
                 state._records[rec.key] = Record(
                     kind=rec.kind,
                     name=rec.name,
@@ -432,13 +392,3 @@ class GlobalState:
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidRequest(f"damaged global state: {exc!r}") from None
         return state
-
-
-def _check_no_root_dropped(current: CARoots, new: CARoots) -> None:
-    """A write may retire roots (list them in ``removed``) but never silently lose one."""
-    kept = {r.id for r in new.roots} | new.removed
-    lost = sorted(r.id for r in current.roots if r.id not in kept)
-    if lost:
-        raise InvalidRequest(
-            f"CA roots write would drop root(s) {', '.join(lost)} without retiring them"
-        )

@@ -4,26 +4,27 @@ Rule: a global-state record travels whole, with its stamp, so a receiver merges 
 the same last-writer-wins rule whatever the order of arrival (``GlobalState.merge``).
 Two broadcast kinds: ``RECORD`` (the record, when it fits one packet) and ``DIGEST``
 (kind, name, stamp) for a bigger one (the CA roots carry PEMs); a digest newer than what
-we hold is handed to ``want`` so the owner fetches the record by RPC. Push-pull carries
+we hold is handed to ``on_want`` so the owner fetches the record by RPC. Push-pull carries
 every record, tombstones included, and repairs anything a broadcast lost. A record that
 advanced our state is re-broadcast once (keyed by (kind, name), so newer news replaces
 older). Every message names the sender's ``primary_datacenter``; one that differs from
 ours is never merged, it goes to ``on_mismatch`` (Consul's silent trust-domain split,
 issue #6847, must be loud here). Untrusted bytes are dropped and counted, never raised.
+Records are decoded with the state's ``Schema``; this module knows no kind.
 
 Pure: no I/O, no clock; the sink owns time and the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import IntEnum
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from node.errors import InvalidRequest, RemoteProtocolError
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
-from node.state.globalstate import MAX_WIRE_RECORDS, Record
+from node.state.globalstate import MAX_WIRE_RECORDS, Record, Schema
 from node.state.hlc import Stamp
 from node.wire import pack, unpack
 
@@ -41,7 +42,7 @@ class StateMessage(IntEnum):
 
 
 class StateSink(Protocol):
-    """What the sync needs from its owner (the ConnectService)."""
+    """The copy the sync merges into and offers (``node.state.replica.Replica``)."""
 
     def records(self) -> Iterable[Record]:
         """Every record held, tombstones included (for push-pull)."""
@@ -55,18 +56,16 @@ class StateSink(Protocol):
         """Merge received records; return those that changed our state."""
         ...
 
-    def want(self, kind: str, name: str, stamp: Stamp) -> None:
-        """A digest announced a newer record than ours: fetch it."""
-        ...
 
-    def on_mismatch(self, peer_primary: str) -> None:
-        """A peer names another primary datacenter than ours."""
-        ...
+WantFn = Callable[[str, str, Stamp], None]
+"""``on_want(kind, name, stamp)``: a digest announced a newer record than ours: fetch it."""
+MismatchFn = Callable[[str], None]
+"""``on_mismatch(peer_primary)``: a peer names another primary datacenter than ours."""
 
 
-def encode_record(record: Record, primary: str) -> bytes:
+def encode_record(record: Record, primary: str, schema: Schema) -> bytes:
     """The broadcast announcing ``record``: the record itself, or its digest if too big."""
-    whole = bytes([StateMessage.RECORD]) + pack({"p": primary, "r": record.to_wire()})
+    whole = bytes([StateMessage.RECORD]) + pack({"p": primary, "r": record.to_wire(schema)})
     if len(whole) <= MAX_USER_MSG_BYTES:
         return whole
     digest = {"p": primary, "k": record.kind, "n": record.name, "s": record.stamp.to_wire()}
@@ -76,18 +75,30 @@ def encode_record(record: Record, primary: str) -> bytes:
 class StateSync:
     """Implements ``node.gossip.delegate.Delegate`` for the global state."""
 
-    __slots__ = ("_sink", "_primary", "_queue", "_stats")
+    __slots__ = ("_sink", "_schema", "_primary", "_queue", "_want", "_mismatch", "_stats")
 
-    def __init__(self, sink: StateSink, *, primary: str, queue: UserBroadcastQueue) -> None:
+    def __init__(
+        self,
+        sink: StateSink,
+        *,
+        schema: Schema,
+        primary: str,
+        queue: UserBroadcastQueue,
+        on_want: WantFn,
+        on_mismatch: MismatchFn,
+    ) -> None:
         self._sink = sink
+        self._schema = schema
         self._primary = primary
         self._queue = queue
+        self._want = on_want
+        self._mismatch = on_mismatch
         self._stats: dict[str, int] = {}
 
     def announce(self, records: Iterable[Record]) -> None:
         """Broadcast records that changed here (local writes, replication, fetches)."""
         for record in records:
-            self._queue.queue(encode_record(record, self._primary), key=record.key)
+            self._queue.queue(encode_record(record, self._primary, self._schema), key=record.key)
 
     def stats(self) -> Mapping[str, int]:
         """Counters: applied, stale, dropped, wanted, mismatch."""
@@ -100,7 +111,7 @@ class StateSync:
         try:
             kind, body = self._open(payload)
             if kind == StateMessage.RECORD:
-                self._take([Record.from_wire(body.get("r"))], rebroadcast=True)
+                self._take([Record.from_wire(body.get("r"), self._schema)], rebroadcast=True)
             elif kind == StateMessage.DIGEST:
                 self._take_digest(body)
             else:
@@ -117,7 +128,7 @@ class StateSync:
     def local_state(self, join: bool) -> bytes:
         """Every record we hold, tombstones included."""
         del join
-        records = [r.to_wire() for r in self._sink.records()][:MAX_WIRE_RECORDS]
+        records = [r.to_wire(self._schema) for r in self._sink.records()][:MAX_WIRE_RECORDS]
         return pack({"p": self._primary, "r": records})
 
     def merge_remote_state(self, payload: bytes, join: bool) -> None:
@@ -130,7 +141,7 @@ class StateSync:
             self._check_primary(body)
             if len(body["r"]) > MAX_WIRE_RECORDS:
                 raise RemoteProtocolError("global state push-pull: too many records")
-            records = [Record.from_wire(raw) for raw in body["r"]]
+            records = [Record.from_wire(raw, self._schema) for raw in body["r"]]
         except (RemoteProtocolError, InvalidRequest):
             self._count("dropped")
             return
@@ -155,7 +166,7 @@ class StateSync:
             raise RemoteProtocolError("global state message names no primary datacenter")
         if peer != self._primary:
             self._count("mismatch")
-            self._sink.on_mismatch(peer)
+            self._mismatch(peer)
             raise _Mismatch
 
     def _take(self, records: list[Record], *, rebroadcast: bool) -> None:
@@ -178,7 +189,7 @@ class StateSync:
             self._count("stale")
             return
         self._count("wanted")
-        self._sink.want(kind, name, stamp)
+        self._want(kind, name, stamp)
 
     def _count(self, key: str, n: int = 1) -> None:
         if n:
