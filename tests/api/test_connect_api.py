@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from node.api.app import make_app
-from node.connect import generate_root, parse_config_entry, private_key_to_pem
+from node.connect import parse_config_entry
+from node.connect.ca import generate_root, private_key_to_pem
 from tests.connect.service_fakes import TRANSIENT, FakeNet
 from tests.helpers.poll import wait_for
 

@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the agent seams ConnectService uses, for unit tests.
+"""In-memory stand-ins for the node seams the Connect components use, for unit tests.
 
 ``FakeNet`` holds fake agents of any number of datacenters. RPC calls go straight to the
 target's registered handler, through msgpack and the RPC error codec like the real wire;
@@ -21,7 +21,7 @@ from node.api.read import ResponseCache
 from node.catalog.model import parse_service
 from node.clock import MonotonicClock
 from node.config.agent import AgentConfig
-from node.connect.service import ConnectService, Timing
+from node.connect.service import ConnectService, NodeSeams, Timing, build_connect
 from node.errors import DatacenterUnavailable, NodeError, RPCUnreachable
 from node.gossip.messages import MemberStatus
 from node.rpc.codec import error_from_wire, error_to_wire
@@ -65,7 +65,7 @@ class FakeLan:
 
 
 class FakeAgent:
-    """What ConnectService needs from ``node.agent.Agent``."""
+    """What the Connect components need from ``node.agent.Agent``."""
 
     def __init__(self, net: FakeNet, config: AgentConfig) -> None:
         self.config = config
@@ -152,7 +152,12 @@ class FakeNet:
             if other is not agent and other.config.datacenter == dc:
                 agent.store.upsert_node(other.local.record())
                 other.store.upsert_node(agent.local.record())
-        service = ConnectService(agent, timing=self.timing)
+        seams = NodeSeams(
+            node_id=agent.node_id, clock=agent.clock, rng=agent.rng, catalog=agent.store,
+            catalog_index=agent.notifier, local=agent.local, members=agent.lan.members,
+            gossip=agent.lan_delegate, rpc=agent, bump_index=agent.bump_index,
+        )  # fmt: skip
+        service = build_connect(config, seams, timing=self.timing)
         agent.connect = service
         self.services[name] = service
         return service

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.connect import (
+from node.connect import SpiffeID, parse_ca_configuration
+from node.connect.ca import (
     CAServer,
     RootMaterial,
-    SpiffeID,
     TrustBundle,
     bootstrap_ca,
     generate_root,
@@ -26,7 +26,6 @@ from node.connect import (
     load_root,
     make_intermediate_csr,
     make_leaf_csr,
-    parse_ca_configuration,
     private_key_to_pem,
     reconfigure_ca,
     verify_leaf,

@@ -11,11 +11,7 @@ from node.connect import (
     CAConfig,
     CARoot,
     CARoots,
-    CAServer,
-    TrustBundle,
     format_duration,
-    generate_root,
-    make_leaf_csr,
     merge_roots,
     parse_ca_configuration,
     parse_duration,
@@ -23,6 +19,7 @@ from node.connect import (
     retire_inactive,
     rotate_roots,
 )
+from node.connect.ca import CAServer, TrustBundle, generate_root, make_leaf_csr
 from node.connect.castate import (
     ca_config_from_wire,
     ca_config_to_wire,

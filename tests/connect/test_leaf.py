@@ -10,13 +10,13 @@ from datetime import timedelta
 
 import pytest
 
-from node.connect import (
+from node.connect import rotate_roots
+from node.connect.ca import (
     CAServer,
     TrustBundle,
     generate_root,
     make_intermediate_csr,
     make_leaf_csr,
-    rotate_roots,
 )
 from node.connect.leaf import LeafManager, renewal_time
 from node.connect.spiffe import SpiffeID

@@ -9,12 +9,7 @@ import pytest
 
 from node.catalog.model import MeshGatewayMode, ServiceDefinition, parse_service
 from node.config.hcl import load_document, normalize_blocks
-from node.connect import (
-    DecidedBy,
-    ProxyDefaults,
-    ServiceDefaults,
-    resolve_upstreams,
-)
+from node.connect import DecidedBy, ProxyDefaults, ServiceDefaults, resolve_upstreams
 from node.errors import InvalidRequest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "config"

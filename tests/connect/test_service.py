@@ -1,4 +1,4 @@
-"""ConnectService against fake agent seams: CA roles, replication, writes, leaves, faults."""
+"""Connect's components against fake node seams: CA roles, replication, writes, leaves, faults."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from node.catalog.model import MeshGatewayMode
-from node.connect import TrustBundle, parse_config_entry, parse_intention
+from node.connect import parse_config_entry, parse_intention
+from node.connect.ca import TrustBundle
+from node.connect.records import KIND_INTENTION
 from node.errors import ConfigError, Conflict, InvalidRequest, NotFound, TrustError
-from node.state.globalstate import KIND_INTENTION
 from tests.connect.service_fakes import TRANSIENT, FakeNet
 from tests.helpers.poll import wait_for
 
@@ -109,7 +110,8 @@ async def test_sign_leaf_refuses_a_service_not_registered_on_the_asker(net: Fake
     net.add("c1")
     net.start()
     await _ready(net, "s1")
-    from node.connect import SpiffeID, make_leaf_csr
+    from node.connect.ca import make_leaf_csr
+    from node.connect.spiffe import SpiffeID
 
     td = net.services["s1"].trust_domain
     _, csr = make_leaf_csr(SpiffeID(trust_domain=td, datacenter="dc1", service="db"))
@@ -212,7 +214,7 @@ async def test_intentions_forwarded_unique_and_deleted_with_tombstones(net: Fake
         await wait_for(
             lambda svc=svc: not svc.intentions(), f"delete reached {name}", ignoring=TRANSIENT
         )
-        assert svc._gs.held(KIND_INTENTION, ixn.id).is_tombstone
+        assert svc.replica.state.held(KIND_INTENTION, ixn.id).is_tombstone
     with pytest.raises(NotFound):
         await c1.delete_intention(ixn.id)
     assert c1.authorize("web", "api")[0] is True  # default allow
@@ -242,7 +244,7 @@ async def test_lww_merge_after_a_partition_between_primary_servers(net: FakeNet)
 
 
 async def test_root_rotation_reissues_leaves_and_old_leaves_still_verify(net: FakeNet) -> None:
-    from node.connect import generate_root, private_key_to_pem
+    from node.connect.ca import generate_root, private_key_to_pem
 
     await _two_dcs(net)
     s1, c2 = net.services["s1"], net.services["c2"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from node.connect import TrustBundle, generate_root, private_key_to_pem
+from node.connect.ca import TrustBundle, generate_root, private_key_to_pem
 from node.errors import ConfigError
 from tests.helpers.cluster import Cluster
 from tests.helpers.poll import wait_for

@@ -13,23 +13,22 @@ from hypothesis import strategies as st
 
 from node.catalog.model import MeshGatewayMode
 from node.connect import (
+    CONNECT_SCHEMA,
     CAConfig,
     CARoot,
     CARoots,
-    Delta,
-    GlobalState,
-    HybridClock,
     Intention,
     IntentionAction,
     ProxyDefaults,
-    Record,
     ServiceDefaults,
-    Stamp,
 )
 from node.errors import Conflict, InvalidRequest, NotFound
+from node.state.globalstate import Delta, GlobalState, Record
+from node.state.hlc import HybridClock, Stamp
 from tests.helpers.ca import CLUSTER_ID, NOW, TD
 
 SD = "service-defaults"
+S = CONNECT_SCHEMA  # the state machinery, with the kinds Connect keeps in it
 
 
 def sd(name: str, mode: str = "") -> ServiceDefaults:
@@ -71,7 +70,7 @@ def test_stamp_wire_errors() -> None:
 
 
 def test_put_get_list_and_indexes() -> None:
-    gs = GlobalState("n1")
+    gs = GlobalState("n1", S)
     r1 = gs.put(SD, "web", sd("web"), wall_ms=1000)
     r2 = gs.put(SD, "api", sd("api"), wall_ms=1001)
     r3 = gs.put(SD, "web", sd("web", "local"), wall_ms=1002)
@@ -84,7 +83,7 @@ def test_put_get_list_and_indexes() -> None:
 
 
 def test_cas() -> None:
-    gs = GlobalState("n1")
+    gs = GlobalState("n1", S)
     first = gs.put(SD, "web", sd("web"), wall_ms=1, cas=0)
     with pytest.raises(Conflict, match="CAS failed .* modify index is 1, the request said 0"):
         gs.put(SD, "web", sd("web", "remote"), wall_ms=2, cas=0)
@@ -118,7 +117,7 @@ def test_cas() -> None:
 def test_put_rejects_bad_input_and_changes_nothing(
     kind: str, name: str, value: object, error: type, message: str
 ) -> None:
-    gs = GlobalState("n1")
+    gs = GlobalState("n1", S)
     gs.put(SD, "web", sd("web"), wall_ms=1)
     before = snapshot(gs)
     with pytest.raises(error, match=message):
@@ -127,7 +126,7 @@ def test_put_rejects_bad_input_and_changes_nothing(
 
 
 def test_duplicate_intention_is_a_conflict() -> None:
-    gs = GlobalState("n1")
+    gs = GlobalState("n1", S)
     a = Intention(
         id=str(uuid.uuid4()), source_name="web", destination_name="db", action=IntentionAction.ALLOW
     )
@@ -143,7 +142,7 @@ def test_duplicate_intention_is_a_conflict() -> None:
 
 
 def test_delete_errors() -> None:
-    gs = GlobalState("n1")
+    gs = GlobalState("n1", S)
     with pytest.raises(NotFound, match="service-defaults 'web' not found"):
         gs.delete(SD, "web", wall_ms=1)
     with pytest.raises(InvalidRequest, match="cannot be deleted"):
@@ -154,7 +153,7 @@ def test_delete_errors() -> None:
 
 
 def test_lww_merge_after_partition_converges_on_larger_stamp() -> None:
-    a, b = GlobalState("node-a"), GlobalState("node-b")
+    a, b = GlobalState("node-a", S), GlobalState("node-b", S)
     a.put(SD, "web", sd("web"), wall_ms=1000)
     sync(a, b, 1000)
     # Partition: both accept writes; b's is later in wall time; a also writes a key b never sees.
@@ -168,7 +167,7 @@ def test_lww_merge_after_partition_converges_on_larger_stamp() -> None:
 
 
 def test_equal_wall_time_ties_break_by_counter_then_node_id() -> None:
-    a, b = GlobalState("node-a"), GlobalState("node-b")
+    a, b = GlobalState("node-a", S), GlobalState("node-b", S)
     a.put(SD, "web", sd("web", "local"), wall_ms=1000)
     b.put(SD, "web", sd("web", "remote"), wall_ms=1000)
     sync(a, b, 1000)
@@ -176,7 +175,7 @@ def test_equal_wall_time_ties_break_by_counter_then_node_id() -> None:
 
 
 def test_merge_is_order_independent() -> None:
-    writers = [GlobalState(f"n{i}") for i in range(3)]
+    writers = [GlobalState(f"n{i}", S) for i in range(3)]
     for i, gs in enumerate(writers):
         for j in range(5):
             gs.put(
@@ -193,7 +192,7 @@ def test_merge_is_order_independent() -> None:
     for seed in range(5):
         shuffled = records[:]
         random.Random(seed).shuffle(shuffled)
-        target = GlobalState("reader")
+        target = GlobalState("reader", S)
         target.merge(shuffled, wall_ms=6000)
         results.append({k: v for k, (v, _) in snapshot(target).items()})
     assert all(r == results[0] for r in results)
@@ -201,7 +200,7 @@ def test_merge_is_order_independent() -> None:
 
 
 def test_tombstone_wins_over_older_write_and_is_reaped_after_grace() -> None:
-    a, b = GlobalState("node-a"), GlobalState("node-b")
+    a, b = GlobalState("node-a", S), GlobalState("node-b", S)
     a.put(SD, "web", sd("web"), wall_ms=1000)
     sync(a, b, 1000)
     stale = b.entries_since(0).records
@@ -216,7 +215,7 @@ def test_tombstone_wins_over_older_write_and_is_reaped_after_grace() -> None:
 
 
 def test_replica_behind_a_reaped_tombstone_gets_full_snapshot_and_drops_deleted() -> None:
-    primary, replica = GlobalState("primary"), GlobalState("replica")
+    primary, replica = GlobalState("primary", S), GlobalState("replica", S)
     primary.put(SD, "web", sd("web"), wall_ms=1000)
     primary.put(SD, "api", sd("api"), wall_ms=1001)
     replica.apply_delta(primary.entries_since(0), wall_ms=1001)
@@ -226,7 +225,7 @@ def test_replica_behind_a_reaped_tombstone_gets_full_snapshot_and_drops_deleted(
     delta = primary.entries_since(seen)
     assert delta.full and delta.horizon is not None
     replica.apply_delta(
-        Delta.from_wire(msgpack.unpackb(msgpack.packb(delta.to_wire()))), wall_ms=10_000
+        Delta.from_wire(msgpack.unpackb(msgpack.packb(delta.to_wire(S))), S), wall_ms=10_000
     )
     assert replica.get(SD, "web") is None and replica.get(SD, "api") is not None
     # A record newer than the horizon that the sender lacks is not dropped.
@@ -236,14 +235,14 @@ def test_replica_behind_a_reaped_tombstone_gets_full_snapshot_and_drops_deleted(
 
 
 def test_replica_ahead_of_a_rebuilt_primary_gets_full_snapshot() -> None:
-    rebuilt = GlobalState("primary")
+    rebuilt = GlobalState("primary", S)
     rebuilt.put(SD, "web", sd("web"), wall_ms=1)
     delta = rebuilt.entries_since(500)
     assert delta.full and [r.name for r in delta.records] == ["web"] and delta.index == 1
 
 
 def test_entries_since_returns_only_newer_changes_in_index_order() -> None:
-    gs = GlobalState("n1")
+    gs = GlobalState("n1", S)
     for i in range(4):
         gs.put(SD, f"s{i}", sd(f"s{i}"), wall_ms=100 + i)
     delta = gs.entries_since(2)
@@ -275,7 +274,7 @@ def roots(active: str, *ids: str, removed: frozenset[str] = frozenset()) -> CARo
 
 
 def test_bootstrap_race_ends_with_one_active_root_and_keeps_both() -> None:
-    a, b = GlobalState("server-a"), GlobalState("server-b")
+    a, b = GlobalState("server-a", S), GlobalState("server-b", S)
     a.put("ca-roots", "roots", roots("ra", "ra"), wall_ms=1000)
     b.put("ca-roots", "roots", roots("rb", "rb"), wall_ms=1001)
     sync(a, b, 1002)
@@ -284,14 +283,14 @@ def test_bootstrap_race_ends_with_one_active_root_and_keeps_both() -> None:
         assert value.active_root_id == "rb" and {r.id for r in value.roots} == {"ra", "rb"}
     assert snapshot(a) == snapshot(b)
     # A third node hearing only from a (stale) still ends in the same place.
-    c = GlobalState("server-c")
+    c = GlobalState("server-c", S)
     c.merge(a.entries_since(0).records, wall_ms=1003)
     c.merge(b.entries_since(0).records, wall_ms=1003)
     assert c.get("ca-roots", "roots").value == a.get("ca-roots", "roots").value  # type: ignore[union-attr]
 
 
 def test_roots_write_may_not_silently_drop_a_root() -> None:
-    gs = GlobalState("n1")
+    gs = GlobalState("n1", S)
     gs.put("ca-roots", "roots", roots("ra", "ra", "rb"), wall_ms=1)
     with pytest.raises(InvalidRequest, match="would drop root\\(s\\) rb without retiring them"):
         gs.put("ca-roots", "roots", roots("ra", "ra"), wall_ms=2)
@@ -302,7 +301,7 @@ def test_roots_write_may_not_silently_drop_a_root() -> None:
 
 
 def test_persistence_round_trip_through_msgpack() -> None:
-    gs = GlobalState("n1")
+    gs = GlobalState("n1", S)
     ixn = Intention(
         id=str(uuid.uuid4()), source_name="*", destination_name="db", action=IntentionAction.DENY
     )
@@ -312,7 +311,7 @@ def test_persistence_round_trip_through_msgpack() -> None:
     gs.put("ca-roots", "roots", roots("ra", "ra"), wall_ms=13)
     gs.put(SD, "web", sd("web"), wall_ms=14)
     gs.delete(SD, "web", wall_ms=15)
-    again = GlobalState.from_wire(msgpack.unpackb(msgpack.packb(gs.to_wire())))
+    again = GlobalState.from_wire(msgpack.unpackb(msgpack.packb(gs.to_wire())), S)
     assert snapshot(again) == snapshot(gs) and again.index == gs.index
     assert [(r.create_index, r.modify_index) for r in again.entries_since(0).records] == [
         (r.create_index, r.modify_index) for r in gs.entries_since(0).records
@@ -353,16 +352,16 @@ def test_persistence_round_trip_through_msgpack() -> None:
 )
 def test_bad_records_are_refused(raw: object, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
-        Record.from_wire(raw)
+        Record.from_wire(raw, S)
 
 
 def test_bad_delta_and_damaged_file() -> None:
     with pytest.raises(InvalidRequest, match="malformed global state delta"):
-        Delta.from_wire({"records": "x"})
+        Delta.from_wire({"records": "x"}, S)
     with pytest.raises(InvalidRequest, match="bad index"):
-        Delta.from_wire({"records": [], "index": "1", "full": False})
+        Delta.from_wire({"records": [], "index": "1", "full": False}, S)
     with pytest.raises(InvalidRequest, match="damaged global state"):
-        GlobalState.from_wire({"node": "n"})
+        GlobalState.from_wire({"node": "n"}, S)
 
 
 # --- property: any interleaving of writes and partial syncs converges -----------------------
@@ -381,7 +380,7 @@ _OPS = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(_OPS)
 def test_any_history_converges_after_full_sync(ops: list[tuple[str, int, int, int]]) -> None:
-    nodes = [GlobalState(f"n{i}") for i in range(3)]
+    nodes = [GlobalState(f"n{i}", S) for i in range(3)]
     wall = 1000
     written_roots: set[str] = set()
     for n, (op, node, arg, step) in enumerate(ops):

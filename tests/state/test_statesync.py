@@ -1,13 +1,18 @@
-"""StateSync (global state over LAN gossip), pure: records, digests, mismatches, garbage."""
+"""StateSync (global state over LAN gossip), pure: records, digests, mismatches, garbage.
+
+Run with the kinds Connect keeps (the CA roots are the record too big for one packet).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from node.connect import GlobalState, Record, generate_root, parse_config_entry, rotate_roots
+from node.connect import parse_config_entry, rotate_roots
+from node.connect.ca import generate_root
 from node.connect.castate import DEFAULT_LEAF_CERT_TTL
+from node.connect.records import CA_ROOTS_NAME, CONNECT_SCHEMA, KIND_CA_ROOTS
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
-from node.state.globalstate import CA_ROOTS_NAME, KIND_CA_ROOTS
+from node.state.globalstate import GlobalState, Record
 from node.state.hlc import Stamp
 from node.state.statesync import StateMessage, StateSync, encode_record
 from node.wire import pack
@@ -17,10 +22,10 @@ WALL = 1_800_000_000_000
 
 
 class Sink:
-    """A GlobalState plus the calls StateSync makes."""
+    """A GlobalState plus the calls StateSync makes (sink, ``on_want``, ``on_mismatch``)."""
 
     def __init__(self, node: str) -> None:
-        self.state = GlobalState(node)
+        self.state = GlobalState(node, CONNECT_SCHEMA)
         self.wanted: list[tuple[str, str, Stamp]] = []
         self.mismatches: list[str] = []
 
@@ -43,13 +48,15 @@ class Sink:
 
 def _pair(primary_b: str = "dc1") -> tuple[Sink, StateSync, Sink, StateSync]:
     a, b = Sink("a"), Sink("b")
-    sync_a = StateSync(
-        a, primary="dc1", queue=UserBroadcastQueue(retransmit_mult=4, num_nodes=lambda: 2)
-    )
-    sync_b = StateSync(
-        b, primary=primary_b, queue=UserBroadcastQueue(retransmit_mult=4, num_nodes=lambda: 2)
-    )
-    return a, sync_a, b, sync_b
+    return a, _sync(a, "dc1"), b, _sync(b, primary_b)
+
+
+def _sync(sink: Sink, primary: str) -> StateSync:
+    queue = UserBroadcastQueue(retransmit_mult=4, num_nodes=lambda: 2)
+    return StateSync(
+        sink, schema=CONNECT_SCHEMA, primary=primary, queue=queue,
+        on_want=sink.want, on_mismatch=sink.on_mismatch,
+    )  # fmt: skip
 
 
 def _entry(name: str, mode: str = "local") -> object:
@@ -85,7 +92,7 @@ def test_big_record_travels_as_a_digest_and_is_wanted() -> None:
     roots = rotate_roots(None, root.info, now=NOW, leaf_ttl=DEFAULT_LEAF_CERT_TTL,
                          cluster_id=TD.split(".")[0], trust_domain=TD)  # fmt: skip
     record = a.state.put(KIND_CA_ROOTS, CA_ROOTS_NAME, roots, wall_ms=WALL)
-    payload = encode_record(record, "dc1")
+    payload = encode_record(record, "dc1", CONNECT_SCHEMA)
     assert payload[0] == StateMessage.DIGEST and len(payload) <= MAX_USER_MSG_BYTES
     sync_b.notify_msg(payload)
     assert b.wanted == [(KIND_CA_ROOTS, CA_ROOTS_NAME, record.stamp)]
