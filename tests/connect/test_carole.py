@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from tests.connect.connect_helpers import CLUSTER_ID, NOW, fake_roots
 
 from node.connect.carole import (
     Bootstrap,
@@ -21,21 +22,9 @@ from node.connect.carole import (
     retry_wait,
     step,
 )
-from node.connect.castate import CAConfig, CARoot, CARoots
-from tests.connect.connect_helpers import CLUSTER_ID, NOW, TD
+from node.connect.castate import CAConfig
 
 LEAF_TTL = timedelta(hours=72)
-
-
-def _root(rid: str, **kw: Any) -> CARoot:
-    return CARoot(
-        id=rid, serial_number=1, signing_key_id="aa", not_before=NOW,
-        not_after=NOW + timedelta(days=3650), root_cert=f"PEM-{rid}", **kw,
-    )  # fmt: skip
-
-
-def _roots(*roots: CARoot, active: str) -> CARoots:
-    return CARoots(cluster_id=CLUSTER_ID, trust_domain=TD, active_root_id=active, roots=roots)
 
 
 def _view(**kw: Any) -> CAView:
@@ -73,14 +62,14 @@ def test_primary_servers_are_the_alive_servers_of_the_primary() -> None:
 
 
 def test_a_missing_root_key_is_fetched_and_a_missing_intermediate_renewed() -> None:
-    roots = _roots(_root("r1"), active="r1")
+    roots = fake_roots("r1", active="r1")
     assert step(_view(roots=roots, need=Need.ROOT_KEY)) == FetchRootKey(roots)
     secondary = _view(roots=roots, need=Need.INTERMEDIATE, in_primary=False)
     assert step(secondary) == RenewIntermediate(roots)
 
 
 def test_decisions_that_change_the_signing_material_look_again_at_once() -> None:
-    roots = _roots(_root("r1"), active="r1")
+    roots = fake_roots("r1", active="r1")
     assert looks_again(Bootstrap()) and looks_again(FetchRootKey(roots))
     assert looks_again(RenewIntermediate(roots))
     assert not looks_again(Idle()) and not looks_again(WriteRoots(roots))
@@ -90,7 +79,7 @@ def test_decisions_that_change_the_signing_material_look_again_at_once() -> None
 
 
 def test_a_primary_retires_an_inactive_root_then_prunes_it_once_expired() -> None:
-    roots = _roots(_root("r1"), _root("r2"), active="r2")
+    roots = fake_roots("r1", "r2", active="r2")
     config = CAConfig(cluster_id=CLUSTER_ID, leaf_cert_ttl=LEAF_TTL)
     decision = step(_view(roots=roots, config=config, need=Need.NOTHING))
     assert isinstance(decision, WriteRoots)
@@ -105,7 +94,7 @@ def test_a_primary_retires_an_inactive_root_then_prunes_it_once_expired() -> Non
 
 
 def test_a_secondary_never_rewrites_roots() -> None:
-    roots = _roots(_root("r1"), _root("r2"), active="r2")
+    roots = fake_roots("r1", "r2", active="r2")
     assert step(_view(roots=roots, need=Need.NOTHING, in_primary=False)) == Idle()
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from node.connect import (
     CAConfig,
-    CARoot,
     CARoots,
     format_duration,
     merge_roots,
@@ -29,31 +28,10 @@ from node.connect.castate import (
 )
 from node.connect.spiffe import SpiffeID
 from node.errors import InvalidRequest, TrustError
+from tests.connect.roots import fake_root, fake_roots
 from tests.helpers.ca import CLUSTER_ID, NOW, TD, is_registered
 
 TTL = timedelta(hours=72)
-
-
-def fake_root(rid: str, **kw: Any) -> CARoot:
-    return CARoot(
-        id=rid,
-        serial_number=1,
-        signing_key_id="aa",
-        not_before=NOW,
-        not_after=NOW + timedelta(days=3650),
-        root_cert=f"PEM-{rid}",
-        **kw,
-    )
-
-
-def roots_of(*ids: str, active: str, **kw: Any) -> CARoots:
-    return CARoots(
-        cluster_id=CLUSTER_ID,
-        trust_domain=TD,
-        active_root_id=active,
-        roots=tuple(fake_root(i) for i in ids),
-        **kw,
-    )
 
 
 # --- durations and CA configuration ---------------------------------------------------------
@@ -155,7 +133,7 @@ def test_rotation_keeps_old_root_until_its_leaves_expire_then_prunes() -> None:
 
 def test_note_leaf_expiry_extends_retention() -> None:
     rotated = rotate_roots(
-        roots_of("a", active="a"),
+        fake_roots("a", active="a"),
         fake_root("b"),
         now=NOW,
         leaf_ttl=TTL,
@@ -170,7 +148,7 @@ def test_note_leaf_expiry_extends_retention() -> None:
 
 
 def test_bootstrap_race_merge_is_deterministic_and_keeps_both_roots() -> None:
-    from_a, from_b = roots_of("a", active="a"), roots_of("b", active="b")
+    from_a, from_b = fake_roots("a", active="a"), fake_roots("b", active="b")
     # B's copy carries the larger stamp in both orders of arrival.
     merged_1 = merge_roots(from_b, from_a)
     merged_2 = merge_roots(merge_roots(from_b, from_a), from_a)
@@ -183,7 +161,7 @@ def test_bootstrap_race_merge_is_deterministic_and_keeps_both_roots() -> None:
 
 
 def test_pruned_root_never_comes_back_from_a_stale_copy() -> None:
-    current = roots_of("a", "b", active="b")
+    current = fake_roots("a", "b", active="b")
     pruned = CARoots(
         cluster_id=CLUSTER_ID,
         trust_domain=TD,
@@ -196,7 +174,7 @@ def test_pruned_root_never_comes_back_from_a_stale_copy() -> None:
 
 
 def test_merge_takes_later_retention() -> None:
-    one = roots_of("a", "b", active="b")
+    one = fake_roots("a", "b", active="b")
     t1, t2 = NOW + TTL, NOW + 3 * TTL
     x = CARoots(
         cluster_id=CLUSTER_ID,
@@ -217,11 +195,11 @@ def test_merge_takes_later_retention() -> None:
 
 def test_roots_validation_and_wire() -> None:
     with pytest.raises(InvalidRequest, match="not in the roots"):
-        roots_of("a", active="z")
+        fake_roots("a", active="z")
     with pytest.raises(InvalidRequest, match="same root id twice"):
-        roots_of("a", "a", active="a")
+        fake_roots("a", "a", active="a")
     value = rotate_roots(
-        roots_of("a", active="a"),
+        fake_roots("a", active="a"),
         fake_root("b"),
         now=NOW,
         leaf_ttl=TTL,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import timedelta
 
 import msgpack
 import pytest
@@ -15,7 +14,6 @@ from node.catalog.model import MeshGatewayMode
 from node.connect import (
     CONNECT_SCHEMA,
     CAConfig,
-    CARoot,
     CARoots,
     Intention,
     IntentionAction,
@@ -25,7 +23,8 @@ from node.connect import (
 from node.errors import Conflict, InvalidRequest, NotFound
 from node.state.globalstate import Delta, GlobalState, Record
 from node.state.hlc import HybridClock, Stamp
-from tests.helpers.ca import CLUSTER_ID, NOW, TD
+from tests.connect.roots import fake_roots
+from tests.helpers.ca import CLUSTER_ID
 
 SD = "service-defaults"
 S = CONNECT_SCHEMA  # the state machinery, with the kinds Connect keeps in it
@@ -252,25 +251,8 @@ def test_entries_since_returns_only_newer_changes_in_index_order() -> None:
 # --- ca-roots as a set ----------------------------------------------------------------------
 
 
-def fake_root(rid: str) -> CARoot:
-    return CARoot(
-        id=rid,
-        serial_number=1,
-        signing_key_id="aa",
-        not_before=NOW,
-        not_after=NOW + timedelta(days=1),
-        root_cert=f"PEM-{rid}",
-    )
-
-
 def roots(active: str, *ids: str, removed: frozenset[str] = frozenset()) -> CARoots:
-    return CARoots(
-        cluster_id=CLUSTER_ID,
-        trust_domain=TD,
-        active_root_id=active,
-        roots=tuple(fake_root(i) for i in ids),
-        removed=removed,
-    )
+    return fake_roots(*ids, active=active, removed=removed)
 
 
 def test_bootstrap_race_ends_with_one_active_root_and_keeps_both() -> None:
