@@ -373,6 +373,7 @@ class _Builder:
     def _replica(self) -> Replica:
         path = None if self.data_dir is None else Path(self.data_dir) / STATE_FILE
         seams = self.seams
+        # The guard and the fetcher read the replica, which calls them back: bound late.
         self.guard = FederationGuard(
             rpc=seams.rpc, cluster=seams.rpc, roots=lambda: roots_of(replica.state), dc=self.dc,
             primary=self.primary, is_server=self.server, rpc_timeout=self.t.rpc_timeout,
