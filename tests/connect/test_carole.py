@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from tests.connect.connect_helpers import CLUSTER_ID, NOW, fake_roots
 
 from node.connect.carole import (
     Bootstrap,
@@ -23,6 +22,8 @@ from node.connect.carole import (
     step,
 )
 from node.connect.castate import CAConfig
+from tests.connect.roots import fake_roots
+from tests.helpers.ca import CLUSTER_ID, NOW
 
 LEAF_TTL = timedelta(hours=72)
 
