@@ -66,15 +66,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 from node.agent.agent import Agent  # noqa: E402
 from node.config.agent import AgentConfig, Ports  # noqa: E402
-from node.connect import (  # noqa: E402
-    CAServer,
-    SpiffeID,
-    generate_root,
-    key_id,
-    make_leaf_csr,
-)
-from node.connect.ca import CLOCK_SKEW  # noqa: E402
+from node.connect.ca import CLOCK_SKEW, CAServer, generate_root, key_id, make_leaf_csr  # noqa: E402
 from node.connect.castate import DEFAULT_LEAF_CERT_TTL  # noqa: E402
+from node.connect.spiffe import SpiffeID  # noqa: E402
 from node.gossip.config import GossipConfig  # noqa: E402
 from node.rpc.client import RPCClient  # noqa: E402
 
