@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from node.agent.agent import Agent
-from node.catalog.model import NodeRecord
+from node.catalog.values import NodeRecord
 from node.catalog.watch import IndexNotifier
 from node.errors import DatacenterUnavailable, InvalidRequest
 from node.gossip.keyring import LAN_KEYRING_FILE, WAN_KEYRING_FILE, Keyring, generate_key

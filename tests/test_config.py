@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog.model import MeshGatewayMode, ServiceKind
+from node.catalog.values import MeshGatewayMode, ServiceKind
 from node.config.agent import (
     AgentConfig,
     IntentionPolicy,
@@ -16,9 +16,9 @@ from node.config.agent import (
     load,
     load_config_entry_document,
     load_services_document,
-    parse_duration,
     validate,
 )
+from node.config.duration import parse_go_duration
 from node.connect.entries import ProxyDefaults, ServiceDefaults
 from node.errors import ConfigError
 
@@ -542,13 +542,18 @@ def test_load_config_entry_document_snake_case_and_json() -> None:
     ],
 )  # fmt: skip
 def test_parse_duration_go_syntax(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
+    assert parse_go_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "10", "s", "10x", "1h 30m", "1..5s", ".s", "-"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="expected a duration"):
-        parse_duration(text)
+def test_parse_duration_rejects(write: WriteFile, text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_go_duration(text)
+    message = _error_in(write, f'retry_interval = "{text}"\n')
+    assert (
+        message
+        == f'cluster.hcl: retry_interval: expected a duration like "30s" or "72h", got "{text}"'
+    )
 
 
 def test_AgentConfig_is_frozen() -> None:

@@ -52,9 +52,9 @@ from node.api.blocking import MAX_WAIT, QueryOptions
 from node.api.read import ForwardedBody, ResponseCache, answer_read, read_table
 from node.catalog.checks import CheckRunner
 from node.catalog.local import LocalState, NodeIdentity
-from node.catalog.model import NodeRecord
 from node.catalog.store import CatalogStore
 from node.catalog.sync import CatalogSync
+from node.catalog.values import NodeRecord
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
 from node.config.agent import AgentConfig

@@ -18,7 +18,7 @@ from node.api import codec
 from node.api.blocking import QueryOptions
 from node.api.read import ForwardedBody, ReadSpec
 from node.catalog import queries
-from node.catalog.model import ServiceKind
+from node.catalog.values import ServiceKind
 from node.errors import InvalidRequest, RemoteProtocolError
 from node.proxy.feed import FeedSources, ProxyFeed
 from node.proxy.manager import ProxyManager

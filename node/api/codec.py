@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from node import __version__
-from node.catalog.model import (
+from node.catalog.parse import parse_check, parse_service
+from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo, NodeServices, ServiceNode
+from node.catalog.values import (
     CheckDefinition,
     CheckKind,
     CheckState,
@@ -28,10 +30,7 @@ from node.catalog.model import (
     ServiceKind,
     TaggedAddress,
     Upstream,
-    parse_check,
-    parse_service,
 )
-from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo, NodeServices, ServiceNode
 from node.config.agent import AgentConfig
 from node.errors import InvalidRequest, RemoteProtocolError
 from node.frozen import thaw

@@ -21,7 +21,7 @@ from node.api import codec
 from node.api.blocking import consul_headers, jittered, parse_query_options, run_blocking
 from node.api.read import ReadSpec, dump_json
 from node.api.state import AGENT, RNG
-from node.catalog.model import ServiceKind
+from node.catalog.values import ServiceKind
 from node.connect.intentions import MatchBy, match_intentions, parse_intention
 from node.connect.records import KIND_CA_CONFIG, KIND_CA_ROOTS, KIND_INTENTION
 from node.errors import DatacenterUnavailable, InvalidRequest, NotFound

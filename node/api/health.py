@@ -13,7 +13,7 @@ from aiohttp import web
 from node.api import codec
 from node.api.read import ReadSpec, serve_read
 from node.catalog import queries
-from node.catalog.model import Health
+from node.catalog.values import Health
 from node.errors import InvalidRequest
 
 __all__ = ["routes", "SERVICE", "CHECKS", "NODE", "STATE"]

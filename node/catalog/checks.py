@@ -21,13 +21,8 @@ from typing import Any
 import aiohttp
 
 from node.catalog.local import LocalState
-from node.catalog.model import (
-    CheckDefinition,
-    CheckKind,
-    Health,
-    aggregate_health,
-)
 from node.catalog.store import CatalogStore
+from node.catalog.values import CheckDefinition, CheckKind, Health, aggregate_health
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
 

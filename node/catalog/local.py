@@ -29,7 +29,10 @@ from types import MappingProxyType
 from typing import Any
 
 from node import wire
-from node.catalog.model import (
+from node.catalog.parse import parse_check, parse_service
+from node.catalog.sidecar import SidecarPorts, expand_sidecar, sidecar_id_for
+from node.catalog.store import CatalogStore
+from node.catalog.values import (
     SIDECAR_MAX_PORT,
     SIDECAR_MIN_PORT,
     CheckDefinition,
@@ -39,13 +42,7 @@ from node.catalog.model import (
     NodeRecord,
     ServiceDefinition,
     ServiceInstance,
-    SidecarPorts,
-    expand_sidecar,
-    parse_check,
-    parse_service,
-    sidecar_id_for,
 )
-from node.catalog.store import CatalogStore
 from node.clock import Clock, MonotonicClock
 from node.errors import ConfigError, InvalidRequest, NotFound, RemoteProtocolError
 from node.persist import atomic_write, read_or_none

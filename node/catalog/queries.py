@@ -13,13 +13,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
-from node.catalog.model import (
-    CheckState,
-    Health,
-    ServiceInstance,
-    ServiceKind,
-    aggregate_health,
-)
 from node.catalog.store import (
     TOPIC_CHECKS,
     TOPIC_NODES,
@@ -31,6 +24,7 @@ from node.catalog.store import (
     topic_node,
     topic_service,
 )
+from node.catalog.values import CheckState, Health, ServiceInstance, ServiceKind, aggregate_health
 from node.errors import InvalidRequest
 
 __all__ = [

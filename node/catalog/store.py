@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
-from node.catalog.model import (
+from node.catalog.values import (
     SERF_CHECK_ID,
     CheckKind,
     CheckState,

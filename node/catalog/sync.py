@@ -22,8 +22,8 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Any
 
-from node.catalog.model import CheckState, NodeRecord, ServiceInstance
 from node.catalog.store import CatalogStore
+from node.catalog.values import CheckState, NodeRecord, ServiceInstance
 from node.errors import LocalProtocolError, RemoteProtocolError
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
 from node.gossip.messages import MemberStatus

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import enum
 import ipaddress
 import json
@@ -42,9 +41,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from node.catalog.model import parse_service
+from node.catalog.parse import parse_service
+from node.catalog.values import SIDECAR_MAX_PORT, SIDECAR_MIN_PORT
 from node.config.duration import parse_go_duration
-from node.config.hcl import canonical_key, load_document, normalize_blocks
+from node.config.hcl import load_document, normalize_blocks
+from node.config.reader import Names, canonical_key
+from node.connect.castate import MAX_LEAF_CERT_TTL, MIN_LEAF_CERT_TTL
 from node.connect.entries import parse_config_entry
 from node.errors import ConfigError, InvalidRequest
 from node.frozen import freeze
@@ -57,7 +59,6 @@ __all__ = [
     "load",
     "load_config_entry_document",
     "load_services_document",
-    "parse_duration",
     "read_source",
     "validate",
 ]
@@ -68,8 +69,6 @@ COMMAND_LINE: Final = "command line"
 LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "WARN", "ERR")
 _LOG_LEVEL_ALIASES: Final = {"WARNING": "WARN", "ERROR": "ERR"}
 MIN_RECONNECT_TIMEOUT: Final = 8 * 3600.0  # Consul: "must be >= 8 hours"
-MIN_LEAF_CERT_TTL: Final = 3600.0  # Consul CA config: LeafCertTTL >= 1h and < 1y
-MAX_LEAF_CERT_TTL: Final = 8760 * 3600.0
 GOSSIP_KEY_SIZES: Final = (16, 24, 32)
 CONFIG_SUFFIXES: Final = (".hcl", ".json")
 
@@ -95,8 +94,8 @@ class Ports:
     server: int = 8300
     grpc: int = -1  # accepted for Consul/Envoy files; meshnode has no gRPC listener
     https: int = -1  # accepted; meshnode serves the API over plain HTTP only
-    sidecar_min_port: int = 21000
-    sidecar_max_port: int = 21255
+    sidecar_min_port: int = SIDECAR_MIN_PORT
+    sidecar_max_port: int = SIDECAR_MAX_PORT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,7 +135,7 @@ class AgentConfig:
     connect: ConnectConfig = field(default_factory=ConnectConfig)
     enable_central_service_config: bool = False
     log_level: str = "INFO"
-    #: Parsed service definitions (``node.catalog.model.ServiceDefinition``).
+    #: Parsed service definitions (``node.catalog.values.ServiceDefinition``).
     services: tuple[Any, ...] = ()
     #: Parsed config entries (``node.connect.entries.ConfigEntry``).
     config_entries_bootstrap: tuple[Any, ...] = ()
@@ -152,22 +151,6 @@ class AgentConfig:
     def encrypt_key(self) -> bytes | None:
         """The decoded gossip key (16, 24 or 32 bytes), or None when gossip is not encrypted."""
         return None if self.encrypt is None else base64.b64decode(self.encrypt)
-
-
-# --- durations ----------------------------------------------------------------------------
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Go duration (``"10s"``, ``"72h"``, ``"1m30s"``, ``"1.5h"``) into seconds.
-
-    Raises ``ValueError`` with a message suitable for a ``ConfigError``.
-    """
-    try:
-        return parse_go_duration(text)
-    except ValueError:
-        raise ValueError(
-            f'expected a duration like "30s" or "72h", got {_describe(text)}'
-        ) from None
 
 
 # --- value checks -------------------------------------------------------------------------
@@ -301,12 +284,10 @@ def _as_uuid(value: Any, lenient: bool) -> str:
 
 
 def _as_duration(value: Any, lenient: bool, *, minimum: float = 0.0, shown: str = "0s") -> float:
-    if not isinstance(value, str):
-        raise _Invalid(f'expected a duration like "30s" or "72h", got {_describe(value)}')
     try:
-        seconds = parse_duration(value)
-    except ValueError as e:
-        raise _Invalid(str(e)) from None
+        seconds = parse_go_duration(value)
+    except (TypeError, ValueError):
+        raise _Invalid(f'expected a duration like "30s" or "72h", got {_describe(value)}') from None
     if seconds < minimum:
         raise _Invalid(f"must be at least {shown}, got {_describe(value)}")
     return seconds
@@ -370,33 +351,28 @@ Scalar = Callable[[Any, bool], Any]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Section:
-    """The keys one level of config accepts: name → checker, plus Consul-only names."""
+    """The keys one level of config accepts: name → checker; other names are Consul-only."""
 
-    keys: Mapping[str, tuple[str, Callable[[Any, _Reader, str], Any]]]
-    consul_only: Mapping[str, str]  # canonical key → spelled-out name
+    checks: Mapping[str, Callable[[Any, _Source, str], Any]]
+    names: Names  # every spelling of a checked or Consul-only name
 
     @classmethod
     def build(
-        cls, keys: Mapping[str, Callable[[Any, _Reader, str], Any]], consul_only: Sequence[str]
+        cls, keys: Mapping[str, Callable[[Any, _Source, str], Any]], consul_only: Sequence[str]
     ) -> _Section:
-        table = {canonical_key(name): (name, check) for name, check in keys.items()}
-        return cls(keys=table, consul_only={canonical_key(name): name for name in consul_only})
-
-    def suggestions(self) -> list[str]:
-        """Every spelled-out key name, for "did you mean"."""
-        return [name for name, _ in self.keys.values()] + sorted(self.consul_only.values())
+        return cls(checks=dict(keys), names=Names.loose([*sorted(consul_only), *keys]))
 
 
-def _scalar(check: Scalar) -> Callable[[Any, _Reader, str], Any]:
-    def convert(value: Any, reader: _Reader, path: str) -> Any:
-        return check(value, reader.lenient)
+def _scalar(check: Scalar) -> Callable[[Any, _Source, str], Any]:
+    def convert(value: Any, source: _Source, path: str) -> Any:
+        return check(value, source.lenient)
 
     return convert
 
 
-def _section(get: Callable[[], _Section]) -> Callable[[Any, _Reader, str], Any]:
-    def convert(value: Any, reader: _Reader, path: str) -> Any:
-        return reader.section(value, path, get())
+def _section(get: Callable[[], _Section]) -> Callable[[Any, _Source, str], Any]:
+    def convert(value: Any, source: _Source, path: str) -> Any:
+        return source.section(value, path, get())
 
     return convert
 
@@ -508,8 +484,12 @@ def _agent_section() -> _Section:
 _RENAMED: Final = {"service": "services"}
 
 
-class _Reader:
-    """Checks one source (a file, or the command line) and collects its warnings."""
+class _Source:
+    """Checks one source (a file, or the command line) and collects its warnings.
+
+    The config layer's error adapter: every problem, a request parser's ``InvalidRequest``
+    included (``_request_error``), becomes a ``ConfigError`` naming this file and the key path.
+    """
 
     __slots__ = ("file", "lenient", "warnings")
 
@@ -532,18 +512,17 @@ class _Reader:
         out: dict[str, Any] = {}
         for key, value in raw.items():
             key_path = f"{path}.{key}" if path else str(key)
-            canon = canonical_key(str(key))
-            if canon in schema.keys:
-                name, check = schema.keys[canon]
-                checked = self.convert(check, value, key_path)
-                _put(out, _RENAMED.get(name, name), checked)
-            elif canon in schema.consul_only:
+            name = schema.names.name_of(str(key))
+            if name is None:
+                raise self.fail(key_path, _unknown_key_reason(str(key), schema.names))
+            check = schema.checks.get(name)
+            if check is None:
                 self.warnings.append((key_path, self._ignored(key_path)))
             else:
-                raise self.fail(key_path, _unknown_key_reason(str(key), schema))
+                _put(out, _RENAMED.get(name, name), self.convert(check, value, key_path))
         return out
 
-    def convert(self, check: Callable[[Any, _Reader, str], Any], value: Any, path: str) -> Any:
+    def convert(self, check: Callable[[Any, _Source, str], Any], value: Any, path: str) -> Any:
         """Run one checker; its ``_Invalid`` becomes a ``ConfigError`` at ``path``."""
         try:
             return check(value, self, path)
@@ -565,63 +544,59 @@ def _put(out: dict[str, Any], name: str, value: Any) -> None:
         out[name] = value
 
 
-def _unknown_key_reason(key: str, schema: _Section) -> str:
-    candidates = schema.suggestions()
-    by_canon = {canonical_key(c): c for c in candidates}
-    close = difflib.get_close_matches(canonical_key(key), list(by_canon), n=1, cutoff=0.75)
-    if close:
-        return f'unknown key (did you mean "{by_canon[close[0]]}"?)'
-    return "unknown key"
+def _unknown_key_reason(key: str, names: Names) -> str:
+    close = names.closest(key, cutoff=0.75)
+    return f'unknown key (did you mean "{close}"?)' if close else "unknown key"
 
 
 # --- services and config entries ----------------------------------------------------------
 
 
-def _check_service_blocks(value: Any, reader: _Reader, path: str) -> tuple[Any, ...]:
+def _check_service_blocks(value: Any, source: _Source, path: str) -> tuple[Any, ...]:
     """``service { }``: one block is an object, repeated blocks (or a JSON list) a list."""
     if isinstance(value, list):
-        return tuple(_parse_service(v, reader, f"{path}[{i}]") for i, v in enumerate(value))
-    return (_parse_service(value, reader, path),)
+        return tuple(_parse_service(v, source, f"{path}[{i}]") for i, v in enumerate(value))
+    return (_parse_service(value, source, path),)
 
 
-def _check_service_list(value: Any, reader: _Reader, path: str) -> tuple[Any, ...]:
+def _check_service_list(value: Any, source: _Source, path: str) -> tuple[Any, ...]:
     """``services = [ ... ]``."""
     if not isinstance(value, list):
         raise _Invalid(f"expected a list of service definitions, got {_describe(value)}")
-    return tuple(_parse_service(v, reader, f"{path}[{i}]") for i, v in enumerate(value))
+    return tuple(_parse_service(v, source, f"{path}[{i}]") for i, v in enumerate(value))
 
 
-def _parse_service(raw: Any, reader: _Reader, path: str) -> Any:
+def _parse_service(raw: Any, source: _Source, path: str) -> Any:
     if not isinstance(raw, Mapping):
-        raise reader.fail(path, f"expected a service definition (an object), got {_describe(raw)}")
+        raise source.fail(path, f"expected a service definition (an object), got {_describe(raw)}")
     try:
         return parse_service(raw, path=path)
     except InvalidRequest as e:
-        raise _request_error(reader, e, e.field or path) from None
+        raise _request_error(source, e, e.field or path) from None
 
 
-def _check_bootstrap_entries(value: Any, reader: _Reader, path: str) -> tuple[Any, ...]:
+def _check_bootstrap_entries(value: Any, source: _Source, path: str) -> tuple[Any, ...]:
     """``config_entries { bootstrap = [ { Kind = ... }, ... ] }``."""
     if not isinstance(value, list):
         raise _Invalid(f"expected a list of config entries, got {_describe(value)}")
-    return tuple(_parse_entry(v, reader, f"{path}[{i}]") for i, v in enumerate(value))
+    return tuple(_parse_entry(v, source, f"{path}[{i}]") for i, v in enumerate(value))
 
 
-def _parse_entry(raw: Any, reader: _Reader, path: str) -> Any:
+def _parse_entry(raw: Any, source: _Source, path: str) -> Any:
     if not isinstance(raw, Mapping):
-        raise reader.fail(path, f"expected a config entry (an object), got {_describe(raw)}")
+        raise source.fail(path, f"expected a config entry (an object), got {_describe(raw)}")
     try:
         return parse_config_entry(raw)
     except InvalidRequest as e:
-        raise _request_error(reader, e, _field_path(path, e.field)) from None
+        raise _request_error(source, e, _field_path(path, e.field)) from None
 
 
-def _request_error(reader: _Reader, error: InvalidRequest, key_path: str) -> ConfigError:
+def _request_error(source: _Source, error: InvalidRequest, key_path: str) -> ConfigError:
     """Re-home a parser's error under this file and key path (without repeating the path)."""
     reason = str(error)
     if error.field and reason.startswith(f"{error.field}: "):
         reason = reason[len(error.field) + 2 :]
-    return reader.fail(key_path, reason)
+    return source.fail(key_path, reason)
 
 
 def _field_path(path: str, field_name: str | None) -> str:
@@ -631,16 +606,16 @@ def _field_path(path: str, field_name: str | None) -> str:
     return f"{path}{joiner}{field_name}" if path else field_name
 
 
-def _check_ca_config(value: Any, reader: _Reader, path: str) -> dict[str, Any]:
+def _check_ca_config(value: Any, source: _Source, path: str) -> dict[str, Any]:
     """``connect { ca_config { } }`` is provider-specific; only ``leaf_cert_ttl`` is checked."""
     if not isinstance(value, Mapping):
         raise _Invalid(f"expected a block, got {_describe(value)}")
     for key, item in value.items():
         if canonical_key(str(key)) == "leafcertttl":
-            ttl = reader.convert(_scalar(_as_duration), item, f"{path}.{key}")
-            if not MIN_LEAF_CERT_TTL <= ttl < MAX_LEAF_CERT_TTL:
+            ttl = source.convert(_scalar(_as_duration), item, f"{path}.{key}")
+            if not MIN_LEAF_CERT_TTL.total_seconds() <= ttl < MAX_LEAF_CERT_TTL.total_seconds():
                 reason = f"must be at least 1h and less than 8760h, got {_describe(item)}"
-                raise reader.fail(f"{path}.{key}", reason)
+                raise source.fail(f"{path}.{key}", reason)
     return dict(value)
 
 
@@ -669,9 +644,9 @@ def load_services_document(text: str, filename: str) -> tuple[Any, ...]:
     Returns the parsed service definitions; any other key is an error.
     """
     raw = _read_document(text, filename)
-    reader = _Reader(filename)
+    source = _Source(filename)
     schema = _Section.build({"service": _check_service_blocks, "services": _check_service_list}, ())
-    checked = reader.section(raw, "", schema)
+    checked = source.section(raw, "", schema)
     services: tuple[Any, ...] = checked.get("services", ())
     if not services:
         raise ConfigError(
@@ -683,7 +658,7 @@ def load_services_document(text: str, filename: str) -> tuple[Any, ...]:
 def load_config_entry_document(text: str, filename: str) -> Any:
     """Parse one config-entry file (``Kind = "proxy-defaults"`` ...) for ``config write``."""
     raw = _read_document(text, filename)
-    return _parse_entry(raw, _Reader(filename), "")
+    return _parse_entry(raw, _Source(filename), "")
 
 
 # --- loading and merging -------------------------------------------------------------------
@@ -749,7 +724,7 @@ _FLAGS: Final = {
 
 def _check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Command-line flags → a partial tree like one file's; ``None`` means "flag not given"."""
-    reader = _Reader(COMMAND_LINE, lenient=True)
+    source = _Source(COMMAND_LINE, lenient=True)
     tree: dict[str, Any] = {}
     for flag, value in overrides.items():
         if value is None:
@@ -757,13 +732,12 @@ def _check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         shown = "-" + str(flag).lstrip("-").replace("_", "-")
         target = _FLAGS.get(canonical_key(str(flag)))
         if target is None:
-            raise reader.fail(shown, "unknown flag")
+            raise source.fail(shown, "unknown flag")
         if target == ("dev",):
-            tree["dev"] = reader.convert(_scalar(_as_bool), value, shown)
+            tree["dev"] = source.convert(_scalar(_as_bool), value, shown)
             continue
         schema = _agent_section() if len(target) == 1 else _ports_section()
-        _, check = schema.keys[canonical_key(target[-1])]
-        checked = reader.convert(check, value, shown)
+        checked = source.convert(schema.checks[target[-1]], value, shown)
         tree = _merge(tree, _nest(target, checked))
     return tree
 
@@ -795,11 +769,11 @@ def load(
     warnings: dict[str, str] = {}  # key path → first warning, so each key warns once
     files = _expand_paths(paths)
     for file in files:
-        reader = _Reader(file)
+        source = _Source(file)
         tree = _merge(
-            tree, reader.section(_read_document(read_source(file), file), "", _agent_section())
+            tree, source.section(_read_document(read_source(file), file), "", _agent_section())
         )
-        for key_path, message in reader.warnings:
+        for key_path, message in source.warnings:
             warnings.setdefault(key_path, message)
     tree = _merge(tree, _check_overrides(overrides))
     is_dev = bool(tree.pop("dev", False)) or dev

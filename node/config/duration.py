@@ -1,8 +1,9 @@
 """Go-style durations ("10s", "1m30s", "72h", "500ms"), the one parser every layer uses.
 
-Rule: this module only knows the syntax. Callers wrap ``ValueError`` in the error type of
-their layer (``ConfigError`` with a key path, ``InvalidRequest`` with a field name).
-Pure: no I/O.
+Rule: this module knows the syntax and which values can be durations at all. Callers word
+its ``TypeError`` (not a duration value) and ``ValueError`` (not a duration text) in the
+error of their layer (``ConfigError`` with a key path, ``InvalidRequest`` with a field
+name) and decide whether a negative duration is allowed. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -25,11 +26,18 @@ _UNIT_SECONDS: Final = {
 }
 
 
-def parse_go_duration(text: str) -> float:
-    """Seconds in ``text`` (a signed sequence of number+unit, or ``"0"``).
+def parse_go_duration(value: object, *, numbers_are_nanoseconds: bool = False) -> float:
+    """Seconds in ``value``: a signed sequence of number+unit, or ``"0"``.
 
-    Raises ``ValueError`` naming the text when it is not a duration.
+    With ``numbers_are_nanoseconds`` a number is read as nanoseconds, as Consul's JSON
+    decoder reads one. Raises ``TypeError`` when ``value`` is of no duration type and
+    ``ValueError`` naming the text when the text is not a duration.
     """
+    if numbers_are_nanoseconds and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) * 1e-9
+    if not isinstance(value, str):
+        raise TypeError(f"expected a duration string, got {type(value).__name__}")
+    text = value
     body = text.strip()
     sign = -1.0 if body.startswith("-") else 1.0
     body = body.lstrip("+-")

@@ -33,13 +33,13 @@ import hcl2
 import lark
 from hcl2.utils import SerializationOptions
 
+from node.config.reader import canonical_key
 from node.errors import ConfigError
 
 __all__ = [
     "BlockList",
     "DEFAULT_LIST_KEYS",
     "DEFAULT_OPAQUE_KEYS",
-    "canonical_key",
     "is_json_document",
     "load_document",
     "normalize_blocks",
@@ -107,11 +107,6 @@ _MAX_EXPECTED_SHOWN: Final = 4
 
 class BlockList(list[Any]):
     """A list that came from one or more HCL blocks (``key { ... }``), not from ``key = [...]``."""
-
-
-def canonical_key(key: str) -> str:
-    """The form keys are compared in: ``mesh_gateway``, ``MeshGateway`` → ``meshgateway``."""
-    return key.replace("_", "").replace("-", "").lower()
 
 
 def is_json_document(text: str, filename: str) -> bool:

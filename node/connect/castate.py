@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from node.config.duration import format_go_duration, parse_go_duration
-from node.connect.keys import read_keys
+from node.config.reader import Names, read_keys
 from node.errors import InvalidRequest
 from node.wire import from_timestamp, timestamp
 
@@ -142,7 +142,7 @@ _CA_IGNORED: Final = frozenset(
 
 
 def _pick(raw: Mapping[str, Any], table: Mapping[str, str], where: str) -> dict[str, Any]:
-    read = read_keys(raw, table, ignored=_CA_IGNORED)
+    read = read_keys(raw, Names.pascal_or_snake(table), ignored=_CA_IGNORED)
     if read.unknown:
         key = read.unknown[0]
         raise InvalidRequest(f"invalid CA configuration key {where}{key!r}", field=f"{where}{key}")

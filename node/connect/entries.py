@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
 
-from node.catalog.model import MeshGatewayMode, parse_mesh_gateway_mode
-from node.connect.keys import read_keys
+from node.catalog.parse import parse_mesh_gateway_mode
+from node.catalog.values import MeshGatewayMode
+from node.config.reader import Names, read_keys
 from node.errors import InvalidRequest
 from node.frozen import freeze, thaw
 
@@ -147,7 +148,9 @@ _MESH_GATEWAY_KEYS: Final = {"Mode": "mode"}
 
 def _canonical(raw: Mapping[Any, Any], table: Mapping[str, str], where: str) -> dict[str, Any]:
     """Map each key of ``raw`` to its PascalCase name; reject unknown or doubled keys."""
-    read = read_keys(raw, table, ignored=_IGNORED_KEYS if where == "" else frozenset())
+    read = read_keys(
+        raw, Names.pascal_or_snake(table), ignored=_IGNORED_KEYS if where == "" else frozenset()
+    )
     if read.twice is not None:
         canon = read.twice[1]
         raise InvalidRequest(

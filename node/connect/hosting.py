@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from node.catalog.model import ServiceDefinition, ServiceKind
+from node.catalog.values import ServiceDefinition, ServiceKind
 from node.clock import Clock
 from node.connect.leaf import Leaf, LeafManager
 from node.connect.signbatch import SignBatcher

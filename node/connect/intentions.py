@@ -22,7 +22,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
-from node.connect.keys import read_keys
+from node.config.reader import Names, read_keys
 from node.connect.spiffe import SpiffeID
 from node.errors import Conflict, InvalidRequest
 from node.wire import from_timestamp, timestamp
@@ -215,7 +215,7 @@ _IGNORED: Final = frozenset(
 
 
 def _fields(raw: Mapping[str, Any]) -> dict[str, Any]:
-    read = read_keys(raw, _KEYS, ignored=_IGNORED)
+    read = read_keys(raw, Names.pascal_or_snake(_KEYS), ignored=_IGNORED)
     if read.unknown:
         key = read.unknown[0]
         raise InvalidRequest(f"invalid intention field {key!r}", field=str(key))

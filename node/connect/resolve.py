@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from node.catalog.model import MeshGatewayMode, ServiceDefinition, ServiceKind, Upstream
+from node.catalog.values import MeshGatewayMode, ServiceDefinition, ServiceKind, Upstream
 from node.connect.entries import (
     PROXY_CONFIG_GLOBAL,
     PROXY_DEFAULTS,

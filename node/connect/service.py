@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from node.catalog.model import ServiceDefinition
+from node.catalog.values import ServiceDefinition
 from node.clock import Clock
 from node.config.agent import AgentConfig, IntentionPolicy
 from node.connect import intentions as ixns

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from node.catalog.model import Health, TaggedAddress
 from node.catalog.queries import HealthEntry
+from node.catalog.values import Health, TaggedAddress
 from node.proxy.snapshot import EndpointInfo
 
 __all__ = ["is_healthy", "make_endpoint", "endpoint_of"]

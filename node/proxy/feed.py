@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node.catalog.model import ServiceDefinition
 from node.catalog.queries import HealthEntry, QueryResult
+from node.catalog.values import ServiceDefinition
 from node.clock import Clock, MonotonicClock
 from node.errors import NodeError
 from node.proxy.gather import PROXY_KINDS, ConnectReads, RemoteKey, gather

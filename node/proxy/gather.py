@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from node.catalog.model import ServiceDefinition, ServiceKind
 from node.catalog.queries import HealthEntry, QueryResult
+from node.catalog.values import ServiceDefinition, ServiceKind
 from node.errors import NodeError
 from node.proxy.endpoints import endpoint_of
 from node.proxy.snapshot import (

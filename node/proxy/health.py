@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from node.catalog.model import CheckDefinition, CheckKind, Health, ServiceDefinition
+from node.catalog.values import CheckDefinition, CheckKind, Health, ServiceDefinition
 from node.errors import NodeError
 from node.proxy.manager import ProxyManager, ProxyStatus
 

@@ -49,7 +49,7 @@ async def _serve() -> None:
 
     from node.agent.agent import Agent
     from node.api.app import HTTPServer
-    from node.catalog.model import parse_service
+    from node.catalog.parse import parse_service
     from node.config.agent import load
 
     agent = Agent(load([], dev=True, overrides={"http-port": 0, "node": "bench"}))

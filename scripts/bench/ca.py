@@ -215,7 +215,7 @@ async def rpc_path_rate(
         await node.join([_addr(server, "serf_lan")])
         await _until(lambda: server.connect.authority is not None
                      and server.connect.authority.signer is not None, "CA bootstrap")  # fmt: skip
-        from node.catalog.model import parse_service
+        from node.catalog.parse import parse_service
 
         node.local.register_service(parse_service({"Name": "web", "Port": 80}))
         await _until(lambda: server.store.entry("c1") is not None, "c1's record on s1")

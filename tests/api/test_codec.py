@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node.api import codec
-from node.catalog.model import parse_service
+from node.catalog.parse import parse_service
 from node.errors import InvalidRequest
 
 

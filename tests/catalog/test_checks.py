@@ -12,8 +12,9 @@ from aiohttp import web
 
 from node.catalog.checks import CheckRunner, alias_status, http_status_health, probe_tcp
 from node.catalog.local import LocalState, NodeIdentity
-from node.catalog.model import Health, parse_check, parse_service
+from node.catalog.parse import parse_check, parse_service
 from node.catalog.store import CatalogStore
+from node.catalog.values import Health
 from node.catalog.watch import IndexNotifier
 from tests.helpers.poll import wait_for
 

@@ -17,8 +17,9 @@ import pytest
 from node import wire
 from node.catalog import queries
 from node.catalog.local import NODE_ID_FILE, STATE_FILE, LocalState, NodeIdentity, ServiceSource
-from node.catalog.model import Health, ServiceDefinition, parse_check, parse_service
+from node.catalog.parse import parse_check, parse_service
 from node.catalog.store import CatalogStore
+from node.catalog.values import Health, ServiceDefinition
 from node.errors import ConfigError, InvalidRequest, NotFound
 
 REPO = Path(__file__).resolve().parents[2]
@@ -243,7 +244,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from node.catalog.local import LocalState, NodeIdentity
-    from node.catalog.model import parse_service
+    from node.catalog.parse import parse_service
     from node.catalog.store import CatalogStore
 
     local = LocalState(identity=NodeIdentity(name="n1", datacenter="dc1", address="127.0.0.1"),
@@ -364,7 +365,7 @@ CONFIG_THEN_API = textwrap.dedent(
     """
     import sys
     from node.catalog.local import LocalState, NodeIdentity
-    from node.catalog.model import parse_service
+    from node.catalog.parse import parse_service
     from node.catalog.store import CatalogStore
 
     local = LocalState(identity=NodeIdentity(name="n1", datacenter="dc1", address="127.0.0.1"),

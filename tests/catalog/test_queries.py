@@ -8,8 +8,9 @@ from types import MappingProxyType
 import pytest
 
 from node.catalog import queries
-from node.catalog.model import CheckKind, CheckState, Health, NodeRecord, ServiceKind, parse_service
+from node.catalog.parse import parse_service
 from node.catalog.store import CatalogStore
+from node.catalog.values import CheckKind, CheckState, Health, NodeRecord, ServiceKind
 from node.errors import InvalidRequest
 
 

@@ -6,16 +6,7 @@ from collections.abc import Iterable
 from types import MappingProxyType
 
 from node.catalog import queries
-from node.catalog.model import (
-    SERF_CHECK_ID,
-    CheckKind,
-    CheckState,
-    Health,
-    NodeRecord,
-    ServiceInstance,
-    ServiceKind,
-    parse_service,
-)
+from node.catalog.parse import parse_service
 from node.catalog.store import (
     TOPIC_CHECKS,
     TOPIC_NODES,
@@ -25,6 +16,15 @@ from node.catalog.store import (
     topic_kind,
     topic_node,
     topic_service,
+)
+from node.catalog.values import (
+    SERF_CHECK_ID,
+    CheckKind,
+    CheckState,
+    Health,
+    NodeRecord,
+    ServiceInstance,
+    ServiceKind,
 )
 
 

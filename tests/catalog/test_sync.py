@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from node.catalog import queries
 from node.catalog.local import LocalState, NodeIdentity
-from node.catalog.model import Health, NodeRecord, parse_service
+from node.catalog.parse import parse_service
 from node.catalog.store import CatalogStore
 from node.catalog.sync import CatalogSync, SyncMessage, encode_update
+from node.catalog.values import Health, NodeRecord
 from node.gossip.delegate import MAX_USER_MSG_BYTES, UserBroadcastQueue
 from node.wire import pack
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from node.agent.agent import build_local_state, build_store
 from node.api.read import ResponseCache
-from node.catalog.model import parse_service
+from node.catalog.parse import parse_service
 from node.clock import MonotonicClock
 from node.config.agent import AgentConfig
 from node.connect.service import ConnectService, NodeSeams, Timing, build_connect

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from node.catalog.model import MeshGatewayMode
+from node.catalog.values import MeshGatewayMode
 from node.config.hcl import load_document, normalize_blocks
 from node.connect import ProxyDefaults, ServiceDefaults, entry_to_wire, parse_config_entry
 from node.errors import InvalidRequest

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from node.catalog.model import MeshGatewayMode, ServiceDefinition, parse_service
+from node.catalog.parse import parse_service
+from node.catalog.values import MeshGatewayMode, ServiceDefinition
 from node.config.hcl import load_document, normalize_blocks
 from node.connect import DecidedBy, ProxyDefaults, ServiceDefaults, resolve_upstreams
 from node.errors import InvalidRequest

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog.model import MeshGatewayMode
+from node.catalog.values import MeshGatewayMode
 from node.connect import parse_config_entry, parse_intention
 from node.connect.ca import TrustBundle
 from node.connect.records import KIND_INTENTION

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from node.agent.agent import Agent
-from node.catalog.model import Health
+from node.catalog.values import Health
 from node.proxy.health import listeners_check_id
 from tests.helpers.cluster import Cluster, free_port
 from tests.helpers.poll import wait_for

@@ -20,8 +20,9 @@ import pytest
 from node.api.codec import decode_health_endpoints
 from node.catalog import queries
 from node.catalog.local import LocalState, NodeIdentity
-from node.catalog.model import Health, ServiceKind, parse_service
+from node.catalog.parse import parse_service
 from node.catalog.store import CatalogStore
+from node.catalog.values import Health, ServiceKind
 from node.catalog.watch import IndexNotifier
 from node.connect.resolve import resolve_upstreams
 from node.errors import RemoteProtocolError

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.catalog.model import MeshGatewayMode
+from node.catalog.values import MeshGatewayMode
 from node.connect import (
     CONNECT_SCHEMA,
     CAConfig,
