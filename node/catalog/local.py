@@ -30,11 +30,15 @@ from typing import Any
 
 from node import wire
 from node.catalog.parse import parse_check, parse_service
-from node.catalog.sidecar import SidecarPorts, expand_sidecar, sidecar_id_for
-from node.catalog.store import CatalogStore
-from node.catalog.values import (
+from node.catalog.sidecar import (
     SIDECAR_MAX_PORT,
     SIDECAR_MIN_PORT,
+    SidecarPorts,
+    expand_sidecar,
+    sidecar_id_for,
+)
+from node.catalog.store import CatalogStore
+from node.catalog.values import (
     CheckDefinition,
     CheckKind,
     CheckState,

@@ -13,8 +13,6 @@ from types import MappingProxyType
 
 from node.catalog.parse import default_check_id, reject_duplicate_checks
 from node.catalog.values import (
-    SIDECAR_MAX_PORT,
-    SIDECAR_MIN_PORT,
     CheckDefinition,
     CheckKind,
     ProxyConfig,
@@ -24,7 +22,17 @@ from node.catalog.values import (
 )
 from node.errors import InvalidRequest
 
-__all__ = ["SidecarPorts", "expand_sidecar", "sidecar_id_for"]
+__all__ = [
+    "SIDECAR_MIN_PORT",
+    "SIDECAR_MAX_PORT",
+    "SidecarPorts",
+    "expand_sidecar",
+    "sidecar_id_for",
+]
+
+#: Consul's default ``sidecar_min_port`` / ``sidecar_max_port`` (inclusive).
+SIDECAR_MIN_PORT = 21000
+SIDECAR_MAX_PORT = 21255
 
 
 def sidecar_id_for(service_id: str) -> str:

@@ -35,8 +35,6 @@ __all__ = [
     "ServiceInstance",
     "CheckState",
     "NodeRecord",
-    "SIDECAR_MIN_PORT",
-    "SIDECAR_MAX_PORT",
     "DEFAULT_CHECK_TIMEOUT",
     "DEFAULT_OUTPUT_MAX_SIZE",
     "SERF_CHECK_ID",
@@ -45,9 +43,6 @@ __all__ = [
     "EMPTY_MAP",
 ]
 
-#: Consul's default ``sidecar_min_port`` / ``sidecar_max_port`` (inclusive).
-SIDECAR_MIN_PORT = 21000
-SIDECAR_MAX_PORT = 21255
 #: Timeout of TCP/HTTP checks that do not set one (Consul: 10s).
 DEFAULT_CHECK_TIMEOUT = 10.0
 #: Check output kept per check (Consul ``check_output_max_size`` default).
@@ -316,7 +311,7 @@ class ServiceInstance:
         """Decode ``to_wire`` output from a peer; ``RemoteProtocolError`` on anything bad."""
         if not isinstance(raw, Mapping) or "checks" in raw or "check" in raw:
             raise RemoteProtocolError("service instance: expected an object without checks")
-        # parse builds on these values, so it is loaded when a peer's service first arrives.
+        # parse imports this module; importing it at call time keeps the two from a cycle.
         from node.catalog.parse import parse_service
 
         try:
@@ -478,7 +473,7 @@ def _upstream_to_raw(up: Upstream) -> dict[str, Any]:
 
 
 def format_duration(seconds: float) -> str:
-    """Render seconds as a Go duration string that ``parse_duration`` reads back exactly."""
+    """Render seconds as a Go duration string that the parsers read back exactly."""
     if seconds == int(seconds):
         return f"{int(seconds)}s"
     return f"{seconds!r}s"

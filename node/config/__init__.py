@@ -1,5 +1,6 @@
 """Configuration: HCL/JSON files and flags → frozen ``AgentConfig`` (``node.config.agent``).
 
-``hcl`` reads documents, ``duration`` parses Go durations; every error names the file,
+``hcl`` reads documents, ``reader`` matches raw keys and reads typed values (also for
+request bodies), ``duration`` parses Go durations; every config error names the file,
 the key path and what was expected.
 """

@@ -42,7 +42,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from node.catalog.parse import parse_service
-from node.catalog.values import SIDECAR_MAX_PORT, SIDECAR_MIN_PORT
+from node.catalog.sidecar import SIDECAR_MAX_PORT, SIDECAR_MIN_PORT
 from node.config.duration import parse_go_duration
 from node.config.hcl import load_document, normalize_blocks
 from node.config.reader import Names, canonical_key
