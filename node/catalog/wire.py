@@ -17,12 +17,14 @@ __all__ = ["wire_map", "wire_str", "wire_float", "wire_strs", "wire_list", "wire
 
 
 def wire_map(raw: object, what: str, max_keys: int) -> Mapping[str, Any]:
+    """``raw`` as a map of at most ``max_keys`` keys (``what`` names it in the error)."""
     if not isinstance(raw, Mapping) or len(raw) > max_keys:
         raise RemoteProtocolError(f"{what}: expected an object")
     return raw
 
 
 def wire_str(data: Mapping[str, Any], key: str) -> str:
+    """A string field; ``""`` when absent."""
     value = data.get(key, "")
     if not isinstance(value, str):
         raise RemoteProtocolError(f"{key}: expected a string")
@@ -30,6 +32,7 @@ def wire_str(data: Mapping[str, Any], key: str) -> str:
 
 
 def wire_float(data: Mapping[str, Any], key: str) -> float:
+    """A number field as a float; ``0.0`` when absent."""
     value = data.get(key, 0.0)
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise RemoteProtocolError(f"{key}: expected a number")
@@ -37,6 +40,7 @@ def wire_float(data: Mapping[str, Any], key: str) -> float:
 
 
 def wire_strs(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """A list-of-strings field; empty when absent."""
     value = wire_list(data, key)
     if not all(isinstance(v, str) for v in value):
         raise RemoteProtocolError(f"{key}: expected a list of strings")
@@ -44,6 +48,7 @@ def wire_strs(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 
 def wire_list(data: Mapping[str, Any], key: str) -> list[Any]:
+    """A list field (items unchecked); empty when absent."""
     value = data.get(key, [])
     if not isinstance(value, list | tuple):
         raise RemoteProtocolError(f"{key}: expected a list")
@@ -51,6 +56,7 @@ def wire_list(data: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def wire_str_map(data: Mapping[str, Any], key: str) -> Mapping[str, str]:
+    """A string-to-string map field, frozen; empty when absent."""
     value = data.get(key, {})
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
