@@ -97,7 +97,7 @@ SPLIT_PACKAGES: dict[str, Split] = {
         drivers=("transport", "runtime", "keyring"),
     ),
     "node.catalog": Split(
-        pure=("model", "store", "queries"),
+        pure=("values", "wire", "parse", "sidecar", "store", "queries"),
         drivers=("sync", "local", "checks", "watch"),
     ),
     "node.state": Split(
@@ -108,7 +108,6 @@ SPLIT_PACKAGES: dict[str, Split] = {
         pure=(
             "spiffe",
             "names",
-            "keys",
             "entries",
             "intentions",
             "resolve",
