@@ -15,10 +15,15 @@ from typing import Any
 import pytest
 
 from node.agent.agent import Agent
+from node.agent.cluster import ClusterView
 from node.catalog.values import NodeRecord
 from node.catalog.watch import IndexNotifier
+from node.config.agent import AgentConfig, Ports
 from node.errors import DatacenterUnavailable, InvalidRequest
 from node.gossip.keyring import LAN_KEYRING_FILE, WAN_KEYRING_FILE, Keyring, generate_key
+from node.gossip.messages import MemberStatus
+from node.gossip.state import Member
+from node.rpc.reads import NODES
 from tests.helpers.cluster import FAST_GOSSIP, Cluster, converged
 from tests.helpers.poll import wait_for
 
@@ -305,7 +310,7 @@ async def test_two_datacenters_over_wan(tmp_path: Path) -> None:
         assert status == 500 and "dc2" in text, text
         assert time.monotonic() - start < 6.5
         with pytest.raises(DatacenterUnavailable):
-            await s1.call_server("Catalog.Datacenters", dc="dc2", timeout=1.0)
+            await s1.router.call_server("Catalog.Datacenters", dc="dc2", timeout=1.0)
 
 
 # ---------------------------------------------------------------------------- encryption
@@ -461,9 +466,77 @@ async def test_builtin_rpc_methods_reject_bad_input_clearly(tmp_path: Path) -> N
             with pytest.raises(InvalidRequest, match=text):
                 await call(addr, method, args, timeout=2)
         reply = await call(addr, "Catalog.Read", {"name": "catalog.nodes", "args": {}}, timeout=2)
-        assert reply["index"] >= 1 and b'"Node":"s1"' in reply["body"]
+        assert reply["index"] >= 1 and "s1" in [n.name for n in NODES.from_wire(reply["value"])]
         # a client is no forwarder
         with pytest.raises(InvalidRequest, match="server"):
             await s1.rpc_client.call(
                 c1.bound["server"], "Forward.Call", {"dc": "dc2", "method": "x"}, timeout=2
             )
+
+
+# ---------------------------------------------------------------------------- the view
+
+
+def _member(
+    name: str, host: str, dc: str, role: str, status: MemberStatus = MemberStatus.ALIVE
+) -> Member:
+    tags = {"dc": dc, "role": role, "port": "8300"}
+    return Member(name=name, addr=(host, 8301), tags=tags, incarnation=1, status=status,
+                  status_since=0.0)  # fmt: skip
+
+
+@dataclasses.dataclass
+class _Pool:
+    found: list[Member]
+
+    def members(self) -> list[Member]:
+        return self.found
+
+
+@dataclasses.dataclass
+class _Pools:
+    lan: _Pool | None = None
+    wan: _Pool | None = None
+
+
+def _config(*, server: bool) -> AgentConfig:
+    return AgentConfig(node_name="s1", datacenter="dc1", server=server, advertise_addr="10.0.0.1",
+                       ports=Ports(server=8300))  # fmt: skip
+
+
+def test_ClusterView_before_the_pools_run_describes_this_node_from_its_config() -> None:
+    server = ClusterView(_config(server=True), "id-1", _Pools())
+    assert [m["name"] for m in server.members()] == ["s1"]
+    assert [m["name"] for m in server.members(wan=True)] == ["s1.dc1"]
+    assert server.members()[0]["tags"]["role"] == "consul"
+    assert server.leader() == "10.0.0.1:8300" and server.peers() == ["10.0.0.1:8300"]
+    assert server.datacenters() == ["dc1"]
+    client = ClusterView(_config(server=False), "id-2", _Pools())
+    assert client.leader() == "" and client.peers() == [] and client.members(wan=True) == []
+
+
+def test_ClusterView_leader_peers_and_datacenters_follow_membership() -> None:
+    lan = _Pool([
+        _member("s3", "10.0.0.3", "dc1", "server"),
+        _member("s2", "10.0.0.2", "dc1", "server", MemberStatus.SUSPECT),
+        _member("s1", "10.0.0.1", "dc1", "server", MemberStatus.DEAD),
+        _member("c1", "10.0.0.9", "dc1", "node"),
+        _member("x1", "10.0.1.1", "dc2", "server"),
+    ])  # fmt: skip
+    pools = _Pools(lan=lan)
+    view = ClusterView(_config(server=True), "id-1", pools)
+    # The smallest alive (or suspect) server name of the datacenter stands in for the leader.
+    assert view.leader() == "10.0.0.2:8300"
+    assert view.peers() == ["10.0.0.2:8300", "10.0.0.3:8300"]
+    assert [m["name"] for m in view.members()] == ["s1", "c1", "s2", "s3", "x1"]
+    pools.wan = _Pool([
+        _member("s1.dc1", "10.0.0.1", "dc1", "server"),
+        _member("x1.dc2", "10.0.1.1", "dc2", "server"),
+        _member("y1.dc0", "10.0.2.1", "dc0", "server", MemberStatus.LEFT),
+    ])  # fmt: skip
+    assert view.datacenters() == ["dc1", "dc2"]
+    assert [m["name"] for m in view.members(wan=True)][0] == "s1.dc1"
+    pools.wan = None  # a client: told by a server
+    assert view.set_remote_datacenters(["dc1", "dc3"]) is True
+    assert view.set_remote_datacenters(["dc1", "dc3"]) is False
+    assert view.datacenters() == ["dc1", "dc3"]

@@ -6,27 +6,23 @@ what runs, and ``Agent.run()`` starts them all in one ``asyncio.TaskGroup``. Shu
 the cancellation of that group (SIGINT/SIGTERM or ``Agent.stop()``), followed by
 flushing what must survive a restart. Each part (HTTP, checks, gossip pools, node RPC,
 the Connect service with the CA, global state and leaves, the proxy feed) is one
-``build_*`` call and one row in ``components()``.
+``build_*`` call and one row in ``components()``; each gets only what it uses.
 
-What other components (and the HTTP API) ask the agent goes through methods here —
-``members()``, ``leader()``, ``datacenters()``, ``forward_read()``, ``call_server()``.
+Where the work is done: ``cluster.ClusterView`` (members, leader, peers, datacenters),
+``pools.GossipPools`` (joins and leaves), ``forward.Router`` (which server answers a
+call, ``Forward.Call``, reads of other datacenters) and ``forward.ReadServer``
+(``Catalog.Read``), ``keyring.KeyringService`` (keyring fan-out), ``records`` (node
+records beyond gossip) and ``index.NodeIndex``. The ``Agent`` methods the HTTP API
+(``AgentAPI``) calls only hand over to them.
 
-Cluster plumbing. Every node runs a LAN gossip pool (``agent.lan``) whose
-single delegate is a ``DelegateMux`` (``agent.lan_delegate``; channel 1 = the catalog's
-``CatalogSync``, further channels added with ``add_channel`` before ``run()``), and an
-``RPCServer`` on ``ports.server`` (``agent.rpc_server``; ``register_rpc`` before
-``run()``). Servers also join the WAN pool (``agent.wan``) as ``<node>.<dc>``. Gossip
-tags: ``dc``, ``role`` (``server``/``node``), ``port`` (the bound RPC port), ``id``,
-``build``. Pools and the RPC listener are bound in ``run()`` (so ``lan``/``wan`` are None
-before it), RPC first because its real port goes into the tags. ``call_server`` routes a
-call: own datacenter → a server dispatches to itself without a socket, a client picks an
-alive server of its LAN; another datacenter → a server calls an alive WAN member of it,
-a client asks a server of its own datacenter to forward (``Forward.Call``). The leader
-is a stand-in (there is no raft): the alive server of the datacenter with the smallest
-name, which every member computes the same from the same membership. Keyrings (LAN and
-WAN) are opened from ``data_dir`` (a saved keyring beats ``encrypt``) and saved again
-after every keyring operation; RPC is sealed with the LAN keyring, so datacenters that
-talk RPC must share a key (``encrypt`` and cluster-wide keyring operations give that).
+Cluster plumbing. Every node runs a LAN gossip pool whose single delegate is a
+``DelegateMux`` (``agent.lan_delegate``; channel 1 = the catalog's ``CatalogSync``,
+further channels added with ``add_channel`` before ``run()``), and an ``RPCServer`` on
+``ports.server`` (``agent.router.register_rpc`` before ``run()``). Servers also
+join the WAN pool as ``<node>.<dc>``. Gossip tags: ``dc``, ``role`` (``server``/``node``),
+``port`` (the bound RPC port), ``id``, ``build``. Pools and the RPC listener are bound in
+``run()`` (so ``lan``/``wan`` are None before it), RPC first because its real port goes
+into the tags.
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -41,65 +38,61 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, TypeVar
 
-from node import __version__
-from node.agent.cluster import KeyringPoolReport, keyring_reports, member_view, parse_join_addr
-from node.agent.proxy import SERVICE_KIND, build_proxy_feed
-from node.api.app import FORWARDABLE_READS, HTTPServer, make_app
-from node.api.blocking import MAX_WAIT, QueryOptions
-from node.api.read import ForwardedBody, ResponseCache, answer_read, read_table
+from node.agent.cluster import (
+    ClusterView,
+    KeyringPoolReport,
+    advertise_address,
+    member_tags,
+)
+from node.agent.forward import (
+    DATACENTERS_METHOD,
+    ReadServer,
+    Router,
+    ServedRead,
+    follow_datacenters,
+    sync_handler,
+)
+from node.agent.index import NodeIndex
+from node.agent.keyring import KeyringService, build_keyrings, keyring_saver
+from node.agent.pools import GossipPools
+from node.agent.proxy import build_proxy_feed
+from node.agent.records import RECORD_METHOD, RecordExchange
+from node.api.app import FORWARDABLE_READS, AgentAPI, HTTPServer, make_app
+from node.api.read import ReadSpec, ResponseCache
 from node.catalog.checks import CheckRunner
 from node.catalog.local import LocalState, NodeIdentity
 from node.catalog.store import CatalogStore
 from node.catalog.sync import CatalogSync
-from node.catalog.values import NodeRecord
 from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
 from node.config.agent import AgentConfig
 from node.connect.service import NodeSeams, build_connect
-from node.errors import (
-    ConfigError,
-    DatacenterUnavailable,
-    InvalidRequest,
-    NodeError,
-    NotFound,
-    RPCUnreachable,
-)
+from node.errors import ConfigError
 from node.gossip.config import GossipConfig
 from node.gossip.delegate import UserBroadcastQueue
-from node.gossip.keyring import LAN_KEYRING_FILE, WAN_KEYRING_FILE, Keyring, open_keyring, parse_key
-from node.gossip.messages import Address, MemberStatus
+from node.gossip.keyring import Keyring
+from node.gossip.messages import MemberStatus
 from node.gossip.mux import CHANNEL_CATALOG, DelegateMux
 from node.gossip.runtime import GossipRuntime, open_pool
 from node.gossip.state import Member
 from node.persist import atomic_write
-from node.rpc.client import RPCClient, call_datacenter
-from node.rpc.keyops import KEYRING_METHOD, KeyringOp, keyring_handler
-from node.rpc.routing import ROLE_NODE, ROLE_SERVER, TAG_DC, TAG_ROLE, rpc_address, rpc_targets
+from node.rpc.client import RPCClient
+from node.rpc.reads import CATALOG_READ, ReadRequest, ValueCodec
+from node.rpc.routing import ROLE_SERVER, TAG_ROLE
 from node.rpc.server import RPCServer
 
 __all__ = ["Agent", "Component", "run_agent", "PORTS_FILE"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PORTS_FILE = "ports.json"  # the ports actually bound (for -http-port 0 in tests)
-#: Default bound of one server call: a datacenter whose servers are all down answers
-#: with DatacenterUnavailable within this many seconds, never hangs.
-RPC_TIMEOUT = 5.0
-#: Bound of a whole cluster-wide keyring operation, and of its hop to each other datacenter.
-KEYRING_TIMEOUT = 30.0
-KEYRING_HOP_TIMEOUT = 10.0
 #: How long a graceful leave waits for the leave broadcast to go out.
 LEAVE_TIMEOUT = 5.0
-#: Pause between rounds fetching records CatalogSync.missing() asked for.
-FETCH_INTERVAL = 0.5
 #: How often a client refreshes its list of datacenters from a server.
 DATACENTERS_REFRESH = 2.0
-#: Extra member tags shown by /v1/agent/members (not gossiped: they never change).
-SHOWN_TAGS: Final = MappingProxyType({"vsn": "2", "segment": ""})
-MEMBER_ALIVE = 1  # serf.StatusAlive, as /v1/agent/members encodes it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,39 +149,6 @@ def build_check_runner(
     return CheckRunner(local, store, notifier, clock=clock, rng=rng)
 
 
-def advertise_address(config: AgentConfig) -> str:
-    """The address other nodes should use for us (config resolves advertise vs bind)."""
-    return config.advertise_addr
-
-
-def build_keyrings(config: AgentConfig) -> tuple[Keyring | None, Keyring | None]:
-    """LAN and WAN keyrings: saved files in ``data_dir`` win over ``encrypt`` (as Consul).
-
-    ``-dev`` (no data dir) keeps them in memory. The WAN keyring exists on servers only.
-    """
-    if config.dev or not config.data_dir:
-        if config.encrypt is None:
-            return None, None
-        key = parse_key(config.encrypt)
-        return Keyring(key), (Keyring(key) if config.server else None)
-    rings: list[Keyring | None] = []
-    for name in (LAN_KEYRING_FILE, WAN_KEYRING_FILE) if config.server else (LAN_KEYRING_FILE,):
-        ring, warning = open_keyring(Path(config.data_dir) / name, config.encrypt)
-        if warning:
-            log.warning("%s", warning)
-        rings.append(ring)
-    return rings[0], (rings[1] if len(rings) > 1 else None)
-
-
-def save_keyrings(config: AgentConfig, lan: Keyring | None, wan: Keyring | None) -> None:
-    """Persist both keyrings after a keyring operation (nothing to do in ``-dev``)."""
-    if config.dev or not config.data_dir:
-        return
-    for ring, name in ((lan, LAN_KEYRING_FILE), (wan, WAN_KEYRING_FILE)):
-        if ring is not None:
-            ring.save(Path(config.data_dir) / name)
-
-
 def build_gossip_configs(
     config: AgentConfig, lan: GossipConfig | None, wan: GossipConfig | None
 ) -> tuple[GossipConfig, GossipConfig]:
@@ -200,17 +160,6 @@ def build_gossip_configs(
         wan or GossipConfig.wan(), reconnect_timeout=config.reconnect_timeout_wan
     )
     return lan_cfg, wan_cfg
-
-
-def member_tags(config: AgentConfig, node_id: str, rpc_port: int) -> dict[str, str]:
-    """Gossip tags of this node (LAN and WAN alike): what routing and members() read."""
-    return {
-        "dc": config.datacenter,
-        "role": ROLE_SERVER if config.server else ROLE_NODE,
-        "port": str(rpc_port),
-        "id": node_id,
-        "build": __version__,
-    }
 
 
 def build_catalog_sync(
@@ -227,6 +176,18 @@ def build_catalog_sync(
     )
     local.add_record_listener(sync.local_record_changed)
     return sync
+
+
+# ---------------------------------------------------------------------------- agent
+
+
+def build_served_reads(api: AgentAPI, reads: Mapping[str, ReadSpec]) -> dict[str, ServedRead]:
+    """The reads other datacenters may run here: the API's queries with their codecs."""
+    served = {}
+    for name, spec in reads.items():
+        assert spec.wire is not None  # read_table admits no read without one
+        served[name] = ServedRead(query=functools.partial(spec.query, api), wire=spec.wire)
+    return served
 
 
 # ---------------------------------------------------------------------------- agent
@@ -253,8 +214,8 @@ class Agent:
         self.clock: Clock = clock or MonotonicClock()
         self.rng = rng or random.Random()
         self.store, self.notifier = build_store()
-        self._bumps = 0  # bump_index() calls: the notifier runs this far above the store
-        self.store.set_on_change(self._store_changed)
+        # Also wakes blocking queries on changes outside the catalog (members, global state).
+        self.index = NodeIndex(self.store, self.notifier)
         self.local = build_local_state(config, self.store, self.clock)
         self.node_id = self.local.node_id
         self.checks = build_check_runner(
@@ -268,16 +229,19 @@ class Agent:
         self._stop = asyncio.Event()
         self._build_cluster(lan_gossip, wan_gossip)
         self.connect = build_connect(config, self._connect_seams())  # channel 2, RPCs
-        self.proxies = build_proxy_feed(self)  # sidecar/gateway listeners and their feed
-        # What other datacenters may read here: the API's reads plus the proxies' own.
-        self._forwardable = read_table(*FORWARDABLE_READS.values(), SERVICE_KIND)
+        self.proxies = build_proxy_feed(
+            datacenter=config.datacenter, node_address=self.local.identity.address,
+            store=self.store, notifier=self.notifier, local=self.local, connect=self.connect,
+            datacenters=self.view.datacenters, forward_read=self.router.forward_read,
+            rng=random.Random(self.rng.random()),
+        )  # fmt: skip
 
     def _connect_seams(self) -> NodeSeams:
         return NodeSeams(
             node_id=self.node_id, clock=self.clock, rng=self.rng, catalog=self.store,
-            catalog_index=self.notifier, local=self.local, gossip=self.lan_delegate, rpc=self,
-            members=lambda: [] if self.lan is None else self.lan.members(),
-            bump_index=self.bump_index,
+            catalog_index=self.notifier, local=self.local, gossip=self.lan_delegate,
+            rpc=self.router, members=lambda: [] if self.lan is None else self.lan.members(),
+            bump_index=self.index.bump,
         )  # fmt: skip
 
     def _build_cluster(
@@ -286,44 +250,85 @@ class Agent:
         config = self.config
         self.lan_config, self.wan_config = build_gossip_configs(config, lan_gossip, wan_gossip)
         self.lan_keyring, self.wan_keyring = build_keyrings(config)
-        self.lan: GossipRuntime | None = None
-        self.wan: GossipRuntime | None = None
+        self.pools = GossipPools(lan_port=config.ports.serf_lan, wan_port=config.ports.serf_wan)
+        self.view = ClusterView(config, self.node_id, self.pools)
         self.lan_delegate = DelegateMux()
         self.catalog_sync = build_catalog_sync(
-            config, self.store, self.local, self._num_lan_nodes, self.lan_config.retransmit_mult
-        )
+            config, self.store, self.local, self.pools.num_lan_nodes, self.lan_config.retransmit_mult
+        )  # fmt: skip
         self.lan_delegate.add_channel(CHANNEL_CATALOG, self.catalog_sync)
-        self._handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {}
         self.rpc_server = RPCServer(
             {}, lambda: self.lan_keyring, verify_incoming=config.encrypt_verify_incoming
         )
         self.rpc_client = RPCClient(
             lambda: self.lan_keyring, verify_outgoing=config.encrypt_verify_outgoing
         )
-        self._remote_dcs: list[str] = []  # a client's datacenters, as a server last said
-        self._left = False
-        for method, handler in self._builtin_handlers().items():
-            self.register_rpc(method, handler)
+        self.router = Router(
+            datacenter=config.datacenter, node_name=config.node_name, is_server=self.is_server,
+            client=self.rpc_client, pools=self.pools, datacenters=self.view.datacenters,
+            serve=self.rpc_server.add_handler, rng=self.rng,
+        )  # fmt: skip
+        self.records = RecordExchange(
+            node_name=config.node_name, store=self.store, sync=self.catalog_sync,
+            client=self.rpc_client, pools=self.pools,
+        )  # fmt: skip
+        keyrings = (self.lan_keyring, self.wan_keyring)
+        self.keyrings = KeyringService(
+            datacenter=config.datacenter, is_server=self.is_server, keyrings=keyrings,
+            save=keyring_saver(config, keyrings), pools=self.pools, client=self.rpc_client,
+            call_server=self.router.call_server, datacenters=self.view.datacenters,
+        )  # fmt: skip
+        reads = ReadServer(
+            build_served_reads(self, FORWARDABLE_READS), self.notifier,
+            monotonic=self.clock.monotonic, rng=self.rng,
+        )  # fmt: skip
+        handlers = {
+            RECORD_METHOD: self.records.serve_record,
+            CATALOG_READ: reads.handle,
+            DATACENTERS_METHOD: sync_handler(self.view.datacenters),
+            **self.keyrings.handlers(),
+        }
+        for method, handler in handlers.items():
+            self.router.register_rpc(method, handler)
+
+    @property
+    def lan(self) -> GossipRuntime | None:
+        """The LAN gossip pool, once bound."""
+        return self.pools.lan
+
+    @property
+    def wan(self) -> GossipRuntime | None:
+        """The WAN gossip pool of a server, once bound."""
+        return self.pools.wan
 
     # -- lifecycle
 
     def components(self) -> list[Component]:
         """Everything that runs for the node's lifetime, in start order (after binding)."""
+        cfg, pools = self.config, self.pools
         rows = [
             Component(name="http", run=self.http.serve),
             Component(name="checks", run=self.checks.run),
             Component(name="connect", run=self.connect.run),
             Component(name="proxies", run=self.proxies.run),
         ]
-        if self.lan is not None:
-            rows.append(Component(name="gossip-lan", run=self.lan.run))
-            rows.append(Component(name="catalog-fetch", run=self._fetch_missing_loop))
-            rows.append(Component(name="retry-join", run=self._retry_join_lan))
-        if self.wan is not None:
-            rows.append(Component(name="gossip-wan", run=self.wan.run))
-            rows.append(Component(name="retry-join-wan", run=self._retry_join_wan))
-        if self.lan is not None and not self.is_server:
-            rows.append(Component(name="datacenters", run=self._refresh_datacenters_loop))
+        if pools.lan is not None:
+            retry = functools.partial(pools.retry_join, cfg.retry_join, cfg.retry_interval)
+            rows.append(Component(name="gossip-lan", run=pools.lan.run))
+            rows.append(Component(name="catalog-fetch", run=self.records.fetch_missing))
+            rows.append(Component(name="retry-join", run=retry))
+        if pools.wan is not None:
+            retry_wan = functools.partial(
+                pools.retry_join, cfg.retry_join_wan, cfg.retry_interval_wan, wan=True
+            )
+            rows.append(Component(name="gossip-wan", run=pools.wan.run))
+            rows.append(Component(name="retry-join-wan", run=retry_wan))
+        if pools.lan is not None and not self.is_server:
+            follow = functools.partial(
+                follow_datacenters, self.router.call_server, self.view, self.index.bump,
+                interval=DATACENTERS_REFRESH,
+            )  # fmt: skip
+            rows.append(Component(name="datacenters", run=follow))
         return rows
 
     async def run(self) -> None:
@@ -348,6 +353,15 @@ class Agent:
     def stop(self) -> None:
         """Ask ``run()`` to finish (safe to call from a signal handler)."""
         self._stop.set()
+
+    async def leave_pools(self) -> None:
+        """Broadcast a graceful leave on every pool (waits at most ``LEAVE_TIMEOUT``)."""
+        await self.pools.leave(LEAVE_TIMEOUT)
+
+    async def leave(self) -> None:
+        """``meshnode leave``: leave gracefully, then shut the agent down."""
+        await self.leave_pools()
+        self.stop()
 
     async def _bind_listeners(self) -> None:
         try:
@@ -379,7 +393,7 @@ class Agent:
         await self._stop.wait()
         log.info("shutting down", extra={"node": self.config.node_name})
         # The leave must go out while the pools still run (before the group is cancelled).
-        if self.config.leave_on_terminate and not self._left:
+        if self.config.leave_on_terminate and not self.pools.left:
             await self.leave_pools()
         raise _Shutdown
 
@@ -389,9 +403,7 @@ class Agent:
         await self.http.aclose()
         await self.rpc_server.close()
         await self.rpc_client.close()  # pooled connections to other nodes
-        for pool in (self.lan, self.wan):
-            if pool is not None:
-                await pool.transport.close()
+        await self.pools.aclose()
         self._remove_signal_handlers()
         log.info("agent stopped", extra={"node": self.config.node_name})
 
@@ -407,7 +419,7 @@ class Agent:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
 
-    # -- cluster: binding and membership callbacks
+    # -- binding the cluster
 
     async def _bind_cluster(self) -> None:
         """RPC listener first (its real port goes into the gossip tags), then the pools."""
@@ -421,24 +433,23 @@ class Agent:
             ) from None
         self.bound["server"] = self.rpc_server.addr
         tags = member_tags(cfg, self.node_id, self.rpc_server.addr[1])
-        self.lan = await self._open_pool(
+        self.pools.lan = await self._open_pool(
             name=cfg.node_name, port=cfg.ports.serf_lan, advertise=advertise_address(cfg),
             config=self.lan_config, tags=tags, keyring=self.lan_keyring, pool="lan",
-            delegate=self.lan_delegate, on_change=self._on_lan_member, on_reaped=self._on_lan_reaped,
+            delegate=self.lan_delegate, on_change=self._on_lan_member,
+            on_reaped=self.records.on_member_reaped,
         )  # fmt: skip
-        self.bound["serf_lan"] = self.lan.transport.local_addr
-        # Our record was published before the pool existed: announce it once, or peers
-        # that did not push-pull with us would wait for a periodic push-pull (30 s+).
+        self.bound["serf_lan"] = self.pools.lan.transport.local_addr
         own = self.store.entry(cfg.node_name)
-        self.catalog_sync.local_record_changed(None, own.record if own else self.local.record())
+        self.records.announce(own.record if own else self.local.record())
         if self.is_server:
-            self.wan = await self._open_pool(
+            self.pools.wan = await self._open_pool(
                 name=f"{cfg.node_name}.{cfg.datacenter}", port=cfg.ports.serf_wan,
                 advertise=cfg.advertise_addr_wan or advertise_address(cfg), config=self.wan_config,
                 tags=tags, keyring=self.wan_keyring, pool="wan", delegate=None,
                 on_change=self._on_wan_member, on_reaped=None,
             )  # fmt: skip
-            self.bound["serf_wan"] = self.wan.transport.local_addr
+            self.bound["serf_wan"] = self.pools.wan.transport.local_addr
 
     async def _open_pool(
         self, *, name: str, port: int, advertise: str, config: GossipConfig,
@@ -461,444 +472,47 @@ class Agent:
             raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}", key=key) from None
 
     def _on_lan_member(self, member: Member, old: MemberStatus | None) -> None:
-        # Our own record is LocalState's business: never let gossip about us remove it.
-        if member.name != self.config.node_name:
-            self.catalog_sync.on_member_change(member, old)
-            if member.status is MemberStatus.ALIVE and old in (
-                None,
-                MemberStatus.DEAD,
-                MemberStatus.LEFT,
-            ):
-                self._regossip_record(member.name)
+        self.records.on_member_change(member, old)
         if member.tags.get(TAG_ROLE) == ROLE_SERVER:
-            self.bump_index()  # leader/peers answers changed
-
-    def _regossip_record(self, name: str) -> None:
-        """A member (re)joined: pass its record on, as memberlist re-broadcasts the alive
-        state it merged from a push-pull. Members that never push-pulled with the
-        newcomer learn its record from this instead of waiting for anti-entropy (30 s+).
-        The runtime reports a push-pull's member changes after merging its catalog state,
-        so the newcomer's record is already here when it came along."""
-        entry = self.store.entry(name)
-        if entry is not None:
-            self.catalog_sync.local_record_changed(None, entry.record)
-
-    def _on_lan_reaped(self, member: Member) -> None:
-        if member.name != self.config.node_name:
-            self.catalog_sync.member_left(member.name)
+            self.index.bump()  # leader/peers answers changed
 
     def _on_wan_member(self, member: Member, old: MemberStatus | None) -> None:
         del member, old
-        self.bump_index()  # datacenters / WAN members answers changed
+        self.index.bump()  # datacenters / WAN members answers changed
 
-    def _num_lan_nodes(self) -> int:
-        return self.lan.protocol.num_live() if self.lan is not None else 1
-
-    def _store_changed(self, index: int) -> None:
-        self.notifier.notify(index + self._bumps)
-
-    def bump_index(self) -> int:
-        """Wake blocking queries after a change outside the catalog (global state, members).
-
-        The notifier's index then runs one above the store's for good, so a later store
-        change still raises it (``IndexNotifier`` ignores indexes it has already seen).
-        Returns the new index (use it as the index of the changed state's answers).
-        """
-        self._bumps += 1
-        self.notifier.notify(self.store.index + self._bumps)
-        return self.notifier.index
-
-    # -- cluster: background loops
-
-    async def _retry_join_lan(self) -> None:
-        await self._retry_join(self.lan, self.config.retry_join, self.config.ports.serf_lan,
-                               self.config.retry_interval, "LAN")  # fmt: skip
-
-    async def _retry_join_wan(self) -> None:
-        await self._retry_join(self.wan, self.config.retry_join_wan, self.config.ports.serf_wan,
-                               self.config.retry_interval_wan, "WAN")  # fmt: skip
-
-    async def _retry_join(
-        self,
-        pool: GossipRuntime | None,
-        addrs: Sequence[str],
-        port: int,
-        interval: float,
-        what: str,
-    ) -> None:
-        if pool is None or not addrs:
-            return
-        targets = [parse_join_addr(a, port) for a in addrs]
-        log.info("retry_join: joining", extra={"pool": what, "addrs": ",".join(addrs)})
-        joined = await pool.retry_join(targets, interval)
-        log.info("retry_join: joined", extra={"pool": what, "answered": joined})
-
-    async def _fetch_missing_loop(self) -> None:
-        """Fetch records CatalogSync heard of (digest/delta) but cannot build, from their owner."""
-        while True:
-            await asyncio.sleep(FETCH_INTERVAL)
-            wanted = dict(self.catalog_sync.missing())
-            if wanted and self.lan is not None:
-                targets = {m.name: rpc_address(m) for m in self.lan.members()}
-                names = [n for n in wanted if targets.get(n) is not None][:16]
-                await asyncio.gather(*(self._fetch_record(n, targets[n]) for n in names))  # type: ignore[arg-type]
-
-    async def _fetch_record(self, name: str, addr: Address) -> None:
-        try:
-            raw = await self.rpc_client.call(
-                addr, "Catalog.NodeRecord", {"node": name}, timeout=RPC_TIMEOUT
-            )
-            if raw is not None:
-                self.catalog_sync.apply_fetched(NodeRecord.from_wire(raw))
-        except (NodeError, ValueError, TypeError) as exc:
-            log.warning(
-                "catalog fetch failed",
-                extra={"node": name, "from": f"{addr[0]}:{addr[1]}", "error": str(exc)},
-            )
-
-    async def _refresh_datacenters_loop(self) -> None:
-        """A client learns the datacenters from a server of its own (it is in no WAN pool)."""
-        while True:
-            with contextlib.suppress(NodeError):
-                got = await self.call_server("Catalog.Datacenters", None, timeout=RPC_TIMEOUT)
-                if isinstance(got, list) and got != self._remote_dcs:
-                    self._remote_dcs = [str(dc) for dc in got]
-                    self.bump_index()
-            await asyncio.sleep(DATACENTERS_REFRESH)
-
-    # -- cluster: RPC
-
-    def register_rpc(self, method: str, handler: Callable[[Any], Awaitable[Any]]) -> None:
-        """Serve ``method`` ("Area.Verb") over node RPC; call before ``run()``."""
-        self._handlers[method] = handler
-        self.rpc_server.add_handler(method, handler)
-
-    def _builtin_handlers(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
-        return {
-            "Catalog.NodeRecord": self._rpc_node_record,
-            "Catalog.Read": self._rpc_read,
-            "Catalog.Datacenters": self._rpc_datacenters,
-            "Forward.Call": self._rpc_forward,
-            KEYRING_METHOD: self._rpc_keyring_op,
-            "Keyring.Cluster": self._rpc_keyring_cluster,
-        }
-
-    async def _rpc_node_record(self, args: Any) -> Any:
-        name = args.get("node") if isinstance(args, dict) else None
-        if not isinstance(name, str):
-            raise InvalidRequest("Catalog.NodeRecord needs {'node': name}", field="node")
-        entry = self.store.entry(name)
-        return entry.record.to_wire() if entry is not None else None
-
-    async def _rpc_read(self, args: Any) -> Any:
-        if not isinstance(args, dict) or not isinstance(args.get("name"), str):
-            raise InvalidRequest(
-                "Catalog.Read needs {'name', 'args', 'index', 'wait'}", field="name"
-            )
-        read_args = args.get("args") or {}
-        if not isinstance(read_args, dict):
-            raise InvalidRequest("Catalog.Read args must be a map", field="args")
-        wait = args.get("wait") or 0.0
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
-            raise InvalidRequest("Catalog.Read 'wait' must be a non-negative number", field="wait")
-        opts = QueryOptions(index=_int_arg(args, "index"), wait=min(float(wait), MAX_WAIT))
-        body, index = await answer_read(
-            self,
-            args["name"],
-            read_args,
-            opts,
-            random.Random(self.rng.random()),
-            reads=self._forwardable,
-        )
-        return {"body": body, "index": index}
-
-    async def _rpc_datacenters(self, args: Any) -> Any:
-        del args
-        return self.datacenters()
-
-    async def _rpc_forward(self, args: Any) -> Any:
-        if not self.is_server:
-            raise InvalidRequest("Forward.Call must be sent to a server", field="method")
-        if (
-            not isinstance(args, dict)
-            or not isinstance(args.get("dc"), str)
-            or not isinstance(args.get("method"), str)
-        ):
-            raise InvalidRequest(
-                "Forward.Call needs {'dc', 'method', 'args', 'timeout'}", field="dc"
-            )
-        timeout = min(float(args.get("timeout") or RPC_TIMEOUT), 660.0)
-        return await self.call_server(
-            args["method"], args.get("args"), dc=args["dc"], timeout=timeout
-        )
-
-    async def call_server(self, method: str, args: Any = None, *, dc: str | None = None,
-                          timeout: float = RPC_TIMEOUT) -> Any:  # fmt: skip
-        """Call ``method`` on a server of ``dc`` (default: our own datacenter).
-
-        Raises ``DatacenterUnavailable`` (unknown datacenter, or no server answered within
-        ``timeout``), ``RPCUnreachable``, or the remote ``NodeError`` class.
-        """
-        own = dc is None or dc == self.config.datacenter
-        if own and self.is_server:
-            return await self._call_local(method, args, timeout)
-        if not own and self.is_server and dc not in self.datacenters():
-            raise DatacenterUnavailable(f"No path to datacenter {dc!r}")
-        if self.lan is None:
-            where = "a server" if own else f"datacenter {dc!r}"
-            raise DatacenterUnavailable(f"No path to {where}: the agent's pools are not running")
-        if own:
-            return await call_datacenter(
-                self.rpc_client, self.lan.members(), self.config.datacenter, method, args,
-                timeout=timeout, rng=self.rng,
-            )  # fmt: skip
-        assert dc is not None
-        if self.wan is not None:
-            return await call_datacenter(
-                self.rpc_client, self.wan.members(), dc, method, args, timeout=timeout, rng=self.rng
-            )
-        forward = {"dc": dc, "method": method, "args": args, "timeout": timeout}
-        # The server needs the whole bound for its own attempts; we add a margin for the hop.
-        return await call_datacenter(self.rpc_client, self.lan.members(), self.config.datacenter,
-                                     "Forward.Call", forward, timeout=timeout + 1.0, rng=self.rng)  # fmt: skip
-
-    async def call_peer_server(
-        self, method: str, args: Any = None, *, timeout: float = RPC_TIMEOUT
-    ) -> Any:
-        """Call another alive server of our own datacenter, never this node (CA.RootKey)."""
-        me = self.config.node_name
-        peers = [m for m in self.lan.members() if m.name != me] if self.lan is not None else []
-        return await call_datacenter(self.rpc_client, peers, self.config.datacenter, method,
-                                     args, timeout=timeout, rng=self.rng)  # fmt: skip
-
-    async def _call_local(self, method: str, args: Any, timeout: float) -> Any:
-        handler = self._handlers.get(method)
-        if handler is None:
-            raise InvalidRequest(f"unknown RPC method {method!r}", field="method")
-        try:
-            async with asyncio.timeout(timeout):
-                return await handler(args)
-        except TimeoutError:
-            raise RPCUnreachable(
-                f"{method} on this server did not finish within {timeout:g}s"
-            ) from None
-
-    async def forward_read(
-        self, dc: str, name: str, args: dict[str, Any], opts: Any
-    ) -> tuple[Any, int]:
-        """Run read ``name`` in datacenter ``dc``: its encoded answer and index.
-
-        Blocking arguments travel along (the remote side waits); the call's bound is the
-        wait plus its jitter plus ``RPC_TIMEOUT``.
-        """
-        index = int(getattr(opts, "index", 0) or 0)
-        wait = float(getattr(opts, "wait", 0.0) or 0.0) if index else 0.0
-        request = {"name": name, "args": args, "index": index, "wait": wait}
-        timeout = wait + wait / 16 + RPC_TIMEOUT
-        reply = await self.call_server("Catalog.Read", request, dc=dc, timeout=timeout)
-        if not isinstance(reply, dict) or not isinstance(reply.get("body"), bytes):
-            raise RPCUnreachable(f"malformed Catalog.Read reply from datacenter {dc!r}")
-        return ForwardedBody(reply["body"]), _int_arg(reply, "index")
-
-    # -- cluster: keyring
-
-    async def keyring_op(self, op: str, key: str | None = None) -> list[KeyringPoolReport]:
-        """``op`` (list/install/use/remove) on the LAN and WAN keyrings of every node of
-        every datacenter; Consul's per-pool reports (WAN first, then one per datacenter)."""
-        _check_keyring_op(op, key)
-        args = {"op": op, "key": key, "local": False}
-        wire = await self.call_server("Keyring.Cluster", args, timeout=KEYRING_TIMEOUT)
-        if not isinstance(wire, list):
-            raise RPCUnreachable("malformed Keyring.Cluster reply")
-        return [KeyringPoolReport.from_wire(r) for r in wire]
-
-    async def _rpc_keyring_op(self, args: Any) -> Any:
-        rings = [r for r in (self.lan_keyring, self.wan_keyring) if r is not None]
-        inner = keyring_handler(lambda: rings, self._save_keyrings)
-        result = await inner(args)
-        if self.wan_keyring is not None:
-            result["wan_keys"] = list(self.wan_keyring.keys_base64())
-        return result
-
-    def _save_keyrings(self) -> None:
-        save_keyrings(self.config, self.lan_keyring, self.wan_keyring)
-        log.info("keyring changed and saved", extra={"node": self.config.node_name})
-
-    async def _rpc_keyring_cluster(self, args: Any) -> Any:
-        """On a server: the operation on every node of this datacenter (``local``), or of
-        every datacenter (each other one through one of its servers)."""
-        if not self.is_server or self.lan is None:
-            raise InvalidRequest("Keyring.Cluster must be sent to a running server", field="op")
-        if not isinstance(args, dict):
-            raise InvalidRequest("Keyring.Cluster needs {'op', 'key', 'local'}", field="op")
-        op, key = args.get("op"), args.get("key")
-        _check_keyring_op(op, key)
-        here = await self._keyring_dc({"op": op, "key": key})
-        if args.get("local"):
-            return here
-        remote = {"op": op, "key": key, "local": True}
-        others = await asyncio.gather(
-            *(self._keyring_remote_dc(dc, remote) for dc in self.datacenters()[1:])
-        )
-        results = [here, *others]
-        return [r.to_wire() for r in keyring_reports(results)]
-
-    async def _keyring_remote_dc(self, dc: str, args: dict[str, Any]) -> Any:
-        try:
-            got = await self.call_server(
-                "Keyring.Cluster", args, dc=dc, timeout=KEYRING_HOP_TIMEOUT
-            )
-        except NodeError as exc:
-            return {"dc": dc, "replies": {}, "failures": {"(datacenter)": str(exc)}}
-        if not isinstance(got, dict) or not isinstance(got.get("replies"), dict):
-            return {"dc": dc, "replies": {}, "failures": {"(datacenter)": "malformed reply"}}
-        return got
-
-    async def _keyring_dc(self, args: dict[str, Any]) -> dict[str, Any]:
-        assert self.lan is not None
-        targets = rpc_targets(self.lan.members())
-        names = list(targets)
-        got = await asyncio.gather(
-            *(
-                self.rpc_client.call(targets[n], KEYRING_METHOD, args, timeout=RPC_TIMEOUT)
-                for n in names
-            ),
-            return_exceptions=True,
-        )
-        replies: dict[str, Any] = {}
-        failures: dict[str, str] = {}
-        for name, result in zip(names, got, strict=True):
-            if isinstance(result, dict) and isinstance(result.get("keys"), list):
-                replies[name] = result
-            elif isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result
-            else:
-                failures[name] = str(result) if isinstance(result, Exception) else "malformed reply"
-        return {"dc": self.config.datacenter, "replies": replies, "failures": failures}
-
-    # -- cluster: join / leave
-
-    async def join(self, addrs: Sequence[str], *, wan: bool = False) -> int:
-        """Join the LAN (or WAN) pool through ``addrs``; how many answered."""
-        pool = self.wan if wan else self.lan
-        if pool is None:
-            what = "WAN pool: this agent is not a server" if wan else "LAN pool: agent not running"
-            raise InvalidRequest(f"cannot join the {what}", field="wan" if wan else "address")
-        port = self.config.ports.serf_wan if wan else self.config.ports.serf_lan
-        return await pool.join([parse_join_addr(a, port) for a in addrs])
-
-    async def leave_pools(self) -> None:
-        """Broadcast a graceful leave on every pool (waits at most ``LEAVE_TIMEOUT``)."""
-        self._left = True
-        pools = [p for p in (self.lan, self.wan) if p is not None]
-        await asyncio.gather(*(p.leave(LEAVE_TIMEOUT) for p in pools))
-
-    async def leave(self) -> None:
-        """``meshnode leave``: leave gracefully, then shut the agent down."""
-        await self.leave_pools()
-        self.stop()
-
-    def force_leave(self, node: str) -> None:
-        """Mark a failed member left (in the WAN pool too for ``<node>.<dc>`` names)."""
-        done = False
-        for pool in (self.lan, self.wan):
-            if pool is not None and pool.protocol.member(node) is not None:
-                pool.force_leave(node)
-                done = True
-        if not done:
-            raise NotFound(f"No node {node!r} in the member list")
-
-    # -- what the API and later components ask
+    # -- what the HTTP API asks (AgentAPI): handed over to the component that knows
 
     def members(self, *, wan: bool = False) -> list[dict[str, Any]]:
         """Gossip members as /v1/agent/members shows them, this node first."""
-        pool = self.wan if wan else self.lan
-        if pool is None:
-            return self._config_members(wan=wan)
-        own = pool.protocol.local_name
-        ordered = sorted(pool.members(), key=lambda m: (m.name != own, m.name))
-        return [member_view(m, SHOWN_TAGS) for m in ordered]
-
-    def _alive_servers(self) -> list[Member]:
-        if self.lan is None:
-            return []
-        dc = self.config.datacenter
-        return sorted(
-            (m for m in self.lan.members() if m.tags.get(TAG_ROLE) == ROLE_SERVER
-             and m.tags.get(TAG_DC) == dc and m.status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)),
-            key=lambda m: m.name,
-        )  # fmt: skip
+        return self.view.members(wan=wan)
 
     def leader(self) -> str:
-        """RPC address of the datacenter's leader, ``""`` if none is known.
-
-        No raft here: the alive server with the smallest name stands in, which every
-        member derives the same from the same membership.
-        """
-        if self.lan is None:
-            return self._config_leader()
-        for m in self._alive_servers():
-            addr = rpc_address(m)
-            if addr is not None:
-                return f"{addr[0]}:{addr[1]}"
-        return ""
+        """RPC address of the datacenter's leader, ``""`` if none is known."""
+        return self.view.leader()
 
     def peers(self) -> list[str]:
         """RPC addresses of the datacenter's alive servers."""
-        if self.lan is None:
-            leader = self._config_leader()
-            return [leader] if leader else []
-        return [f"{a[0]}:{a[1]}" for a in (rpc_address(m) for m in self._alive_servers()) if a]
+        return self.view.peers()
 
     def datacenters(self) -> list[str]:
-        """Known datacenters, ours first then by name (no RTT estimates to sort by)."""
-        own = self.config.datacenter
-        if self.wan is not None:
-            dcs = {
-                m.tags.get(TAG_DC, "")
-                for m in self.wan.members()
-                if m.status is not MemberStatus.LEFT
-            }
-        else:
-            dcs = set(self._remote_dcs)
-        dcs.discard("")
-        dcs.discard(own)
-        return [own, *sorted(dcs)]
+        """Known datacenters, ours first then by name."""
+        return self.view.datacenters()
 
-    def _config_members(self, *, wan: bool) -> list[dict[str, Any]]:
-        # Before run() binds the pools: this node alone, from its configuration.
-        cfg = self.config
-        if wan and not cfg.server:
-            return []
-        name = f"{cfg.node_name}.{cfg.datacenter}" if wan else cfg.node_name
-        port = cfg.ports.serf_wan if wan else cfg.ports.serf_lan
-        addr = (cfg.advertise_addr_wan or advertise_address(cfg)) if wan else advertise_address(cfg)
-        tags = member_tags(cfg, self.node_id, cfg.ports.server)
-        me = Member(name=name, addr=(addr, port), tags=tags, incarnation=0,
-                    status=MemberStatus.ALIVE, status_since=0.0)  # fmt: skip
-        return [member_view(me, SHOWN_TAGS)]
+    async def join(self, addrs: Sequence[str], *, wan: bool = False) -> int:
+        """Join the LAN (or WAN) pool through ``addrs``; how many answered."""
+        return await self.pools.join(addrs, wan=wan)
 
-    def _config_leader(self) -> str:
-        if not self.config.server:
-            return ""
-        return f"{advertise_address(self.config)}:{self.config.ports.server}"
+    def force_leave(self, node: str) -> None:
+        """Mark a failed member left."""
+        self.pools.force_leave(node)
 
+    async def keyring_op(self, op: str, key: str | None = None) -> list[KeyringPoolReport]:
+        """A keyring operation on every node of every datacenter."""
+        return await self.keyrings.op(op, key)
 
-def _check_keyring_op(op: Any, key: Any) -> None:
-    """Validate before fanning out, so a typo is one clear error, not N node failures."""
-    if op not in {o.value for o in KeyringOp}:
-        raise InvalidRequest(f"unknown keyring operation {op!r}", field="op")
-    if op != KeyringOp.LIST:
-        if not isinstance(key, str) or not key:
-            raise InvalidRequest(f"keyring {op} needs a base64 key", field="key")
-        parse_key(key)
-
-
-def _int_arg(args: Mapping[str, Any], key: str) -> int:
-    value = args.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequest(f"{key!r} must be a non-negative integer", field=key)
-    return value
+    async def forward_read(self, dc: str, read: ReadRequest, wire: ValueCodec[T]) -> tuple[T, int]:
+        """Run ``read`` in datacenter ``dc``: its answer and index."""
+        return await self.router.forward_read(dc, read, wire)
 
 
 class _Shutdown(Exception):

@@ -1,6 +1,12 @@
-"""Cluster helpers the agent uses: member display, join addresses, keyring reports.
+"""The cluster as this node sees it: members, servers, leader, datacenters; join
+addresses and keyring reports.
 
-Rule: pure translation between gossip/RPC values and what the API and CLI show; no I/O.
+Rule: pure views over gossip membership and the configuration; no I/O. Before the pools
+run (``ClusterView`` with no pools yet), the node describes itself from its
+configuration alone. The leader is a stand-in (there is no raft): the alive server of
+the datacenter with the smallest name, which every member derives the same from the
+same membership. A client is in no WAN pool: it learns the datacenters from a server
+(``set_remote_datacenters``).
 Member status follows serf's numbering as /v1/agent/members encodes it (1 alive,
 2 leaving, 3 left, 4 failed); a *suspect* member is still alive to serf. The gossip tag
 ``role = "server"`` (what ``node.rpc.routing`` routes on) is shown as Consul's
@@ -10,18 +16,28 @@ Member status follows serf's numbering as /v1/agent/members encodes it (1 alive,
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from node import __version__
 from node.errors import InvalidRequest
 from node.gossip.messages import Address, MemberStatus
 from node.gossip.state import Member
-from node.rpc.routing import ROLE_SERVER, TAG_ROLE
+from node.rpc.routing import ROLE_NODE, ROLE_SERVER, TAG_DC, TAG_ROLE, rpc_address
+
+if TYPE_CHECKING:
+    from node.config.agent import AgentConfig
 
 __all__ = [
     "SERF_STATUS",
+    "SHOWN_TAGS",
+    "MemberSource",
+    "Pools",
+    "ClusterView",
+    "advertise_address",
+    "member_tags",
     "member_view",
     "parse_join_addr",
     "KeyringPoolReport",
@@ -38,6 +54,137 @@ SERF_STATUS: Final = MappingProxyType(
     }
 )
 CONSUL_SERVER_ROLE = "consul"
+#: Extra member tags shown by /v1/agent/members (not gossiped: they never change).
+SHOWN_TAGS: Final = MappingProxyType({"vsn": "2", "segment": ""})
+
+
+class MemberSource(Protocol):
+    """A running gossip pool, as far as the view reads it."""
+
+    def members(self) -> Sequence[Member]:
+        """Every member this pool knows, this node included."""
+        ...
+
+
+class Pools(Protocol):
+    """The node's gossip pools; ``None`` until bound (``wan`` stays ``None`` on clients)."""
+
+    @property
+    def lan(self) -> MemberSource | None:
+        """The LAN pool."""
+        ...
+
+    @property
+    def wan(self) -> MemberSource | None:
+        """The WAN pool (servers only)."""
+        ...
+
+
+def advertise_address(config: AgentConfig) -> str:
+    """The address other nodes should use for us (config resolves advertise vs bind)."""
+    return config.advertise_addr
+
+
+def member_tags(config: AgentConfig, node_id: str, rpc_port: int) -> dict[str, str]:
+    """Gossip tags of this node (LAN and WAN alike): what routing and members() read."""
+    return {
+        "dc": config.datacenter,
+        "role": ROLE_SERVER if config.server else ROLE_NODE,
+        "port": str(rpc_port),
+        "id": node_id,
+        "build": __version__,
+    }
+
+
+class ClusterView:
+    """Members, servers, leader and datacenters, read from the pools when they run."""
+
+    __slots__ = ("_config", "_node_id", "_pools", "_remote_dcs")
+
+    def __init__(self, config: AgentConfig, node_id: str, pools: Pools) -> None:
+        self._config = config
+        self._node_id = node_id
+        self._pools = pools
+        self._remote_dcs: tuple[str, ...] = ()  # a client's datacenters, as a server said
+
+    def members(self, *, wan: bool = False) -> list[dict[str, Any]]:
+        """Gossip members as /v1/agent/members shows them, this node first."""
+        pool = self._pools.wan if wan else self._pools.lan
+        if pool is None:
+            return self._config_members(wan=wan)
+        own = self._own_name(wan=wan)
+        ordered = sorted(pool.members(), key=lambda m: (m.name != own, m.name))
+        return [member_view(m, SHOWN_TAGS) for m in ordered]
+
+    def alive_servers(self) -> list[Member]:
+        """This datacenter's alive (or suspect) servers, by name."""
+        lan = self._pools.lan
+        if lan is None:
+            return []
+        dc = self._config.datacenter
+        return sorted(
+            (m for m in lan.members() if m.tags.get(TAG_ROLE) == ROLE_SERVER
+             and m.tags.get(TAG_DC) == dc and m.status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)),
+            key=lambda m: m.name,
+        )  # fmt: skip
+
+    def leader(self) -> str:
+        """RPC address of the datacenter's leader, ``""`` if none is known."""
+        if self._pools.lan is None:
+            return self._config_leader()
+        for m in self.alive_servers():
+            addr = rpc_address(m)
+            if addr is not None:
+                return f"{addr[0]}:{addr[1]}"
+        return ""
+
+    def peers(self) -> list[str]:
+        """RPC addresses of the datacenter's alive servers."""
+        if self._pools.lan is None:
+            leader = self._config_leader()
+            return [leader] if leader else []
+        addrs = (rpc_address(m) for m in self.alive_servers())
+        return [f"{a[0]}:{a[1]}" for a in addrs if a]
+
+    def datacenters(self) -> list[str]:
+        """Known datacenters, ours first then by name (no RTT estimates to sort by)."""
+        own = self._config.datacenter
+        wan = self._pools.wan
+        if wan is not None:
+            dcs = {
+                m.tags.get(TAG_DC, "") for m in wan.members() if m.status is not MemberStatus.LEFT
+            }
+        else:
+            dcs = set(self._remote_dcs)
+        dcs.discard("")
+        dcs.discard(own)
+        return [own, *sorted(dcs)]
+
+    def set_remote_datacenters(self, dcs: Sequence[str]) -> bool:
+        """A server's list of datacenters (for a client); whether it changed."""
+        new = tuple(dcs)
+        changed, self._remote_dcs = new != self._remote_dcs, new
+        return changed
+
+    def _own_name(self, *, wan: bool) -> str:
+        cfg = self._config
+        return f"{cfg.node_name}.{cfg.datacenter}" if wan else cfg.node_name
+
+    def _config_members(self, *, wan: bool) -> list[dict[str, Any]]:
+        cfg = self._config
+        if wan and not cfg.server:
+            return []
+        port = cfg.ports.serf_wan if wan else cfg.ports.serf_lan
+        addr = (cfg.advertise_addr_wan or advertise_address(cfg)) if wan else advertise_address(cfg)
+        tags = member_tags(cfg, self._node_id, cfg.ports.server)
+        me = Member(name=self._own_name(wan=wan), addr=(addr, port), tags=tags, incarnation=0,
+                    status=MemberStatus.ALIVE, status_since=0.0)  # fmt: skip
+        return [member_view(me, SHOWN_TAGS)]
+
+    def _config_leader(self) -> str:
+        if not self._config.server:
+            return ""
+        return f"{advertise_address(self._config)}:{self._config.ports.server}"
 
 
 def member_view(member: Member, extra_tags: Mapping[str, str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -27,14 +27,17 @@ from node.api import status as status_routes
 from node.api.errors import error_middleware
 from node.api.read import read_table
 from node.api.state import AGENT, RNG
+from node.rpc.reads import ReadRequest, ValueCodec
 
 __all__ = ["AgentAPI", "make_app", "HTTPServer", "MAX_BODY_BYTES", "FORWARDABLE_READS"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a registration bigger than this is a mistake, not data
 SHUTDOWN_GRACE = 2.0  # seconds in-flight requests get when the server stops
-#: The catalog and health reads another datacenter may run here (``?dc=`` forwarding).
+#: The catalog and health reads another datacenter may run here (``?dc=`` forwarding,
+#: and the proxies' reads of other datacenters' instances and gateways).
 FORWARDABLE_READS: Final = read_table(
     catalog_routes.SERVICES,
     catalog_routes.SERVICE,
@@ -43,6 +46,7 @@ FORWARDABLE_READS: Final = read_table(
     catalog_routes.NODE,
     catalog_routes.DATACENTERS,
     health_routes.SERVICE,
+    health_routes.SERVICE_KIND,
     health_routes.CHECKS,
     health_routes.NODE,
     health_routes.STATE,
@@ -78,10 +82,8 @@ class AgentAPI(Protocol):
     def datacenters(self) -> list[str]:
         """Known datacenters, sorted."""
 
-    async def forward_read(
-        self, dc: str, name: str, args: dict[str, Any], opts: Any
-    ) -> tuple[Any, int]:
-        """Run the read ``name`` in datacenter ``dc``: ``(ForwardedBody, index)``."""
+    async def forward_read(self, dc: str, read: ReadRequest, wire: ValueCodec[T]) -> tuple[T, int]:
+        """Run ``read`` in datacenter ``dc``: its answer (decoded with ``wire``) and index."""
 
 
 def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Application:

@@ -15,6 +15,7 @@ from node.api import codec
 from node.api.read import ReadSpec, serve_read
 from node.catalog import queries
 from node.errors import NotFound
+from node.rpc import reads as wire
 
 __all__ = ["routes", "SERVICES", "SERVICE", "CONNECT", "NODES", "NODE", "DATACENTERS"]
 
@@ -37,28 +38,38 @@ SERVICES = ReadSpec(
     name="catalog.services",
     query=lambda a: _result(queries.services(a.store)),
     encode=lambda a, v: codec.encode_catalog_services(v),
+    wire=wire.SERVICE_TAGS,
 )
 SERVICE = ReadSpec(
     name="catalog.service",
     query=lambda a, name, tag: _result(queries.service_nodes(a.store, name, tag=tag)),
     encode=lambda a, v: [codec.encode_catalog_service(e) for e in v],
+    wire=wire.SERVICE_NODES,
 )
 CONNECT = ReadSpec(
     name="catalog.connect",
     query=lambda a, name, tag: _result(queries.service_nodes(a.store, name, tag=tag, connect=True)),
     encode=lambda a, v: [codec.encode_catalog_service(e) for e in v],
+    wire=wire.SERVICE_NODES,
 )
 NODES = ReadSpec(
     name="catalog.nodes",
     query=lambda a: _result(queries.nodes(a.store)),
     encode=lambda a, v: [codec.encode_node(n) for n in v],
+    wire=wire.NODES,
 )
-NODE = ReadSpec(name="catalog.node", query=_node, encode=lambda a, v: codec.encode_node_services(v))
+NODE = ReadSpec(
+    name="catalog.node",
+    query=_node,
+    encode=lambda a, v: codec.encode_node_services(v),
+    wire=wire.NODE_SERVICES,
+)
 DATACENTERS = ReadSpec(
     name="catalog.datacenters",
     query=lambda a: (a.datacenters(), a.notifier.index),
     encode=lambda a, v: list(v),
     cacheable=False,
+    wire=wire.STRINGS,
 )
 
 

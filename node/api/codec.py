@@ -32,9 +32,8 @@ from node.catalog.values import (
     Upstream,
 )
 from node.config.agent import AgentConfig
-from node.errors import InvalidRequest, RemoteProtocolError
+from node.errors import InvalidRequest
 from node.frozen import thaw
-from node.proxy.endpoints import is_healthy, make_endpoint
 
 __all__ = [
     "encode_ca_roots",
@@ -62,7 +61,6 @@ __all__ = [
     "encode_tagged_addresses",
     "decode_keyring_request",
     "encode_keyring_response",
-    "decode_health_endpoints",
     "encode_proxy_metrics",
 ]
 
@@ -550,40 +548,6 @@ def decode_object(body: bytes, *, what: str) -> Mapping[str, Any]:
 
 
 # ---------------------------------------------------------------------------- proxies
-
-
-def _json_wan(tagged: Any) -> tuple[str, int] | None:
-    wan = tagged.get("wan") if isinstance(tagged, Mapping) else None
-    if not isinstance(wan, Mapping):
-        return None
-    address, port = wan.get("Address", ""), wan.get("Port", 0)
-    return (address, port) if isinstance(address, str) and isinstance(port, int) else None
-
-
-def decode_health_endpoints(body: bytes, *, what: str) -> tuple[Any, ...]:
-    """Another datacenter's /v1/health/service answer → the proxies' ``EndpointInfo``s.
-
-    Raises ``RemoteProtocolError`` naming ``what`` when the JSON is not that shape.
-    """
-    try:
-        entries = json.loads(body)
-        out = []
-        for entry in entries:
-            node, svc, checks = entry["Node"], entry["Service"], entry.get("Checks") or []
-            node_wan = (node.get("TaggedAddresses") or {}).get("wan", "")
-            out.append(
-                make_endpoint(
-                    service_address=str(svc.get("Address") or ""),
-                    service_port=int(svc["Port"]),
-                    service_wan=_json_wan(svc.get("TaggedAddresses")),
-                    node_address=str(node["Address"]),
-                    node_wan=node_wan if isinstance(node_wan, str) else "",
-                    healthy=is_healthy(str(c.get("Status", "")) for c in checks),
-                )
-            )
-        return tuple(out)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise RemoteProtocolError(f"{what}: malformed health answer: {exc!r}") from None
 
 
 def encode_proxy_metrics(rows: Any, statuses: Mapping[str, Any]) -> dict[str, Any]:

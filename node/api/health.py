@@ -13,10 +13,11 @@ from aiohttp import web
 from node.api import codec
 from node.api.read import ReadSpec, serve_read
 from node.catalog import queries
-from node.catalog.values import Health
+from node.catalog.values import Health, ServiceKind
 from node.errors import InvalidRequest
+from node.rpc import reads as wire
 
-__all__ = ["routes", "SERVICE", "CHECKS", "NODE", "STATE"]
+__all__ = ["routes", "SERVICE", "SERVICE_KIND", "CHECKS", "NODE", "STATE"]
 
 routes = web.RouteTableDef()
 
@@ -45,21 +46,44 @@ def _health_service(
     )
 
 
-SERVICE = ReadSpec(name="health.service", query=_health_service, encode=_entries)
+def _service_kind(agent: Any, kind: str) -> tuple[Any, int]:
+    try:
+        parsed = ServiceKind(kind)
+    except ValueError:
+        raise InvalidRequest(f"unknown service kind {kind!r}", field="kind") from None
+    return _result(queries.services_of_kind(agent.store, parsed))
+
+
+SERVICE = ReadSpec(
+    name=wire.READ_HEALTH_SERVICE,
+    query=_health_service,
+    encode=_entries,
+    wire=wire.HEALTH_ENTRIES,
+)
+#: No HTTP route: other datacenters' proxies read mesh gateways by kind with it.
+SERVICE_KIND = ReadSpec(
+    name=wire.READ_SERVICE_KIND,
+    query=_service_kind,
+    encode=_entries,
+    wire=wire.HEALTH_ENTRIES,
+)
 CHECKS = ReadSpec(
     name="health.checks",
     query=lambda a, name: _result(queries.checks_for_service(a.store, name)),
     encode=_checks,
+    wire=wire.CHECK_ENTRIES,
 )
 NODE = ReadSpec(
     name="health.node",
     query=lambda a, node: _result(queries.node_checks(a.store, node)),
     encode=_checks,
+    wire=wire.CHECK_ENTRIES,
 )
 STATE = ReadSpec(
     name="health.state",
     query=lambda a, state: _result(queries.checks_in_state(a.store, state)),
     encode=_checks,
+    wire=wire.CHECK_ENTRIES,
 )
 
 

@@ -7,12 +7,12 @@ per ``(name, args)`` and the notifier's index at encoding time: while nothing in
 catalog has changed, the same request costs one dict lookup, and when one change wakes
 a thousand blocked watchers of the same query, the body is encoded once.
 
-Forwarding (``?dc=``): the composition root lists the forwardable reads once
-(``read_table``, ``node.api.app.FORWARDABLE_READS``); the serving datacenter looks the
-name up there and runs ``answer_read`` (the same local/blocking pipeline) and ships back the
-encoded JSON body, so the answer's datacenter fields are those of the datacenter that
-served it. ``agent.forward_read`` returns it as a ``ForwardedBody``, sent as is.
-Only ``catalog.*`` and ``health.*`` reads are forwardable (``FORWARDABLE_PREFIXES``).
+Forwarding (``?dc=``): the reads another datacenter may run are listed once
+(``read_table``, ``node.api.app.FORWARDABLE_READS``), each with the ``ValueCodec`` of its
+answer. The serving datacenter runs the query and ships the typed answer over RPC
+(``node.rpc.reads``); here it is encoded like a local answer, so the JSON is the same and
+its datacenter fields are those of the datacenter that served it. Only ``catalog.*`` and
+``health.*`` reads are forwardable (``FORWARDABLE_PREFIXES``).
 """
 
 from __future__ import annotations
@@ -28,14 +28,13 @@ from aiohttp import web
 
 from node.api.blocking import QueryOptions, consul_headers, parse_query_options, run_blocking
 from node.api.state import AGENT, RNG
-from node.errors import InvalidRequest
+from node.errors import RemoteProtocolError
+from node.rpc.reads import ReadRequest, ValueCodec
 
 __all__ = [
     "ReadSpec",
     "ResponseCache",
-    "ForwardedBody",
     "serve_read",
-    "answer_read",
     "read_table",
     "dump_json",
     "CACHE_ENTRIES",
@@ -69,13 +68,8 @@ class ReadSpec:
     #: Whether the answer depends only on the catalog store (so its index can key a
     #: cache). Answers from gossip membership or config (members, leader) are not.
     cacheable: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardedBody:
-    """A read answered by another datacenter: its Consul JSON, already encoded."""
-
-    body: bytes
+    #: How the answer travels between datacenters; only forwardable reads have one.
+    wire: ValueCodec[Any] | None = None
 
 
 class ResponseCache:
@@ -110,12 +104,7 @@ class ResponseCache:
 def _local_query(
     request: web.Request, spec: ReadSpec, args: Mapping[str, Any]
 ) -> Callable[[], tuple[bytes, int]]:
-    return _local_query_of(request.app[AGENT], spec, args)
-
-
-def _local_query_of(
-    agent: Any, spec: ReadSpec, args: Mapping[str, Any]
-) -> Callable[[], tuple[bytes, int]]:
+    agent = request.app[AGENT]
     cache: ResponseCache = agent.response_cache
     key = (spec.name, tuple(sorted(args.items())))
 
@@ -141,11 +130,7 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
     # Most reads carry no query string: skip parsing it (this is the hot path).
     opts = parse_query_options(request.query) if request.query_string else _NO_OPTIONS
     if opts.dc is not None and opts.dc != agent.config.datacenter:
-        value, index = await agent.forward_read(opts.dc, spec.name, dict(args), opts)
-        if isinstance(value, ForwardedBody):
-            body = value.body
-        else:
-            body = dump_json(spec.encode(agent, value))
+        body, index = await _forwarded(agent, opts, spec, args)
     elif not opts.blocking:
         body, index = _local_query(request, spec, args)()
         index = max(index, 1)
@@ -160,38 +145,38 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
     return web.Response(body=body, headers=consul_headers(index, known_leader=bool(agent.leader())))
 
 
-def read_table(*specs: ReadSpec) -> Mapping[str, ReadSpec]:
-    """The reads other datacenters may ask for, by name (for ``answer_read``).
+async def _forwarded(
+    agent: Any, opts: QueryOptions, spec: ReadSpec, args: Mapping[str, Any]
+) -> tuple[bytes, int]:
+    """Run the read in datacenter ``opts.dc``; its typed answer encoded here.
 
-    Built once by the composition root, so what can be forwarded is listed in one place
-    rather than by whichever modules happen to be imported.
+    A read with no ``wire`` codec is sent all the same: the serving datacenter refuses
+    it by name, as it refuses any read it does not serve.
+    """
+    # Blocking arguments travel along: the serving datacenter waits.
+    wait = opts.wait if opts.blocking else 0.0
+    read = ReadRequest(name=spec.name, args=dict(args), index=opts.index, wait=wait)
+    value, index = await agent.forward_read(opts.dc, read, spec.wire or _UNSERVED)
+    return dump_json(spec.encode(agent, value)), index
+
+
+def _never_answered(raw: Any) -> Any:
+    raise RemoteProtocolError("a read that is not forwardable was answered")
+
+
+_UNSERVED: ValueCodec[Any] = ValueCodec("unforwardable read", lambda v: v, _never_answered)
+
+
+def read_table(*specs: ReadSpec) -> Mapping[str, ReadSpec]:
+    """The reads other datacenters may ask for, by name.
+
+    Built once, so what can be forwarded is listed in one place rather than by whichever
+    modules happen to be imported. Each needs a ``wire`` codec for its answer.
     """
     table = {spec.name: spec for spec in specs}
-    for name in table:
+    for name, spec in table.items():
         if not name.startswith(FORWARDABLE_PREFIXES):
             raise ValueError(f"read {name!r} is not forwardable (not {FORWARDABLE_PREFIXES})")
+        if spec.wire is None:
+            raise ValueError(f"read {name!r} has no wire codec: it cannot be forwarded")
     return MappingProxyType(table)
-
-
-async def answer_read(
-    agent: Any,
-    name: str,
-    args: Mapping[str, Any],
-    opts: QueryOptions,
-    rng: Any,
-    *,
-    reads: Mapping[str, ReadSpec],
-) -> tuple[bytes, int]:
-    """Run the read ``name`` (one of ``reads``) here for another datacenter:
-    ``(JSON body, index)``.
-
-    Raises ``InvalidRequest`` for a name that is unknown or not forwardable.
-    """
-    spec = reads.get(name)
-    if spec is None or not name.startswith(FORWARDABLE_PREFIXES):
-        raise InvalidRequest(f"unknown or non-forwardable read {name!r}", field="name")
-    query = _local_query_of(agent, spec, args)
-    if not opts.blocking:
-        body, index = query()
-        return body, max(index, 1)
-    return await run_blocking(query, opts, agent.notifier, rng=rng, monotonic=agent.clock.monotonic)

@@ -1,8 +1,8 @@
 """Catalog instances → ``EndpointInfo``: which address a proxy dials and whether it may.
 
 Rule: one function decides an instance's addresses and health for the data plane, used
-for local catalog answers and for other datacenters' JSON alike (``api/codec`` decodes
-that JSON into the same inputs). Addresses follow Consul's ``BestAddress``: the LAN
+for local catalog answers and for other datacenters' alike (those arrive over RPC as the
+same typed health entries, ``node.rpc.reads``). Addresses follow Consul's ``BestAddress``: the LAN
 address is the service address, else the node's; the WAN address is the service's
 ``wan`` tagged address, else (only when the service has no address of its own) the
 node's ``wan`` tagged address. Health follows Consul's Envoy endpoints: any critical
@@ -63,7 +63,7 @@ def _wan_of(tagged: Mapping[str, TaggedAddress]) -> tuple[str, int] | None:
 
 
 def endpoint_of(entry: HealthEntry, *, only_passing: bool = False) -> EndpointInfo:
-    """The endpoint of one local health entry."""
+    """The endpoint of one health entry (of this datacenter or another)."""
     svc, node = entry.service, entry.node
     return make_endpoint(
         service_address=svc.address,

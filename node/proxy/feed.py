@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from node.catalog.queries import HealthEntry, QueryResult
 from node.catalog.values import ServiceDefinition
@@ -43,7 +43,7 @@ FAST_RETURN = 0.05  # a blocking read answering faster than this with no change 
 RETRY_FAILED = 5.0  # seconds between retries of listeners that failed to start
 
 
-class ConnectView(ConnectReads):
+class ConnectView(ConnectReads, Protocol):
     """What the feed uses of ``ConnectService``: the gather step's reads and changes."""
 
     def add_listener(self, callback: Callable[[], None]) -> None:

@@ -1,6 +1,6 @@
 """The proxy feed against a real catalog (store + LocalState) and fake Connect/remote seams.
 
-Pure parts first (bind rules, endpoint addresses and health, the remote JSON decoder),
+Pure parts first (bind rules, endpoint addresses and health, remote health entries),
 then ``ProxyFeed.sync`` building snapshots per mode, then ``run()`` with blocking fake
 reads of another datacenter, and a listener that cannot bind showing on the proxy's
 health. The feed runs on a ``FakeClock``: its backoffs and health refreshes wait on
@@ -10,29 +10,37 @@ fake time, which the tests move.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from node.api.codec import decode_health_endpoints
 from node.catalog import queries
 from node.catalog.local import LocalState, NodeIdentity
 from node.catalog.parse import parse_service
+from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo
 from node.catalog.store import CatalogStore
-from node.catalog.values import Health, ServiceKind
+from node.catalog.values import (
+    CheckKind,
+    CheckState,
+    Health,
+    ServiceInstance,
+    ServiceKind,
+    TaggedAddress,
+)
 from node.catalog.watch import IndexNotifier
 from node.connect.resolve import resolve_upstreams
 from node.errors import RemoteProtocolError
-from node.proxy.endpoints import is_healthy, make_endpoint
+from node.proxy.endpoints import endpoint_of, is_healthy, make_endpoint
 from node.proxy.feed import RETRY_FAILED, FeedSources, ProxyFeed
 from node.proxy.gather import gateway_binds
 from node.proxy.health import listeners_check_id
 from node.proxy.manager import ProxyManager
 from node.proxy.snapshot import EndpointInfo, GatewayBind
+from node.rpc.reads import HEALTH_ENTRIES
 from node.testing.clock import FakeClock
+from node.wire import pack, unpack
 from tests.helpers.ca import TD, MeshTestCA
 from tests.helpers.poll import wait_for
 
@@ -131,26 +139,36 @@ def test_make_endpoint_best_address(
     assert (ep.address, (ep.wan_address, ep.wan_port)) == (want_addr, want_wan)
 
 
-def test_decode_health_endpoints_reads_consul_json_and_rejects_garbage() -> None:
-    body = json.dumps(
-        [
-            {
-                "Node": {"Address": "10.0.0.9", "TaggedAddresses": {"wan": "203.0.113.9"}},
-                "Service": {
-                    "Address": "",
-                    "Port": 8443,
-                    "TaggedAddresses": {"wan": {"Address": "198.51.100.1", "Port": 443}},
-                },
-                "Checks": [{"Status": "passing"}, {"Status": "critical"}],
-            }
-        ]
-    ).encode()
-    (ep,) = decode_health_endpoints(body, what="gateways of dc2")
+def _remote_gateway_entry() -> HealthEntry:
+    node = NodeInfo(
+        name="gw-node", node_id="", address="10.0.0.9", datacenter="dc2",
+        tagged_addresses={"wan": "203.0.113.9"}, meta={}, create_index=1, modify_index=1,
+    )  # fmt: skip
+    service = ServiceInstance(
+        id="mesh-gateway", name="mesh-gateway", kind=ServiceKind.MESH_GATEWAY, port=8443,
+        tagged_addresses={"wan": TaggedAddress(address="198.51.100.1", port=443)},
+    )  # fmt: skip
+    checks = tuple(
+        CheckEntry(
+            node="gw-node",
+            create_index=1,
+            modify_index=1,
+            check=CheckState(id=f"c{i}", name=f"c{i}", kind=CheckKind.TTL, status=status),
+        )  # fmt: skip
+        for i, status in enumerate((Health.PASSING, Health.CRITICAL))
+    )
+    return HealthEntry(node=node, service=service, checks=checks, status=Health.CRITICAL,
+                       create_index=1, modify_index=1)  # fmt: skip
+
+
+def test_remote_health_entries_arrive_typed_and_garbage_is_rejected() -> None:
+    wire = unpack(pack(HEALTH_ENTRIES.to_wire((_remote_gateway_entry(),))))
+    (ep,) = (endpoint_of(e) for e in HEALTH_ENTRIES.from_wire(wire))
     assert ep == EndpointInfo(
         address="10.0.0.9", port=8443, healthy=False, wan_address="198.51.100.1", wan_port=443
     )
-    with pytest.raises(RemoteProtocolError, match="gateways of dc2"):
-        decode_health_endpoints(b'[{"Node": 1}]', what="gateways of dc2")
+    with pytest.raises(RemoteProtocolError, match="health entries"):
+        HEALTH_ENTRIES.from_wire([{"node": 1}])
 
 
 # --------------------------------------------------------------------------- feed
