@@ -178,9 +178,6 @@ def build_catalog_sync(
     return sync
 
 
-# ---------------------------------------------------------------------------- agent
-
-
 def build_served_reads(api: AgentAPI, reads: Mapping[str, ReadSpec]) -> dict[str, ServedRead]:
     """The reads other datacenters may run here: the API's queries with their codecs."""
     served = {}
@@ -257,6 +254,10 @@ class Agent:
             config, self.store, self.local, self.pools.num_lan_nodes, self.lan_config.retransmit_mult
         )  # fmt: skip
         self.lan_delegate.add_channel(CHANNEL_CATALOG, self.catalog_sync)
+        self._build_rpc()
+
+    def _build_rpc(self) -> None:
+        config = self.config
         self.rpc_server = RPCServer(
             {}, lambda: self.lan_keyring, verify_incoming=config.encrypt_verify_incoming
         )
