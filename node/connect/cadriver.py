@@ -40,6 +40,7 @@ from node.connect.records import (
 from node.connect.timing import Timing
 from node.errors import CAError, ConfigError, InvalidRequest, NodeError, NotFound, TrustError
 from node.gossip.messages import MemberStatus
+from node.rpc.routing import ROLE_SERVER, TAG_DC, TAG_ROLE
 from node.state.globalstate import Record
 from node.state.primary import check_peer_primary
 from node.state.replica import Replica, wait_event, wall_ms_of
@@ -139,7 +140,7 @@ class CARole:
         roots, config, now = self._roots(), self._config(), self._clock.utcnow()
         need = None if roots is None else self.authority.sync(roots, config, now)
         rows = (
-            (m.name, m.tags.get("role", ""), m.tags.get("dc", ""), m.status is MemberStatus.ALIVE)
+            (m.name, _is_server(m.tags), m.tags.get(TAG_DC, ""), m.status is MemberStatus.ALIVE)
             for m in self._members()
         )
         return CAView(
@@ -258,11 +259,7 @@ class CARole:
     def _is_dc_server(self, node: str) -> bool:
         for member in self._members():
             tags = member.tags
-            if (
-                member.name == node
-                and tags.get("role") == carole.ROLE_SERVER
-                and tags.get("dc") == self._dc
-            ):
+            if member.name == node and _is_server(tags) and tags.get(TAG_DC) == self._dc:
                 return member.status is MemberStatus.ALIVE
         return False
 
@@ -285,3 +282,7 @@ def configured_ca(provider: str, config: Mapping[str, Any]) -> CAConfig:
     except InvalidRequest as exc:
         log.warning("connect.ca_config not used for the CA", extra={"error": str(exc)})
         return CAConfig()
+
+
+def _is_server(tags: Mapping[str, str]) -> bool:
+    return tags.get(TAG_ROLE) == ROLE_SERVER

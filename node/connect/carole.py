@@ -39,11 +39,7 @@ __all__ = [
     "looks_again",
     "retry_wait",
     "primary_servers",
-    "ROLE_SERVER",
 ]
-
-#: The ``role`` tag of a server in gossip.
-ROLE_SERVER: Final = "server"
 
 
 class Need(enum.Enum):
@@ -148,8 +144,8 @@ def retry_wait(
     return min(wait, max(retry_min, bootstrap_delay / 4))
 
 
-def primary_servers(members: Iterable[tuple[str, str, str, bool]], primary: str) -> frozenset[str]:
-    """Names of alive servers of ``primary`` among (name, role, dc, alive) rows."""
+def primary_servers(members: Iterable[tuple[str, bool, str, bool]], primary: str) -> frozenset[str]:
+    """Names of alive servers of ``primary`` among (name, is_server, dc, alive) rows."""
     return frozenset(
-        name for name, role, dc, alive in members if alive and role == ROLE_SERVER and dc == primary
+        name for name, server, dc, alive in members if alive and server and dc == primary
     )

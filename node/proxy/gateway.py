@@ -35,16 +35,22 @@ from collections.abc import Callable
 from node.clock import Clock, MonotonicClock
 from node.proxy.listen import ACCEPT_BATCH, bind_listener
 from node.proxy.metrics import ListenerStats
-from node.proxy.plan import Endpoint, GatewayPlan, Route, RouteKind, route_gateway
+from node.proxy.plan import (
+    MAX_DIAL_ATTEMPTS,
+    Endpoint,
+    GatewayPlan,
+    Route,
+    RouteKind,
+    route_gateway,
+)
 from node.proxy.pollers import EV_CLOSING, EV_WRITE, Poller, make_poller
-from node.proxy.relay import SPLICE_SUPPORTED, PipePool, Relay, make_scratch
+from node.proxy.relay import AGAIN, DONTWAIT, SPLICE_SUPPORTED, PipePool, Relay, make_scratch
 from node.proxy.sni import MAX_HELLO_BYTES, HelloStatus, parse_client_hello
 
 __all__ = [
     "HELLO_TIMEOUT",
     "IDLE_TIMEOUT",
     "MAX_CONNECTIONS",
-    "MAX_DIAL_ATTEMPTS",
     "Router",
     "GatewayListener",
 ]
@@ -54,14 +60,11 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 5.0  # seconds for the whole ClientHello to arrive
 IDLE_TIMEOUT = 600.0  # seconds without a byte either way before a relay is closed
 MAX_CONNECTIONS = 10_000  # open (incl. not yet routed) connections per listener
-MAX_DIAL_ATTEMPTS = 3  # endpoints tried per connection before giving up
 SWEEP_INTERVAL = 0.25  # seconds between timeout sweeps (and byte-count reports)
 ROUTE_CACHE_SIZE = 4096  # distinct SNIs remembered per plan (names come from clients)
 
 Router = Callable[[GatewayPlan, str], Route]
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
-_AGAIN = (BlockingIOError, InterruptedError)
 _CONNECTING = (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
 # A cached routing answer: dial targets as (family, sockaddr), or a reject reason.
 _Targets = tuple[tuple[int, tuple[str, int]], ...]
@@ -126,8 +129,8 @@ class _Pending:
         while True:  # more than once only after the FIN, to read up to the EOF
             want = MAX_HELLO_BYTES - len(self.buf)
             try:
-                data = self.sock.recv(want, _DONTWAIT)
-            except _AGAIN:
+                data = self.sock.recv(want, DONTWAIT)
+            except AGAIN:
                 return
             except OSError:
                 gw.reject(self, "reset_before_hello")
@@ -268,7 +271,7 @@ class GatewayListener:
         for _ in range(ACCEPT_BATCH):
             try:
                 fd, _addr = accept()
-            except _AGAIN:
+            except AGAIN:
                 return
             except OSError as exc:  # EMFILE/ENFILE: leave the rest in the backlog
                 self._accept_failed = True
@@ -287,7 +290,7 @@ class GatewayListener:
             # blocking at the fd level (no FIONBIO ioctl): every read and write on it
             # passes MSG_DONTWAIT, and the relay sets O_NONBLOCK only if it splices.
             sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
-            if not _DONTWAIT:  # a platform without per-call non-blocking I/O
+            if not DONTWAIT:  # a platform without per-call non-blocking I/O
                 sock.setblocking(False)
             conn = _Pending(self, sock, fd, deadline)
             pending[conn] = None
@@ -349,7 +352,7 @@ class GatewayListener:
         Returns 0 (relaying), EINPROGRESS (wait for the connect) or the connect error."""
         try:
             sent = up.send(conn.buf)
-        except _AGAIN:
+        except AGAIN:
             return errno.EINPROGRESS
         except OSError as exc:
             if exc.errno == errno.ENOTCONN:

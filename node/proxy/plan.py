@@ -24,6 +24,7 @@ from node.proxy.snapshot import (
 )
 
 __all__ = [
+    "MAX_DIAL_ATTEMPTS",
     "Endpoint",
     "TLSMaterial",
     "UpstreamPlan",
@@ -37,6 +38,8 @@ __all__ = [
     "route_gateway",
     "upstream_endpoints",
 ]
+
+MAX_DIAL_ATTEMPTS = 3  # endpoints a listener tries per connection before giving up
 
 _EMPTY: Mapping[str, tuple[Endpoint, ...]] = MappingProxyType({})
 

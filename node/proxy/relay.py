@@ -38,6 +38,8 @@ from node.proxy.metrics import ListenerStats
 from node.proxy.pollers import EV_CLOSING, EV_ERROR, EV_READ, EV_WRITE, Poller
 
 __all__ = [
+    "AGAIN",
+    "DONTWAIT",
     "SPLICE_SUPPORTED",
     "PIPE_SIZE",
     "COPY_CHUNK",
@@ -69,10 +71,10 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK
 # Every copy-mode recv/send is non-blocking per call, so an accepted socket needs no
 # FIONBIO ioctl (Python's accept has no SOCK_NONBLOCK); splice needs O_NONBLOCK on the
 # socket itself and sets it when a direction starts splicing.
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
-_AGAIN = (BlockingIOError, InterruptedError)
+AGAIN = (BlockingIOError, InterruptedError)
 # Errors that mean "the peer went away": end the relay quietly.
 _GONE = (ConnectionError, BrokenPipeError, TimeoutError)
 _GONE_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
@@ -193,8 +195,8 @@ class _Half:
         view = relay.scratch
         for _ in range(COPY_ROUNDS):
             try:
-                n = self.src.recv_into(view, 0, _DONTWAIT)
-            except _AGAIN:
+                n = self.src.recv_into(view, 0, DONTWAIT)
+            except AGAIN:
                 return
             except OSError as exc:
                 relay.abort(exc)
@@ -204,8 +206,8 @@ class _Half:
                 return
             self.moved += n
             try:
-                sent = self.dst.send(view[:n], _DONTWAIT)
-            except _AGAIN:
+                sent = self.dst.send(view[:n], DONTWAIT)
+            except AGAIN:
                 sent = 0
             except OSError as exc:
                 relay.abort(exc)
@@ -240,7 +242,7 @@ class _Half:
         for _ in range(SPLICE_ROUNDS):
             try:
                 n = os.splice(self.src_fd, w, capacity, flags=_SPLICE_FLAGS)
-            except _AGAIN:
+            except AGAIN:
                 return  # drained (a short splice proves nothing: slots may have run out)
             except OSError as exc:
                 relay.abort(exc)
@@ -261,7 +263,7 @@ class _Half:
         while self.pending:
             try:
                 n = os.splice(r, self.dst_fd, self.pending, flags=_SPLICE_FLAGS)
-            except _AGAIN:
+            except AGAIN:
                 self.block()
                 return False
             except OSError as exc:
@@ -282,8 +284,8 @@ class _Half:
         """dst is writable again: send what waits, then read on."""
         if self.pipe is None:
             try:
-                sent = self.dst.send(self.rest, _DONTWAIT)
-            except _AGAIN:
+                sent = self.dst.send(self.rest, DONTWAIT)
+            except AGAIN:
                 return
             except OSError as exc:
                 self.relay.abort(exc)

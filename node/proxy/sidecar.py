@@ -34,11 +34,10 @@ from node.connect.tls import (
 from node.errors import ProxyError, TrustError
 from node.proxy.listen import ACCEPT_BATCH, bind_listener
 from node.proxy.metrics import ListenerStats
-from node.proxy.plan import Endpoint, PublicPlan, TLSMaterial, UpstreamPlan
+from node.proxy.plan import MAX_DIAL_ATTEMPTS, Endpoint, PublicPlan, TLSMaterial, UpstreamPlan
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
-    "MAX_DIAL_ATTEMPTS",
     "Authorizer",
     "TLSState",
     "UpstreamListener",
@@ -48,7 +47,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds for a TLS handshake, either side
-MAX_DIAL_ATTEMPTS = 3  # endpoints tried per app connection
 LISTEN_BACKLOG = 1024
 # Flow control: stop reading one side when the other has this much unsent.
 WRITE_HIGH_WATER = 1 << 20

@@ -51,10 +51,10 @@ def test_a_secondary_server_never_bootstraps() -> None:
 
 def test_primary_servers_are_the_alive_servers_of_the_primary() -> None:
     rows = [
-        ("s1", "server", "dc1", True),
-        ("s2", "server", "dc1", False),  # not alive
-        ("c1", "node", "dc1", True),  # not a server
-        ("s9", "server", "dc2", True),  # another datacenter
+        ("s1", True, "dc1", True),
+        ("s2", True, "dc1", False),  # not alive
+        ("c1", False, "dc1", True),  # not a server
+        ("s9", True, "dc2", True),  # another datacenter
     ]
     assert primary_servers(rows, "dc1") == frozenset({"s1"})
 
