@@ -13,6 +13,7 @@ are ``LocalProtocolError``.
   - CatalogError
     - NotFound                    unknown service, check, node, entry ...
     - Conflict                    a write that conflicts (CAS failure, duplicate)
+    - NoClusterLeader             the owning Raft group has no leader: nothing was applied
   - CAError
     - CertificateExpired
     - TrustError                  chain or SPIFFE id does not verify, CSR refused
@@ -36,6 +37,7 @@ __all__ = [
     "CatalogError",
     "NotFound",
     "Conflict",
+    "NoClusterLeader",
     "CAError",
     "CertificateExpired",
     "TrustError",
@@ -86,6 +88,10 @@ class NotFound(CatalogError):
 
 class Conflict(CatalogError):
     """The write conflicts with current state and was not applied."""
+
+
+class NoClusterLeader(CatalogError):
+    """The servers that own the state have no leader (no quorum): the write was refused."""
 
 
 class CAError(NodeError):

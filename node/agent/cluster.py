@@ -26,6 +26,7 @@ from node.errors import InvalidRequest
 from node.gossip.messages import Address, MemberStatus
 from node.gossip.state import Member
 from node.rpc.routing import ROLE_NODE, ROLE_SERVER, TAG_DC, TAG_ROLE, rpc_address
+from node.state.raft import RAFT_TAG, raft_port
 
 if TYPE_CHECKING:
     from node.config.agent import AgentConfig
@@ -87,13 +88,16 @@ def advertise_address(config: AgentConfig) -> str:
 
 def member_tags(config: AgentConfig, node_id: str, rpc_port: int) -> dict[str, str]:
     """Gossip tags of this node (LAN and WAN alike): what routing and members() read."""
-    return {
+    tags = {
         "dc": config.datacenter,
         "role": ROLE_SERVER if config.server else ROLE_NODE,
         "port": str(rpc_port),
         "id": node_id,
         "build": __version__,
     }
+    if config.server and not config.dev and config.bootstrap_expect > 1:
+        tags[RAFT_TAG] = f"{advertise_address(config)}:{raft_port(rpc_port)}"
+    return tags
 
 
 class ClusterView:

@@ -31,6 +31,7 @@ STATUS_BY_ERROR: Final[Mapping[type[BaseException], int]] = MappingProxyType(
         errors.UpstreamUnavailable: 503,
         # Consul answers "No path to datacenter" with a 500 and clients rely on the text.
         errors.DatacenterUnavailable: 500,
+        errors.NoClusterLeader: 500,
     }
 )
 

@@ -38,12 +38,20 @@ from node.connect.records import (
     roots_of,
 )
 from node.connect.timing import Timing
-from node.errors import CAError, ConfigError, InvalidRequest, NodeError, NotFound, TrustError
+from node.errors import (
+    CAError,
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    NodeError,
+    NotFound,
+    TrustError,
+)
 from node.gossip.messages import MemberStatus
 from node.rpc.routing import ROLE_SERVER, TAG_DC, TAG_ROLE
 from node.state.globalstate import Record
 from node.state.primary import check_peer_primary
-from node.state.replica import Replica, wait_event, wall_ms_of
+from node.state.replica import Replica, wait_event
 from node.state.replicator import PeerCaller
 from node.state.retry import Uniform
 
@@ -53,6 +61,22 @@ log = logging.getLogger(__name__)
 
 #: The ``State.Apply`` op that reconfigures the CA on the primary.
 CA_CONFIG_OP: Final = "ca-config"
+
+
+class Commit(Protocol):
+    """Commits items through the primary's group (``StateWriter.commit``)."""
+
+    async def __call__(
+        self, items: Iterable[tuple[str, str, Any]], *, absent: bool = ...
+    ) -> tuple[Record, ...]:
+        """Commit (kind, name, value) items (``absent``: only if none exists yet)."""
+        ...
+
+
+async def _not_wired(
+    items: Iterable[tuple[str, str, Any]], *, absent: bool = False
+) -> tuple[Record, ...]:
+    raise CAError("the CA role has no writer yet")
 
 
 class LanMember(Protocol):
@@ -103,6 +127,8 @@ class CARole:
         self._t = timing
         self._on_signer_change = on_signer_change
         self._started = clock.monotonic()
+        # The writer takes ``reconfigure`` as an op, so it is built after the role.
+        self.commit: Commit = _not_wired
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -153,13 +179,13 @@ class CARole:
     async def _carry_out(self, decision: Decision) -> None:
         match decision:
             case Bootstrap():
-                self._bootstrap()
+                await self._bootstrap()
             case FetchRootKey(roots):
                 await self._fetch_root_key(roots)
             case RenewIntermediate(roots):
                 await self._renew_intermediate(roots)
             case WriteRoots(roots):
-                self._write((KIND_CA_ROOTS, CA_ROOTS_NAME, roots), wall=self._replica.wall_ms())
+                await self._write((KIND_CA_ROOTS, CA_ROOTS_NAME, roots))
 
     def _roots(self) -> CARoots | None:
         return roots_of(self._replica.state)
@@ -167,23 +193,25 @@ class CARole:
     def _config(self) -> CAConfig | None:
         return ca_config_of(self._replica.state)
 
-    def _write(self, *items: tuple[str, str, Any], wall: int) -> None:
-        state = self._replica.state
-        records = tuple(state.put(kind, name, value, wall_ms=wall) for kind, name, value in items)
-        self._replica.changed(records, announce=True)
+    async def _write(self, *items: tuple[str, str, Any], absent: bool = False) -> None:
+        await self.commit(items, absent=absent)
 
     # --- decisions ----------------------------------------------------------------------
 
-    def _bootstrap(self) -> None:
+    async def _bootstrap(self) -> None:
         now = self._clock.utcnow()
         change = self.authority.bootstrap(
             cluster_id=str(uuid.uuid4()), now=now, config=self._configured
         )
-        self._write(
-            (KIND_CA_CONFIG, CA_CONFIG_NAME, change.config),
-            (KIND_CA_ROOTS, CA_ROOTS_NAME, change.roots),
-            wall=wall_ms_of(now),
-        )
+        try:
+            await self._write(
+                (KIND_CA_CONFIG, CA_CONFIG_NAME, change.config),
+                (KIND_CA_ROOTS, CA_ROOTS_NAME, change.roots),
+                absent=True,
+            )
+        except Conflict:
+            log.info("CA already bootstrapped by another server")
+            return
         log.info("CA bootstrapped", extra={"trust_domain": change.roots.trust_domain,
                                           "root_id": change.roots.active_root_id})  # fmt: skip
 
@@ -213,7 +241,7 @@ class CARole:
 
     # --- the ca-config write (primary) --------------------------------------------------
 
-    def reconfigure(self, op: Any) -> tuple[Record, ...]:
+    def reconfigure(self, op: Any) -> tuple[tuple[str, str, Any], ...]:
         """Apply ``{"op": "ca-config", "body": ...}``: new TTLs, or a new root."""
         roots = self._roots()
         if roots is None:
@@ -225,14 +253,12 @@ class CARole:
         request = parse_ca_configuration(body, cluster_id=roots.cluster_id)
         now = self._clock.utcnow()
         change = self.authority.reconfigure(request, roots=roots, config=config, now=now)
-        wall = wall_ms_of(now)
-        state = self._replica.state
-        records = [state.put(KIND_CA_CONFIG, CA_CONFIG_NAME, change.config, wall_ms=wall)]
+        items: list[tuple[str, str, Any]] = [(KIND_CA_CONFIG, CA_CONFIG_NAME, change.config)]
         if change.roots != roots:
-            records.append(state.put(KIND_CA_ROOTS, CA_ROOTS_NAME, change.roots, wall_ms=wall))
+            items.append((KIND_CA_ROOTS, CA_ROOTS_NAME, change.roots))
         if change.new_root is not None:
             log.info("CA root rotated", extra={"active_root": change.roots.active_root_id})
-        return tuple(records)
+        return tuple(items)
 
     # --- RPC ----------------------------------------------------------------------------
 

@@ -47,8 +47,12 @@ from node.connect.resolve import ResolvedUpstream, resolve_upstreams
 from node.connect.timing import Timing
 from node.errors import ConfigError, NotFound
 from node.gossip.delegate import Delegate
-from node.state.globalstate import Record
+from node.gossip.messages import MemberStatus
+from node.rpc.routing import ROLE_SERVER, TAG_DC, TAG_ROLE
+from node.state.consensus import StateMachine
+from node.state.globalstate import GlobalState, Record
 from node.state.hlc import Stamp
+from node.state.raft import RAFT_TAG, Consensus, FormingGroup, RaftGroup, SoloGroup
 from node.state.replica import Replica, load_state
 from node.state.replicator import Fetcher, PeerCaller, PullService, Replicator
 from node.state.statesync import GLOBAL_STATE_CHANNEL, StateSync
@@ -350,8 +354,10 @@ class _Builder:
             replica, rpc=self.seams.rpc, primary=self.primary, is_server=self.server,
             in_primary=self.in_primary, writable=WRITABLE_KINDS,
             ops={} if ca is None else {CA_CONFIG_OP: ca.reconfigure},
-            rpc_timeout=self.t.rpc_timeout,
+            rpc_timeout=self.t.rpc_timeout, group=self._group(replica),
         )  # fmt: skip
+        if ca is not None:
+            ca.commit = writer.commit
         if ca is not None and self.in_primary:
             self.jobs.append(lambda: self._bootstrap_entries(writer))
         self.handlers |= writer.rpc_handlers()
@@ -369,6 +375,45 @@ class _Builder:
             replica=replica, writer=writer, hosting=hosting, listeners=self.listeners,
             policy=policy, ca=ca, jobs=self.jobs,
         )  # fmt: skip
+
+    def _group(self, replica: Replica) -> Consensus | None:
+        """The primary servers' Raft group: one voter, or ``bootstrap_expect`` of them."""
+        if not (self.server and self.in_primary):
+            return None
+        schema_kinds = replica.state.schema.kinds
+        if self.cfg.dev or self.cfg.bootstrap_expect <= 1:
+            machine = StateMachine(replica.state, writable=schema_kinds)
+            on_commit = lambda records: replica.changed(records, announce=True)  # noqa: E731
+            return SoloGroup(machine, clock=self.seams.clock, on_commit=on_commit)
+        password = self.cfg.encrypt_key
+        bind = self.cfg.bind_addr
+
+        def build(me: str, peers: Sequence[str]) -> RaftGroup:
+            group_id = f"raft.{self.dc}"
+            return RaftGroup(
+                StateMachine(GlobalState(group_id, CONNECT_SCHEMA), writable=schema_kinds),
+                address=me, peers=peers, password=password, bind=bind,
+                clock=self.seams.clock, leader_wait=self.t.leader_wait,
+                loop=asyncio.get_running_loop(),
+                on_commit=lambda records: replica.merge_records(records, announce=True),
+            )  # fmt: skip
+
+        forming = FormingGroup(
+            expected=self.cfg.bootstrap_expect, servers=self._raft_servers,
+            me=self.cfg.node_name, build=build, clock=self.seams.clock,
+            leader_wait=self.t.leader_wait,
+        )  # fmt: skip
+        self.jobs.append(forming.run)
+        return forming
+
+    def _raft_servers(self) -> dict[str, str]:
+        """Alive servers of this datacenter that announce a Raft address: name → address."""
+        return {
+            m.name: m.tags[RAFT_TAG]
+            for m in self.seams.members()
+            if m.status is MemberStatus.ALIVE and m.tags.get(TAG_ROLE) == ROLE_SERVER
+            and m.tags.get(TAG_DC) == self.dc and RAFT_TAG in m.tags
+        }  # fmt: skip
 
     def _replica(self) -> Replica:
         path = None if self.data_dir is None else Path(self.data_dir) / STATE_FILE
@@ -446,7 +491,7 @@ class _Builder:
         """``config_entries { bootstrap }``: written once each, only if absent (as Consul)."""
         await asyncio.sleep(self.t.bootstrap_delay)
         entries = self.cfg.config_entries_bootstrap
-        for record in writer.seed((e.kind, e.name, e) for e in entries):
+        for record in await writer.seed((e.kind, e.name, e) for e in entries):
             log.info(
                 "bootstrap config entry written", extra={"kind": record.kind, "entry": record.name}
             )

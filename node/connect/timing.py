@@ -23,6 +23,7 @@ class Timing:
     retry_max: float = 30.0
     maintenance: float = 30.0  # roots pruning, tombstone reaping, federation checks
     tombstone_grace: float = 3600.0  # seconds a tombstone is kept before reaping
+    leader_wait: float = 5.0  # a write waits this long for a Raft leader, then "No cluster leader"
     registration_wait: float = 3.0  # CA.SignLeaf waits this long for a registration to arrive
 
     @property

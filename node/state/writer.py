@@ -1,30 +1,36 @@
-"""Writes to the global state: forwarded to the primary, applied there, merged back.
+"""Writes to the global state: forwarded to the primary's servers, committed by their group.
 
-Rule: only servers of the primary datacenter *apply* writes. A write made anywhere
-travels ``State.Apply`` → a server of the writer's datacenter → (from a secondary) a
-server of the primary, which stamps and applies it; the answer carries the applied
-records, which every hop merges at once (read your writes). A write is an op: ``put``
-or ``delete`` of a writable kind, or one of the owner's own ops (``ops``: name →
-apply function, run on a primary server, returning the records it wrote). An op may
-carry ``cas``: the stamp the writer last saw (``None``: absent); the primary refuses it
-with ``Conflict`` if the record changed since.
+Rule: only the servers of the primary datacenter *commit* writes, through their Raft
+group (``node.state.raft``: a quorum commits, the state machine applies in log order).
+A write made anywhere travels ``State.Apply`` → a server of the writer's datacenter →
+(from a secondary) a server of the primary, which submits it to the group; the answer
+carries the committed records, which every hop merges at once (read your writes). A
+write is an op: ``put`` or ``delete`` of a writable kind, or one of the owner's own ops
+(``ops``: name → a function run on the primary server that receives the op, returning
+the (kind, name, value) items to commit). An op may carry ``cas``: the stamp the writer
+last saw (``None``: absent); the group's state machine refuses it with ``Conflict`` if
+the record changed since, at its place in the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from node.errors import Conflict, InvalidRequest
 from node.state.globalstate import Record
+from node.state.raft import Consensus
 from node.state.replica import Replica
 
-__all__ = ["StateWriter", "ServerCaller", "ApplyFn", "APPLY_METHOD"]
+__all__ = ["StateWriter", "ServerCaller", "PrepareFn", "Item", "APPLY_METHOD"]
 
 APPLY_METHOD: Final = "State.Apply"
 
-ApplyFn = Callable[[Any], tuple[Record, ...]]
-"""An owner's op, applied on a primary server: the records it wrote to the replica's state."""
+Item = tuple[str, str, Any]
+"""(kind, name, value) to write."""
+
+PrepareFn = Callable[[Any], Sequence[Item]]
+"""An owner's op, run on the primary server that receives it: the items to commit."""
 
 
 class ServerCaller(Protocol):
@@ -49,14 +55,15 @@ class StateWriter:
         is_server: bool,
         in_primary: bool,
         writable: Collection[str],
-        ops: Mapping[str, ApplyFn],
+        ops: Mapping[str, PrepareFn],
         rpc_timeout: float,
+        group: Consensus | None,
     ) -> None:
         self._replica = replica
         self._rpc = rpc
         self._primary = primary
         self._server = is_server
-        self._applies = is_server and in_primary
+        self._group = group if is_server and in_primary else None
         self._in_primary = in_primary
         self._writable = frozenset(writable)
         self._ops = dict(ops)
@@ -77,9 +84,9 @@ class StateWriter:
     # --- writing ------------------------------------------------------------------------
 
     async def write(self, op: Mapping[str, Any]) -> tuple[Record, ...]:
-        """Apply here (primary server) or forward; returns the applied records."""
-        if self._applies:
-            return self.apply(op)
+        """Commit here (primary server) or forward; returns the committed records."""
+        if self._group is not None:
+            return await self.apply(op)
         reply = await self._rpc.call_server(APPLY_METHOD, op, timeout=self._timeout)
         records = self._records_of(reply)
         self._replica.merge_records(records, announce=True)
@@ -105,49 +112,46 @@ class StateWriter:
             return False
         return True
 
-    def seed(self, values: Iterable[tuple[str, str, Any]]) -> tuple[Record, ...]:
+    async def commit(self, items: Iterable[Item], *, absent: bool = False) -> tuple[Record, ...]:
+        """Primary server: commit (kind, name, value) items of any kind (``absent``: only
+        if none of them exists yet, else ``Conflict``)."""
+        schema = self._replica.state.schema
+        wire = [[k, n, schema.codec(k).to_wire(v)] for k, n, v in items]
+        return await self._submit({"op": "puts", "items": wire, "absent": absent})
+
+    async def seed(self, values: Iterable[Item]) -> tuple[Record, ...]:
         """Primary server: write each (kind, name, value) that is absent; returns the writes."""
-        written = []
-        for kind, name, value in values:
-            if self._replica.state.get(kind, name) is None:
-                record = self._replica.state.put(kind, name, value, wall_ms=self._replica.wall_ms())
-                self._replica.changed((record,), announce=True)
-                written.append(record)
+        written: list[Record] = []
+        for item in values:
+            if self._replica.state.get(item[0], item[1]) is None:
+                try:
+                    written += await self.commit((item,), absent=True)
+                except Conflict:
+                    continue  # another server seeded it first
         return tuple(written)
 
     # --- applying (primary) -------------------------------------------------------------
 
-    def apply(self, op: Any) -> tuple[Record, ...]:
-        """Apply a write on a primary server; raises before changing anything if invalid."""
+    async def apply(self, op: Any) -> tuple[Record, ...]:
+        """Commit a write on a primary server; raises before submitting if it is invalid."""
         known = ("put", "delete", *self._ops)
         if not isinstance(op, Mapping) or op.get("op") not in known:
             raise InvalidRequest(f"State.Apply: op must be {', '.join(known[:-1])} or {known[-1]}")
-        apply = self._ops.get(op["op"], self._put_or_delete)
-        records = apply(op)
-        self._replica.changed(records, announce=True)
-        return records
-
-    def _put_or_delete(self, op: Any) -> tuple[Record, ...]:
-        state, wall = self._replica.state, self._replica.wall_ms()
+        prepare = self._ops.get(op["op"])
+        if prepare is not None:
+            return await self.commit(prepare(op))
         kind, name = op.get("kind"), op.get("name")
         if kind not in self._writable or not isinstance(name, str):
             raise InvalidRequest(f"State.Apply: kind {kind!r} cannot be written directly")
-        self._check_cas(kind, name, op)
-        if op["op"] == "delete":
-            return (state.delete(kind, name, wall_ms=wall),)
-        value = Record.from_wire(
-            {"k": kind, "n": name, "v": op.get("value"), "s": [0, 0, ""]}, state.schema
-        )
-        return (state.put(kind, name, value.value, wall_ms=wall),)
+        fields = ("op", "kind", "name", "value", "cas")
+        return await self._submit({k: op[k] for k in fields if k in op})
 
-    def _check_cas(self, kind: str, name: str, op: Mapping[str, Any]) -> None:
-        if "cas" not in op:
-            return
-        current = self._replica.state.get(kind, name)
-        expected = op["cas"]
-        held = None if current is None else current.stamp.to_wire()
-        if (expected is None) != (held is None) or (held is not None and list(expected) != held):
-            raise Conflict(f"CAS failed for {kind} {name!r}: it changed since it was read")
+    async def _submit(self, command: Mapping[str, Any]) -> tuple[Record, ...]:
+        if self._group is None:
+            raise InvalidRequest("State.Apply: only the primary datacenter's servers commit")
+        records = await self._group.submit(command)
+        self._replica.merge_records(records, announce=True)
+        return records
 
     def _records_of(self, reply: Any) -> tuple[Record, ...]:
         if not isinstance(reply, Mapping) or not isinstance(reply.get("records"), list):
@@ -165,7 +169,7 @@ class StateWriter:
         if not self._server:
             raise InvalidRequest("State.Apply must be sent to a server")
         if self._in_primary:
-            records = self.apply(args)
+            records = await self.apply(args)
         else:
             reply = await self._rpc.call_server(
                 APPLY_METHOD, args, dc=self._primary, timeout=self._timeout
