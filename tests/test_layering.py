@@ -101,8 +101,8 @@ SPLIT_PACKAGES: dict[str, Split] = {
         drivers=("sync", "local", "checks", "watch"),
     ),
     "node.state": Split(
-        pure=("hlc", "globalstate", "statesync", "primary", "retry"),
-        drivers=("replica", "writer", "replicator"),
+        pure=("hlc", "globalstate", "statesync", "primary", "retry", "consensus"),
+        drivers=("replica", "writer", "replicator", "raft"),
     ),
     "node.connect": Split(
         pure=(

@@ -386,6 +386,12 @@ class _Builder:
             on_commit = lambda records: replica.changed(records, announce=True)  # noqa: E731
             return SoloGroup(machine, clock=self.seams.clock, on_commit=on_commit)
         password = self.cfg.encrypt_key
+        if password is None:
+            raise ConfigError(
+                f"bootstrap_expect = {self.cfg.bootstrap_expect} needs a gossip key: the servers' "
+                "Raft traffic is sealed with it (set encrypt; make one with `meshnode keygen`)",
+                key="encrypt",
+            )
         bind = self.cfg.bind_addr
 
         def build(me: str, peers: Sequence[str]) -> RaftGroup:

@@ -73,7 +73,7 @@ class StateMachine:
             records = self._apply(unpack(entry))
         except (Conflict, InvalidRequest, NotFound) as exc:
             return {"error": [type(exc).__name__, str(exc)]}
-        except (ValueError, TypeError, KeyError) as exc:
+        except (NodeError, ValueError, TypeError, KeyError) as exc:
             return {"error": ["InvalidRequest", f"malformed state command: {exc!r}"]}
         schema = self._state.schema
         return {"records": [r.to_wire(schema) for r in records], "index": index}

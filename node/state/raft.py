@@ -18,11 +18,12 @@ limits, and what this module does about them:
 
 - it ticks in its own thread (``autoTick``): the state machine is only touched there,
   and results reach the loop by ``call_soon_threadsafe``;
-- its messages and snapshots are pickled. With the gossip key set the group's password
-  is derived from it, and PySyncObj authenticates every frame (Fernet: AES-CBC +
-  HMAC-SHA256) before unpickling; in every case its unpickler is replaced by one that
-  builds only plain data and PySyncObj's own node classes, so a byte from an
-  unauthenticated peer cannot run code;
+- its messages and snapshots are pickled. The group's password is the gossip key (a
+  group of several servers needs one), and PySyncObj authenticates every frame (Fernet:
+  AES-CBC + HMAC-SHA256) before unpickling it; besides, its unpickler is replaced by one
+  that builds only plain data and PySyncObj's own node classes, so even a peer holding
+  the key cannot make it run code. A key rotated by ``keyring`` reaches the group only
+  when the servers restart;
 - it speaks on its own TCP port (``raft_port``), not over the node's RPC port;
 - a command whose leader is lost after it was sent may still commit after its caller
   was told ``No cluster leader`` (as in any Raft client that times out);
@@ -142,9 +143,11 @@ class SoloGroup:
 
 # --------------------------------------------------------------------------- PySyncObj
 
+# Pickle protocol 2 (PySyncObj's) writes bytes as ``_codecs.encode(text, "latin1")``.
 _SAFE_CLASSES: Final = frozenset(
     {("pysyncobj.node", "Node"), ("pysyncobj.node", "TCPNode"),
-     ("builtins", "set"), ("builtins", "frozenset"), ("collections", "OrderedDict")}
+     ("builtins", "set"), ("builtins", "frozenset"), ("collections", "OrderedDict"),
+     ("_codecs", "encode")}
 )  # fmt: skip
 
 
