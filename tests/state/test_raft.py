@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -99,18 +100,39 @@ async def test_without_a_quorum_a_write_is_refused_within_the_bound() -> None:
         alone.group.close()
 
 
-async def test_a_forming_group_waits_for_bootstrap_expect_servers() -> None:
+async def test_a_forming_group_waits_for_bootstrap_expect_servers_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     servers: dict[str, str] = {"s1": "127.0.0.1:1"}
     built: list[tuple[str, list[str]]] = []
+
+    def build(me: str, peers: Sequence[str]) -> Any:
+        built.append((me, list(peers)))
+        return _Closable()
+
     forming = FormingGroup(
-        expected=3, servers=lambda: servers, me="s1",
-        build=lambda me, peers: built.append((me, list(peers))),  # type: ignore[func-returns-value]
+        expected=3, servers=lambda: servers, me="s1", build=build,
         clock=MonotonicClock(), leader_wait=0.2,
     )  # fmt: skip
+    caplog.set_level(logging.INFO, logger="node.state.raft")
+    task = asyncio.create_task(forming.run(every=0.01))
     with pytest.raises(NoClusterLeader):
         await forming.submit(_put("a", "x"))
-    assert forming.leader() is None and forming.voters() == ()
-    del built
+    assert forming.leader() is None and forming.voters() == () and not built
+    assert "waiting for 3 servers" in caplog.text and "1 known" in caplog.text
+    servers |= {"s2": "127.0.0.1:2", "s3": "127.0.0.1:3"}
+    await wait_for(lambda: built, "the group formed")
+    assert built == [("127.0.0.1:1", ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class _Closable:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def test_the_raft_port_is_derived_from_the_rpc_port_and_the_unpickler_builds_only_data() -> None:
