@@ -1,0 +1,229 @@
+"""Three servers of the primary decide by Raft: the one cut off refuses, the majority goes on.
+
+Topology built by this test (root only; iproute2's ``ip netns``):
+
+    ns mn-s1 ─ veth 10.98.0.1 ─┐
+    ns mn-s2 ─ veth 10.98.0.2 ─┼─ bridge in ns mn-raft      (gossip, RPC, Raft)
+    ns mn-s3 ─ veth 10.98.0.3 ─┘
+    root ─ veth 10.97.i.1 ── 10.97.i.2 in ns mn-si          (the test's HTTP, per server)
+
+Cutting a server sets its bridge link down: its gossip, RPC and Raft ports are
+unreachable both ways, as a network partition would make them, while the test still
+reaches its HTTP API over its own link. While s3 is cut off it refuses writes with
+``No cluster leader``; the majority accepts them; racing ``?cas=`` writes have exactly
+one winner; a second intention for the same pair is refused with a 409 naming the
+first. After the heal every server holds the same entry and one intention for the pair.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import TRANSIENT, Proc
+from tests.e2e.test_isolated_networks import _can_build_namespaces, _in_ns, _ip
+from tests.helpers.poll import wait_for_blocking
+
+pytestmark = pytest.mark.slow
+
+NAMES = ("s1", "s2", "s3")
+KEY = "40ktMI6KLLRKJH/wwlQ1jp32056G4Dexno7mg5Y/k0s="
+
+
+def _raft_addr(i: int) -> str:
+    return f"10.98.0.{i}"
+
+
+def _http_addr(i: int) -> str:
+    return f"10.97.{i}.2"
+
+
+def _teardown() -> None:
+    for ns in ("raft", *NAMES):
+        _ip("netns", "del", f"mn-{ns}", check=False)
+    for i in range(1, 4):
+        _ip("link", "del", f"mnh{i}", check=False)
+
+
+def _build() -> None:
+    _teardown()
+    _ip("netns", "add", "mn-raft")
+    _ip("-n", "mn-raft", "link", "add", "mnbr1", "type", "bridge")
+    _ip("-n", "mn-raft", "link", "set", "mnbr1", "up")
+    for i, name in enumerate(NAMES, 1):
+        ns = f"mn-{name}"
+        _ip("netns", "add", ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("link", "add", f"mn{name}w", "type", "veth", "peer", "name", f"mn{name}b")
+        _ip("link", "set", f"mn{name}w", "netns", ns)
+        _ip("link", "set", f"mn{name}b", "netns", "mn-raft")
+        _ip("-n", ns, "addr", "add", f"{_raft_addr(i)}/24", "dev", f"mn{name}w")
+        _ip("-n", ns, "link", "set", f"mn{name}w", "up")
+        _ip("-n", "mn-raft", "link", "set", f"mn{name}b", "master", "mnbr1")
+        _ip("-n", "mn-raft", "link", "set", f"mn{name}b", "up")
+        # The test's own link to the server's HTTP API.
+        _ip("link", "add", f"mnh{i}", "type", "veth", "peer", "name", f"mnh{i}n")
+        _ip("link", "set", f"mnh{i}n", "netns", ns)
+        _ip("addr", "add", f"10.97.{i}.1/24", "dev", f"mnh{i}")
+        _ip("link", "set", f"mnh{i}", "up")
+        _ip("-n", ns, "addr", "add", f"{_http_addr(i)}/24", "dev", f"mnh{i}n")
+        _ip("-n", ns, "link", "set", f"mnh{i}n", "up")
+
+
+def _cut(name: str, down: bool) -> None:
+    _ip("-n", f"mn-{name}", "link", "set", f"mn{name}w", "down" if down else "up")
+
+
+def _request(i: int, path: str, *, method: str = "GET", body: Any = None) -> tuple[int, str]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{_http_addr(i)}:8500{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _entry(text: str) -> dict[str, Any]:
+    return {"Kind": "service-defaults", "Name": "web", "Protocol": text}
+
+
+def _put_entry(i: int, text: str, cas: int | None = None) -> tuple[int, str]:
+    query = "" if cas is None else f"?cas={cas}"
+    return _request(i, f"/v1/config{query}", method="PUT", body=_entry(text))
+
+
+def _entry_on(i: int) -> dict[str, Any] | None:
+    status, body = _request(i, "/v1/config/service-defaults/web")
+    return json.loads(body) if status == 200 else None
+
+
+def _pair_on(i: int) -> list[dict[str, Any]]:
+    status, body = _request(i, "/v1/connect/intentions")
+    ixns = json.loads(body) if status == 200 else []
+    return [x for x in ixns if (x["SourceName"], x["DestinationName"]) == ("p", "q")]
+
+
+class Servers:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+
+    def start(self) -> None:
+        for i, name in enumerate(NAMES, 1):
+            others = [f'"{_raft_addr(j)}"' for j in range(1, 4) if j != i]
+            config = self.workdir / f"{name}.hcl"
+            config.write_text(
+                f'datacenter = "dc1"\nprimary_datacenter = "dc1"\nnode_name = "{name}"\n'
+                f"server = true\nbootstrap_expect = 3\n"
+                f'bind_addr = "{_raft_addr(i)}"\nclient_addr = "{_http_addr(i)}"\n'
+                f'encrypt = "{KEY}"\nretry_join = [{", ".join(others)}]\n'
+                f'data_dir = "{self.workdir / "data" / name}"\nlog_level = "INFO"\n'
+                "connect {\n  enabled = true\n}\n"
+            )
+            argv = [sys.executable, "-m", "node", "agent", "-config-file", str(config)]
+            proc = Proc(name, _in_ns(name, *argv), self.workdir / f"{name}.log")
+            self.procs.append(proc)
+            proc.start()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.tail(40)}" for p in self.procs)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    reason = _can_build_namespaces()
+    if reason is not None:
+        pytest.skip(reason)
+    group = Servers(tmp_path_factory.mktemp("raft"))
+    try:
+        _build()
+        group.start()
+        wait_for_blocking(
+            lambda: _put_entry(1, "http")[0] == 200, "a first committed write", 60,
+            ignoring=TRANSIENT,
+        )  # fmt: skip
+        yield group
+    except BaseException:
+        print(group.logs())
+        raise
+    finally:
+        group.stop()
+        subprocess.run(["sleep", "0.2"], check=False)
+        _teardown()
+
+
+def test_RaftPartition_minority_refuses_majority_decides_and_all_agree_after_heal(
+    servers: Servers,
+) -> None:
+    try:
+        _run_partition()
+    except BaseException:
+        print(servers.logs())
+        raise
+
+
+def _run_partition() -> None:
+    wait_for_blocking(
+        lambda: all((_entry_on(i) or {}).get("Protocol") == "http" for i in (1, 2, 3)),
+        "the first write on every server", 30, ignoring=TRANSIENT,
+    )  # fmt: skip
+    _cut("s3", down=True)
+    try:
+        # The cut-off server refuses, and changes nothing.
+        status, body = _put_entry(3, "grpc")
+        assert (status, body.strip()) == (500, "No cluster leader")
+        status, body = _request(
+            3, "/v1/connect/intentions", method="POST",
+            body={"SourceName": "p", "DestinationName": "q", "Action": "deny"},
+        )  # fmt: skip
+        assert (status, body.strip()) == (500, "No cluster leader")
+        # The majority goes on (once it has a leader again, if s3 was the leader).
+        wait_for_blocking(
+            lambda: _put_entry(1, "tcp") == (200, "true"), "a majority write", 30,
+            ignoring=TRANSIENT,
+        )  # fmt: skip
+        # Racing CAS writes with the index each side last saw: exactly one winner.
+        wait_for_blocking(
+            lambda: (_entry_on(2) or {}).get("Protocol") == "tcp", "s2 sees tcp", 10,
+            ignoring=TRANSIENT,
+        )  # fmt: skip
+        seen = {i: (_entry_on(i) or {})["ModifyIndex"] for i in (1, 2, 3)}
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda i: _put_entry(i, f"cas-{i}", cas=seen[i]), (1, 2, 3)))
+        assert answers[2][0] == 500 and "No cluster leader" in answers[2][1]
+        assert sorted(a[1].strip() for a in answers[:2]) == ["false", "true"]
+        # One intention per pair: the majority's second one is refused, naming the first.
+        status, body = _request(
+            1, "/v1/connect/intentions", method="POST",
+            body={"SourceName": "p", "DestinationName": "q", "Action": "allow"},
+        )  # fmt: skip
+        assert status == 200, body
+        first = json.loads(body)["ID"]
+        status, body = _request(
+            2, "/v1/connect/intentions", method="POST",
+            body={"SourceName": "p", "DestinationName": "q", "Action": "deny"},
+        )  # fmt: skip
+        assert status == 409 and first in body, (status, body)
+    finally:
+        _cut("s3", down=False)
+    winner = "cas-1" if answers[0][1].strip() == "true" else "cas-2"
+    wait_for_blocking(
+        lambda: all((_entry_on(i) or {}).get("Protocol") == winner for i in (1, 2, 3))
+        and all(len(_pair_on(i)) == 1 for i in (1, 2, 3)),
+        "every server agreeing after the heal", 60, ignoring=TRANSIENT,
+    )  # fmt: skip
+    assert {_pair_on(i)[0]["Action"] for i in (1, 2, 3)} == {"allow"}
