@@ -13,7 +13,7 @@ from aiohttp import web
 
 from node.api import codec
 from node.api.read import ReadSpec, serve_read
-from node.api.state import AGENT
+from node.api.state import AGENT, AgentAPI
 from node.catalog.values import Health
 from node.errors import InvalidRequest
 
@@ -29,29 +29,29 @@ def _ok() -> web.Response:
 # ---------------------------------------------------------------------------- reads
 
 
-def _services(agent: Any) -> tuple[Any, int]:
+def _services(agent: AgentAPI) -> tuple[Any, int]:
     services = {sid: d.instance() for sid, d in agent.local.services().items()}
     return services, agent.notifier.index
 
 
-def _service(agent: Any, service_id: str) -> tuple[Any, int]:
+def _service(agent: AgentAPI, service_id: str) -> tuple[Any, int]:
     return agent.local.service(service_id).instance(), agent.notifier.index  # NotFound → 404
 
 
-def _checks(agent: Any) -> tuple[Any, int]:
+def _checks(agent: AgentAPI) -> tuple[Any, int]:
     local = agent.local
     return {cid: local.check_state(cid) for cid in local.checks()}, agent.notifier.index
 
 
-def _members(agent: Any, wan: bool) -> tuple[Any, int]:
+def _members(agent: AgentAPI, wan: bool) -> tuple[Any, int]:
     return agent.members(wan=wan), agent.notifier.index
 
 
-def _self(agent: Any) -> tuple[Any, int]:
+def _self(agent: AgentAPI) -> tuple[Any, int]:
     return agent, agent.notifier.index
 
 
-def _encode_self(agent: Any, value: Any) -> Any:
+def _encode_self(agent: AgentAPI, value: Any) -> Any:
     del value
     return codec.encode_agent_self(
         agent.config,

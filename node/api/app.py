@@ -2,7 +2,7 @@
 
 Rule: this module only assembles — routes come from one module per area (agent,
 catalog, health, status), errors go through ``errors.error_middleware``, Consul's JSON
-shapes live in ``codec``. The agent passed in must offer what ``AgentAPI`` lists;
+shapes live in ``codec``. The agent passed in must offer what ``state.AgentAPI`` lists;
 ``node.agent.Agent`` is the real one, tests may build it without running it.
 """
 
@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol, TypeVar
+from typing import Final
 
 from aiohttp import web
 
@@ -26,13 +25,11 @@ from node.api import metrics as metrics_routes
 from node.api import status as status_routes
 from node.api.errors import error_middleware
 from node.api.read import read_table
-from node.api.state import AGENT, RNG
-from node.rpc.reads import ReadRequest, ValueCodec
+from node.api.state import AGENT, RNG, AgentAPI
 
 __all__ = ["AgentAPI", "make_app", "HTTPServer", "MAX_BODY_BYTES", "FORWARDABLE_READS"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a registration bigger than this is a mistake, not data
 SHUTDOWN_GRACE = 2.0  # seconds in-flight requests get when the server stops
@@ -51,39 +48,6 @@ FORWARDABLE_READS: Final = read_table(
     health_routes.NODE,
     health_routes.STATE,
 )
-
-
-class AgentAPI(Protocol):
-    """What the handlers use from the agent (attributes and methods)."""
-
-    config: Any  # node.config.AgentConfig
-    store: Any  # node.catalog.CatalogStore
-    local: Any  # node.catalog.LocalState
-    notifier: Any  # node.catalog.IndexNotifier (``index``, ``wait``)
-    clock: Any  # node.clock.Clock
-    response_cache: Any  # node.api.read.ResponseCache
-    proxies: Any  # node.proxy.ProxyFeed (its manager's metrics and status)
-    node_id: str
-
-    @property
-    def bound(self) -> Mapping[str, tuple[str, int]]:
-        """Listener name → bound (host, port), filled once listening."""
-        ...
-
-    def members(self, *, wan: bool = False) -> Sequence[Mapping[str, Any]]:
-        """Gossip members of the LAN (or WAN) pool, as ``/v1/agent/members`` shows them."""
-
-    def leader(self) -> str:
-        """The leader's RPC address, or ``""`` when there is none."""
-
-    def peers(self) -> list[str]:
-        """RPC addresses of this datacenter's servers."""
-
-    def datacenters(self) -> list[str]:
-        """Known datacenters, sorted."""
-
-    async def forward_read(self, dc: str, read: ReadRequest, wire: ValueCodec[T]) -> tuple[T, int]:
-        """Run ``read`` in datacenter ``dc``: its answer (decoded with ``wire``) and index."""
 
 
 def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Application:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from node.api import codec
 from node.api.read import ReadSpec, serve_read
+from node.api.state import AgentAPI
 from node.catalog import queries
 from node.errors import NotFound
 from node.rpc import reads as wire
@@ -26,7 +27,7 @@ def _result(result: queries.QueryResult[Any]) -> tuple[Any, int]:
     return result.value, result.index
 
 
-def _node(agent: Any, node: str) -> tuple[Any, int]:
+def _node(agent: AgentAPI, node: str) -> tuple[Any, int]:
     value, index = _result(queries.node_services(agent.store, node))
     if value is None:
         # Consul answers an unknown node with 200 and ``null``; we say so explicitly.

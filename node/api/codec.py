@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from node import __version__
 from node.catalog.parse import parse_check, parse_service
@@ -36,6 +36,7 @@ from node.errors import InvalidRequest
 from node.frozen import thaw
 
 __all__ = [
+    "KeyringReport",
     "encode_ca_roots",
     "encode_ca_config",
     "encode_leaf",
@@ -377,7 +378,27 @@ def decode_keyring_request(body: bytes) -> str:
     return key
 
 
-def encode_keyring_response(report: Any) -> dict[str, Any]:
+class KeyringReport(Protocol):
+    """One pool's outcome of a keyring operation, as the encoder reads it."""
+
+    @property
+    def wan(self) -> bool: ...
+    @property
+    def datacenter(self) -> str: ...
+    @property
+    def keys(self) -> Mapping[str, int]:
+        """Key (base64) → how many responding nodes hold it."""
+        ...
+
+    @property
+    def num_nodes(self) -> int: ...
+    @property
+    def messages(self) -> Mapping[str, str]:
+        """Node name → error text."""
+        ...
+
+
+def encode_keyring_response(report: KeyringReport) -> dict[str, Any]:
     """One pool's entry of GET /v1/operator/keyring (Consul's KeyringResponse)."""
     return {
         "WAN": report.wan,

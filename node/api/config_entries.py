@@ -17,7 +17,7 @@ from aiohttp import web
 from node.api import codec
 from node.api.connect import serve_global_read
 from node.api.read import ReadSpec, dump_json
-from node.api.state import AGENT
+from node.api.state import AGENT, AgentAPI
 from node.connect.entries import parse_config_entry, parse_config_entry_kind
 from node.errors import InvalidRequest
 
@@ -39,13 +39,13 @@ def _bool(value: bool) -> web.Response:
     return web.Response(body=dump_json(value), headers={"Content-Type": "application/json"})
 
 
-def _entry(agent: Any, kind: str, name: str) -> tuple[Any, int]:
+def _entry(agent: AgentAPI, kind: str, name: str) -> tuple[Any, int]:
     connect = agent.connect
     found = connect.config_entries().get((kind, name))
     return found, connect.index_of(kind)
 
 
-def _entries(agent: Any, kind: str) -> tuple[Any, int]:
+def _entries(agent: AgentAPI, kind: str) -> tuple[Any, int]:
     connect = agent.connect
     found = [e for (k, _), e in sorted(connect.config_entries().items()) if k == kind]
     return found, connect.index_of(kind)

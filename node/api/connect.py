@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from node.api import codec
 from node.api.blocking import consul_headers, jittered, parse_query_options, run_blocking
 from node.api.read import ReadSpec, dump_json
-from node.api.state import AGENT, RNG
+from node.api.state import AGENT, RNG, AgentAPI
 from node.catalog.values import ServiceKind
 from node.connect.intentions import MatchBy, match_intentions, parse_intention
 from node.connect.records import KIND_CA_CONFIG, KIND_CA_ROOTS, KIND_INTENTION
 from node.errors import DatacenterUnavailable, InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from node.connect.service import ConnectService
 
 __all__ = ["routes", "serve_global_read"]
 
@@ -34,7 +37,7 @@ routes = web.RouteTableDef()
 FIRST_LEAF_WAIT_S = 30.0
 
 
-def _connect(request: web.Request) -> Any:
+def _connect(request: web.Request) -> ConnectService:
     return request.app[AGENT].connect
 
 
@@ -81,7 +84,7 @@ async def serve_global_read(
 # ---------------------------------------------------------------------------- CA
 
 
-def _roots(agent: Any) -> tuple[Any, int]:
+def _roots(agent: AgentAPI) -> tuple[Any, int]:
     connect = agent.connect
     return connect.roots(), connect.index_of(KIND_CA_ROOTS)
 
@@ -105,7 +108,7 @@ async def agent_ca_roots(request: web.Request) -> web.Response:
     return await serve_global_read(request, ROOTS, {})
 
 
-def _ca_config(agent: Any) -> tuple[Any, int]:
+def _ca_config(agent: AgentAPI) -> tuple[Any, int]:
     connect = agent.connect
     config = connect.ca_config()
     if config is None:
@@ -183,17 +186,17 @@ async def agent_authorize(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------------- intentions
 
 
-def _intentions(agent: Any) -> tuple[Any, int]:
+def _intentions(agent: AgentAPI) -> tuple[Any, int]:
     connect = agent.connect
     return connect.intentions(), connect.index_of(KIND_INTENTION)
 
 
-def _intention(agent: Any, intention_id: str) -> tuple[Any, int]:
+def _intention(agent: AgentAPI, intention_id: str) -> tuple[Any, int]:
     connect = agent.connect
     return connect.intention(intention_id), connect.index_of(KIND_INTENTION)
 
 
-def _matches(agent: Any, by: str, names: tuple[str, ...]) -> tuple[Any, int]:
+def _matches(agent: AgentAPI, by: str, names: tuple[str, ...]) -> tuple[Any, int]:
     connect = agent.connect
     current = connect.intentions()
     found = {name: match_intentions(current, by, name) for name in names}

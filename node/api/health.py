@@ -12,6 +12,7 @@ from aiohttp import web
 
 from node.api import codec
 from node.api.read import ReadSpec, serve_read
+from node.api.state import AgentAPI
 from node.catalog import queries
 from node.catalog.values import Health, ServiceKind
 from node.errors import InvalidRequest
@@ -28,25 +29,25 @@ def _result(result: queries.QueryResult[Any]) -> tuple[Any, int]:
     return result.value, result.index
 
 
-def _entries(agent: Any, value: Any) -> list[dict[str, Any]]:
+def _entries(agent: AgentAPI, value: Any) -> list[dict[str, Any]]:
     del agent
     return [codec.encode_health_entry(e) for e in value]
 
 
-def _checks(agent: Any, value: Any) -> list[dict[str, Any]]:
+def _checks(agent: AgentAPI, value: Any) -> list[dict[str, Any]]:
     del agent
     return [codec.encode_check_entry(c) for c in value]
 
 
 def _health_service(
-    agent: Any, name: str, tag: str | None, passing: bool, connect: bool
+    agent: AgentAPI, name: str, tag: str | None, passing: bool, connect: bool
 ) -> tuple[Any, int]:
     return _result(
         queries.health_service(agent.store, name, tag=tag, passing=passing, connect=connect)
     )
 
 
-def _service_kind(agent: Any, kind: str) -> tuple[Any, int]:
+def _service_kind(agent: AgentAPI, kind: str) -> tuple[Any, int]:
     try:
         parsed = ServiceKind(kind)
     except ValueError:

@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from node.api.blocking import QueryOptions, consul_headers, parse_query_options, run_blocking
-from node.api.state import AGENT, RNG
+from node.api.state import AGENT, RNG, AgentAPI
 from node.errors import RemoteProtocolError
 from node.rpc.reads import ReadRequest, ValueCodec
 
@@ -47,7 +47,7 @@ _NO_OPTIONS = QueryOptions()
 FORWARDABLE_PREFIXES = ("catalog.", "health.")
 
 Query = Callable[..., tuple[Any, int]]
-Encoder = Callable[[Any, Any], Any]
+Encoder = Callable[[AgentAPI, Any], Any]
 
 
 def dump_json(value: Any) -> bytes:
@@ -105,7 +105,7 @@ def _local_query(
     request: web.Request, spec: ReadSpec, args: Mapping[str, Any]
 ) -> Callable[[], tuple[bytes, int]]:
     agent = request.app[AGENT]
-    cache: ResponseCache = agent.response_cache
+    cache = agent.response_cache
     key = (spec.name, tuple(sorted(args.items())))
 
     def run() -> tuple[bytes, int]:
@@ -130,7 +130,7 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
     # Most reads carry no query string: skip parsing it (this is the hot path).
     opts = parse_query_options(request.query) if request.query_string else _NO_OPTIONS
     if opts.dc is not None and opts.dc != agent.config.datacenter:
-        body, index = await _forwarded(agent, opts, spec, args)
+        body, index = await _forwarded(agent, opts.dc, opts, spec, args)
     elif not opts.blocking:
         body, index = _local_query(request, spec, args)()
         index = max(index, 1)
@@ -146,9 +146,9 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
 
 
 async def _forwarded(
-    agent: Any, opts: QueryOptions, spec: ReadSpec, args: Mapping[str, Any]
+    agent: AgentAPI, dc: str, opts: QueryOptions, spec: ReadSpec, args: Mapping[str, Any]
 ) -> tuple[bytes, int]:
-    """Run the read in datacenter ``opts.dc``; its typed answer encoded here.
+    """Run the read in datacenter ``dc``; its typed answer encoded here.
 
     A read with no ``wire`` codec is sent all the same: the serving datacenter refuses
     it by name, as it refuses any read it does not serve.
@@ -156,7 +156,7 @@ async def _forwarded(
     # Blocking arguments travel along: the serving datacenter waits.
     wait = opts.wait if opts.blocking else 0.0
     read = ReadRequest(name=spec.name, args=dict(args), index=opts.index, wait=wait)
-    value, index = await agent.forward_read(opts.dc, read, spec.wire or _UNSERVED)
+    value, index = await agent.forward_read(dc, read, spec.wire or _UNSERVED)
     return dump_json(spec.encode(agent, value)), index
 
 

@@ -1,19 +1,91 @@
-"""Typed keys for what the aiohttp application holds.
+"""What the aiohttp application holds: the agent's face to the API, and typed keys.
 
 Rule: handler modules reach the agent only through ``request.app[AGENT]``; there are no
-module-level singletons (STYLE §3.8, aiohttp ``AppKey``).
+module-level singletons (STYLE §3.8, aiohttp ``AppKey``). ``AgentAPI`` lists everything
+the handlers use, typed with the components' own classes; the API never imports the
+agent package, which satisfies this Protocol structurally.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 
-__all__ = ["AGENT", "RNG"]
+if TYPE_CHECKING:
+    from node.api.codec import KeyringReport
+    from node.api.read import ResponseCache
+    from node.catalog.local import LocalState
+    from node.catalog.store import CatalogStore
+    from node.catalog.watch import IndexNotifier
+    from node.clock import Clock
+    from node.config.agent import AgentConfig
+    from node.connect.service import ConnectService
+    from node.proxy.feed import ProxyFeed
+    from node.rpc.reads import ReadRequest, ValueCodec
 
-# ``Any`` because the agent is the composition root above us; api/app.py documents the
-# attributes handlers use (AgentAPI).
-AGENT: web.AppKey[Any] = web.AppKey("agent", object)
+__all__ = ["AGENT", "RNG", "AgentAPI"]
+
+T = TypeVar("T")
+
+
+class AgentAPI(Protocol):
+    """What the handlers use from the agent (attributes and methods)."""
+
+    config: AgentConfig
+    store: CatalogStore
+    local: LocalState
+    notifier: IndexNotifier
+    clock: Clock
+    response_cache: ResponseCache
+    connect: ConnectService
+    proxies: ProxyFeed  # its manager's metrics and status
+    node_id: str
+    is_server: bool
+
+    @property
+    def bound(self) -> Mapping[str, tuple[str, int]]:
+        """Listener name → bound (host, port), filled once listening."""
+        ...
+
+    def members(self, *, wan: bool = False) -> Sequence[Mapping[str, Any]]:
+        """Gossip members of the LAN (or WAN) pool, as ``/v1/agent/members`` shows them."""
+        ...
+
+    def leader(self) -> str:
+        """The leader's RPC address, or ``""`` when there is none."""
+        ...
+
+    def peers(self) -> list[str]:
+        """RPC addresses of this datacenter's servers."""
+        ...
+
+    def datacenters(self) -> list[str]:
+        """Known datacenters, sorted."""
+        ...
+
+    async def join(self, addrs: Sequence[str], *, wan: bool = False) -> int:
+        """Join the LAN (or WAN) pool through ``addrs``; how many answered."""
+        ...
+
+    async def leave(self) -> None:
+        """Leave every pool gracefully, then shut the agent down."""
+        ...
+
+    def force_leave(self, node: str) -> None:
+        """Mark a failed member left."""
+        ...
+
+    async def keyring_op(self, op: str, key: str | None = None) -> Sequence[KeyringReport]:
+        """A keyring operation on every node of every datacenter: one report per pool."""
+        ...
+
+    async def forward_read(self, dc: str, read: ReadRequest, wire: ValueCodec[T]) -> tuple[T, int]:
+        """Run ``read`` in datacenter ``dc``: its answer (decoded with ``wire``) and index."""
+        ...
+
+
+AGENT: web.AppKey[AgentAPI] = web.AppKey("agent", AgentAPI)
 RNG: web.AppKey[random.Random] = web.AppKey("rng", random.Random)

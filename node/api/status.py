@@ -11,13 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from node.api.read import ReadSpec, serve_read
+from node.api.state import AgentAPI
 
 __all__ = ["routes", "LEADER", "PEERS"]
 
 routes = web.RouteTableDef()
 
 
-def _identity(agent: Any, value: Any) -> Any:
+def _identity(agent: AgentAPI, value: Any) -> Any:
     del agent
     return value
 
