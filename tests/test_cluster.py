@@ -540,3 +540,22 @@ def test_ClusterView_leader_peers_and_datacenters_follow_membership() -> None:
     assert view.set_remote_datacenters(["dc1", "dc3"]) is True
     assert view.set_remote_datacenters(["dc1", "dc3"]) is False
     assert view.datacenters() == ["dc1", "dc3"]
+
+
+def test_ClusterView_where_a_raft_group_runs_leader_and_peers_are_the_group_s() -> None:
+    members = [
+        dataclasses.replace(m, tags={**m.tags, "raft": f"{m.addr[0]}:18300"})
+        for m in (_member(f"s{i}", f"10.0.0.{i}", "dc1", "server") for i in (1, 2, 3))
+    ]
+    view = ClusterView(_config(server=True), "id-1", _Pools(lan=_Pool(members)))
+    assert view.runs_raft()
+    view.set_raft(lambda: ("10.0.0.3:18300", ("10.0.0.1:18300", "10.0.0.2:18300")))
+    assert view.leader() == "10.0.0.3:8300"  # the group's leader, not the smallest name
+    assert view.peers() == ["10.0.0.1:8300", "10.0.0.2:8300"]
+    view.set_raft(lambda: ("", ("10.0.0.1:18300",)))
+    assert view.leader() == ""  # no leader: says so
+    client = ClusterView(_config(server=False), "id-2", _Pools(lan=_Pool(members)))
+    assert client.leader() == "" and client.peers() == []
+    assert client.set_remote_raft("10.0.0.2:8300", ["10.0.0.2:8300"]) is True
+    assert client.set_remote_raft("10.0.0.2:8300", ["10.0.0.2:8300"]) is False
+    assert client.leader() == "10.0.0.2:8300" and client.peers() == ["10.0.0.2:8300"]

@@ -48,10 +48,13 @@ from node.agent.cluster import (
 )
 from node.agent.forward import (
     DATACENTERS_METHOD,
+    RAFT_STATUS_METHOD,
     ReadServer,
     Router,
     ServedRead,
     follow_datacenters,
+    follow_raft,
+    raft_status_handler,
     sync_handler,
 )
 from node.agent.index import NodeIndex
@@ -226,6 +229,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._build_cluster(lan_gossip, wan_gossip)
         self.connect = build_connect(config, self._connect_seams())  # channel 2, RPCs
+        self.view.set_raft(self.connect.raft)
         self.proxies = build_proxy_feed(
             datacenter=config.datacenter, node_address=self.local.identity.address,
             store=self.store, notifier=self.notifier, local=self.local, connect=self.connect,
@@ -287,6 +291,7 @@ class Agent:
             RECORD_METHOD: self.records.serve_record,
             CATALOG_READ: reads.handle,
             DATACENTERS_METHOD: sync_handler(self.view.datacenters),
+            RAFT_STATUS_METHOD: raft_status_handler(self.view),
             **self.keyrings.handlers(),
         }
         for method, handler in handlers.items():
@@ -330,6 +335,11 @@ class Agent:
                 interval=DATACENTERS_REFRESH,
             )  # fmt: skip
             rows.append(Component(name="datacenters", run=follow))
+            follow_group = functools.partial(
+                follow_raft, self.router.call_server, self.view, self.index.bump,
+                interval=DATACENTERS_REFRESH,
+            )  # fmt: skip
+            rows.append(Component(name="raft-status", run=follow_group))
         return rows
 
     async def run(self) -> None:

@@ -16,7 +16,7 @@ Member status follows serf's numbering as /v1/agent/members encodes it (1 alive,
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -44,6 +44,9 @@ __all__ = [
     "KeyringPoolReport",
     "keyring_reports",
 ]
+
+RaftStatus = tuple[str, tuple[str, ...]]
+"""(leader, voters) of a Raft group."""
 
 #: serf.MemberStatus values (StatusNone 0, Alive 1, Leaving 2, Left 3, Failed 4).
 SERF_STATUS: Final = MappingProxyType(
@@ -103,13 +106,15 @@ def member_tags(config: AgentConfig, node_id: str, rpc_port: int) -> dict[str, s
 class ClusterView:
     """Members, servers, leader and datacenters, read from the pools when they run."""
 
-    __slots__ = ("_config", "_node_id", "_pools", "_remote_dcs")
+    __slots__ = ("_config", "_node_id", "_pools", "_remote_dcs", "_raft", "_remote_raft")
 
     def __init__(self, config: AgentConfig, node_id: str, pools: Pools) -> None:
         self._config = config
         self._node_id = node_id
         self._pools = pools
         self._remote_dcs: tuple[str, ...] = ()  # a client's datacenters, as a server said
+        self._raft: Callable[[], RaftStatus | None] = lambda: None
+        self._remote_raft: tuple[str, tuple[str, ...]] = ("", ())  # as a server said
 
     def members(self, *, wan: bool = False) -> list[dict[str, Any]]:
         """Gossip members as /v1/agent/members shows them, this node first."""
@@ -133,7 +138,15 @@ class ClusterView:
         )  # fmt: skip
 
     def leader(self) -> str:
-        """RPC address of the datacenter's leader, ``""`` if none is known."""
+        """RPC address of the datacenter's leader, ``""`` if none is known.
+
+        Where the servers run a Raft group of several voters (the primary's, announced
+        by their ``raft`` tag), the group's leader; elsewhere the alive server with the
+        smallest name (a group of one, or a datacenter that runs none).
+        """
+        raft = self.raft_status()
+        if raft is not None:
+            return raft[0]
         if self._pools.lan is None:
             return self._config_leader()
         for m in self.alive_servers():
@@ -143,7 +156,10 @@ class ClusterView:
         return ""
 
     def peers(self) -> list[str]:
-        """RPC addresses of the datacenter's alive servers."""
+        """RPC addresses of the datacenter's Raft voters (else of its alive servers)."""
+        raft = self.raft_status()
+        if raft is not None:
+            return list(raft[1])
         if self._pools.lan is None:
             leader = self._config_leader()
             return [leader] if leader else []
@@ -163,6 +179,39 @@ class ClusterView:
         dcs.discard("")
         dcs.discard(own)
         return [own, *sorted(dcs)]
+
+    def runs_raft(self) -> bool:
+        """Whether this datacenter's servers run a Raft group of several voters."""
+        if self._config.datacenter != self._config.primary_datacenter:
+            return False
+        return any(RAFT_TAG in m.tags for m in self.alive_servers())
+
+    def raft_status(self) -> tuple[str, tuple[str, ...]] | None:
+        """(leader, voters) as RPC addresses where a Raft group runs, else ``None``."""
+        if not self.runs_raft():
+            return None
+        own = self._raft()
+        if own is None:
+            return self._remote_raft
+        by_raft = {m.tags[RAFT_TAG]: rpc_address(m) for m in self.alive_servers()
+                   if RAFT_TAG in m.tags}  # fmt: skip
+
+        def rpc(raft_addr: str) -> str:
+            addr = by_raft.get(raft_addr)
+            return raft_addr if addr is None else f"{addr[0]}:{addr[1]}"
+
+        leader, voters = own
+        return (rpc(leader) if leader else ""), tuple(rpc(v) for v in voters)
+
+    def set_raft(self, status: Callable[[], RaftStatus | None]) -> None:
+        """Where this server's own Raft group answers from (leader, voters' Raft addresses)."""
+        self._raft = status
+
+    def set_remote_raft(self, leader: str, peers: Sequence[str]) -> bool:
+        """A server's answer of leader and voters (for a client); whether it changed."""
+        new = (leader, tuple(peers))
+        changed, self._remote_raft = new != self._remote_raft, new
+        return changed
 
     def set_remote_datacenters(self, dcs: Sequence[str]) -> bool:
         """A server's list of datacenters (for a client); whether it changed."""

@@ -34,6 +34,9 @@ __all__ = [
     "RPC_TIMEOUT",
     "FORWARD_METHOD",
     "DATACENTERS_METHOD",
+    "RAFT_STATUS_METHOD",
+    "follow_raft",
+    "raft_status_handler",
     "Router",
     "ServedRead",
     "ReadServer",
@@ -49,6 +52,7 @@ RPC_TIMEOUT = 5.0
 MAX_FORWARD_TIMEOUT = 660.0
 FORWARD_METHOD: Final = "Forward.Call"
 DATACENTERS_METHOD: Final = "Catalog.Datacenters"
+RAFT_STATUS_METHOD: Final = "Status.Raft"
 _FORWARD_SHAPE = "Forward.Call needs {'dc', 'method', 'args', 'timeout'}"
 
 
@@ -238,3 +242,38 @@ async def follow_datacenters(
             if isinstance(got, list) and view.set_remote_datacenters([str(dc) for dc in got]):
                 on_change()
         await asyncio.sleep(interval)
+
+
+def raft_status_handler(view: ClusterView) -> Handler:
+    """``Status.Raft`` on a server: the leader and voters as it knows them."""
+
+    async def handle(args: Any) -> dict[str, Any]:
+        del args
+        return {"leader": view.leader(), "peers": view.peers()}
+
+    return handle
+
+
+async def follow_raft(
+    call_server: Callable[..., Awaitable[Any]],
+    view: ClusterView,
+    on_change: Callable[[], object],
+    *,
+    interval: float,
+) -> None:
+    """A client learns its datacenter's Raft leader and voters from a server."""
+    while True:
+        if view.runs_raft():
+            with contextlib.suppress(NodeError):
+                got = await call_server(RAFT_STATUS_METHOD, None, timeout=RPC_TIMEOUT)
+                if _take_raft_status(view, got):
+                    on_change()
+        await asyncio.sleep(interval)
+
+
+def _take_raft_status(view: ClusterView, got: Any) -> bool:
+    got = got if isinstance(got, Mapping) else {}
+    peers, leader = got.get("peers"), got.get("leader")
+    if not (isinstance(peers, list) and isinstance(leader, str)):
+        return False
+    return view.set_remote_raft(leader, [str(p) for p in peers])

@@ -108,8 +108,10 @@ class ConnectService:
         policy: Policy,
         ca: CARole | None,
         jobs: Sequence[Job],
+        group: Consensus | None = None,
     ) -> None:
         self.replica = replica
+        self._group = group
         self._writer = writer
         self.hosting = hosting
         self._listeners = listeners
@@ -121,6 +123,13 @@ class ConnectService:
     def authority(self) -> Authority | None:
         """A server's signing material (``None`` on a client)."""
         return None if self._ca is None else self._ca.authority
+
+    def raft(self) -> tuple[str, tuple[str, ...]] | None:
+        """A primary server's Raft group of several voters: (leader or "", voters' Raft
+        addresses); ``None`` elsewhere (a group of one leads itself)."""
+        if self._group is None or isinstance(self._group, SoloGroup):
+            return None
+        return self._group.leader() or "", self._group.voters()
 
     @property
     def sync(self) -> StateSync:
@@ -350,11 +359,12 @@ class _Builder:
             hosting.leaves.set_roots(roots)
         self.jobs += [hosting.leaves.run, self.fetcher.run, self._reaper(replica), self.guard.watch]
         ca = self._server_parts(replica) if self.server else None
+        group = self._group(replica)
         writer = StateWriter(
             replica, rpc=self.seams.rpc, primary=self.primary, is_server=self.server,
             in_primary=self.in_primary, writable=WRITABLE_KINDS,
             ops={} if ca is None else {CA_CONFIG_OP: ca.reconfigure},
-            rpc_timeout=self.t.rpc_timeout, group=self._group(replica),
+            rpc_timeout=self.t.rpc_timeout, group=group,
         )  # fmt: skip
         if ca is not None:
             ca.commit = writer.commit
@@ -373,7 +383,7 @@ class _Builder:
         )
         return ConnectService(
             replica=replica, writer=writer, hosting=hosting, listeners=self.listeners,
-            policy=policy, ca=ca, jobs=self.jobs,
+            policy=policy, ca=ca, jobs=self.jobs, group=group,
         )  # fmt: skip
 
     def _group(self, replica: Replica) -> Consensus | None:

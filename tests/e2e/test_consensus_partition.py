@@ -7,7 +7,8 @@ Topology built by this test (root only; iproute2's ``ip netns``):
     ns mn-s3 ─ veth 10.98.0.3 ─┘
     root ─ veth 10.97.i.1 ── 10.97.i.2 in ns mn-si          (the test's HTTP, per server)
 
-Cutting a server sets its bridge link down: its gossip, RPC and Raft ports are
+The servers start with ``bootstrap_expect = 3`` and say that they wait; ``/v1/status``
+tells the Raft leader and voters. Cutting a server sets its bridge link down: its gossip, RPC and Raft ports are
 unreachable both ways, as a network partition would make them, while the test still
 reaches its HTTP API over its own link. While s3 is cut off it refuses writes with
 ``No cluster leader``; the majority accepts them; racing ``?cas=`` writes have exactly
@@ -176,6 +177,26 @@ def test_RaftPartition_minority_refuses_majority_decides_and_all_agree_after_hea
         raise
 
 
+def _status(i: int, what: str) -> Any:
+    status, body = _request(i, f"/v1/status/{what}")
+    return json.loads(body) if status == 200 else None
+
+
+def test_RaftStatus_bootstrap_expect_was_awaited_and_status_tells_the_raft_truth(
+    servers: Servers,
+) -> None:
+    for proc in servers.procs:
+        text = proc.log.read_text(errors="replace")
+        assert "waiting for 3 servers to join before forming the Raft group" in text
+    voters = sorted(f"{_raft_addr(i)}:8300" for i in (1, 2, 3))
+    wait_for_blocking(
+        lambda: all(sorted(_status(i, "peers") or []) == voters for i in (1, 2, 3))
+        and len({_status(i, "leader") for i in (1, 2, 3)}) == 1,
+        "one leader and three voters on every server", 30, ignoring=TRANSIENT,
+    )  # fmt: skip
+    assert _status(1, "leader") in voters
+
+
 def _run_partition() -> None:
     wait_for_blocking(
         lambda: all((_entry_on(i) or {}).get("Protocol") == "http" for i in (1, 2, 3)),
@@ -191,6 +212,10 @@ def _run_partition() -> None:
             body={"SourceName": "p", "DestinationName": "q", "Action": "deny"},
         )  # fmt: skip
         assert (status, body.strip()) == (500, "No cluster leader")
+        wait_for_blocking(
+            lambda: _status(3, "leader") == "", "s3 knowing it has no leader", 15,
+            ignoring=TRANSIENT,
+        )  # fmt: skip
         # The majority goes on (once it has a leader again, if s3 was the leader).
         wait_for_blocking(
             lambda: _put_entry(1, "tcp") == (200, "true"), "a majority write", 30,
@@ -205,6 +230,7 @@ def _run_partition() -> None:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             answers = list(pool.map(lambda i: _put_entry(i, f"cas-{i}", cas=seen[i]), (1, 2, 3)))
         assert answers[2][0] == 500 and "No cluster leader" in answers[2][1]
+        assert _status(1, "leader") in (f"{_raft_addr(1)}:8300", f"{_raft_addr(2)}:8300")
         assert sorted(a[1].strip() for a in answers[:2]) == ["false", "true"]
         # One intention per pair: the majority's second one is refused, naming the first.
         status, body = _request(
