@@ -63,6 +63,8 @@ __all__ = ["ConnectService", "build_connect", "Timing", "STATE_FILE", "WRITABLE_
 log = logging.getLogger(__name__)
 
 STATE_FILE: Final = "connect/globalstate.msgpack"
+#: The primary servers' Raft log and snapshots (in ``data_dir``).
+RAFT_DIR: Final = "raft"
 
 Job = Callable[[], Coroutine[Any, Any, None]]
 
@@ -404,20 +406,27 @@ class _Builder:
             )
         bind = self.cfg.bind_addr
 
+        group_id = f"raft.{self.dc}"
+        raft_dir = None if self.data_dir is None else Path(self.data_dir) / RAFT_DIR
+        kept = [
+            [r.kind, r.name, CONNECT_SCHEMA.codec(r.kind).to_wire(r.value)]
+            for r in replica.state.all_records()
+            if not r.is_tombstone and r.stamp.node != group_id
+        ]
+
         def build(me: str, peers: Sequence[str]) -> RaftGroup:
-            group_id = f"raft.{self.dc}"
             return RaftGroup(
                 StateMachine(GlobalState(group_id, CONNECT_SCHEMA), writable=schema_kinds),
                 address=me, peers=peers, password=password, bind=bind,
                 clock=self.seams.clock, leader_wait=self.t.leader_wait,
-                loop=asyncio.get_running_loop(),
+                loop=asyncio.get_running_loop(), data_dir=raft_dir,
                 on_commit=lambda records: replica.merge_records(records, announce=True),
             )  # fmt: skip
 
         forming = FormingGroup(
             expected=self.cfg.bootstrap_expect, servers=self._raft_servers,
             me=self.cfg.node_name, build=build, clock=self.seams.clock,
-            leader_wait=self.t.leader_wait,
+            leader_wait=self.t.leader_wait, imported=kept,
         )  # fmt: skip
         self.jobs.append(forming.run)
         return forming

@@ -15,7 +15,9 @@ like any other record; ``commit_index`` is the log position of the last command 
 (the version of the committed state).
 
 Commands: ``put`` (kind, name, value, optional cas), ``delete`` (kind, name, optional
-cas) and ``puts`` (items ``[kind, name, value]``, optional ``absent``).
+cas), ``puts`` (items ``[kind, name, value]``, optional ``absent``) and ``import``
+(items, written only into an empty state: a copy kept before the group existed,
+imported once).
 
 Pure: no I/O, no clock.
 """
@@ -84,6 +86,10 @@ class StateMachine:
         op, wall = cmd.get("op"), cmd["wall"]
         if op == "puts":
             return self._puts(cmd.get("items"), absent=cmd.get("absent") is True, wall=wall)
+        if op == "import":
+            if self._state.all_records():
+                raise Conflict("the group's state is not empty: nothing to import")
+            return self._puts(cmd.get("items"), absent=False, wall=wall)
         if op not in ("put", "delete"):
             raise InvalidRequest(f"unknown state command {op!r}")
         kind, name = cmd.get("kind"), cmd.get("name")

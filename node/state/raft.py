@@ -25,6 +25,9 @@ limits, and what this module does about them:
   the key cannot make it run code. A key rotated by ``keyring`` reaches the group only
   when the servers restart;
 - it speaks on its own TCP port (``raft_port``), not over the node's RPC port;
+- its log (with the current term and vote) and its snapshots live in ``data_dir/raft``
+  (``-dev``: in memory). The log is a memory-mapped file: it survives a killed process,
+  not a lost machine between two of its flushes (about a second);
 - a command whose leader is lost after it was sent may still commit after its caller
   was told ``No cluster leader`` (as in any Raft client that times out);
 - the membership is the servers seen when the group forms (``FormingGroup``: it forms
@@ -38,15 +41,15 @@ import asyncio
 import io
 import logging
 import pickle
-import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import pysyncobj.pickle as _syncobj_pickle
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from node.clock import Clock
-from node.errors import NoClusterLeader
+from node.errors import Conflict, NoClusterLeader
 from node.state.consensus import StateMachine, command, error_of
 from node.state.globalstate import Record, Schema
 from node.state.replica import wall_ms_of
@@ -214,6 +217,7 @@ class RaftGroup:
         on_commit: OnCommit,
         leader_wait: float,
         loop: asyncio.AbstractEventLoop,
+        data_dir: Path | None = None,
     ) -> None:
         install_safe_unpickler()
         self._machine = machine
@@ -229,10 +233,10 @@ class RaftGroup:
             dynamicMembershipChange=True, leaderFallbackTimeout=2.0,
             connectionRetryTime=1.0, connectionTimeout=2.0,
             bindAddress=f"{bind}:{address.rsplit(':', 1)[1]}",
+            **_files(data_dir),
         )  # fmt: skip
         others = [p for p in peers if p != address]
         self._sync = SyncObj(address, others, conf, consumers=[self._log])
-        self._lock = threading.Lock()
         log.info("raft group formed", extra={"self": address, "voters": sorted(peers)})
 
     def _applied(self, answer: dict[str, Any]) -> None:
@@ -268,6 +272,19 @@ class RaftGroup:
         except TimeoutError:
             raise NoClusterLeader(NO_LEADER) from None
 
+    async def import_once(self, items: Sequence[list[Any]], every: float = 0.5) -> None:
+        """Once this server leads, import ``items`` (a copy kept before the group existed)
+        if the group's state is still empty; whichever leader comes first does it."""
+        while items and not self._machine.state.all_records():
+            if self.leader() == self._address:
+                try:
+                    await self.submit({"op": "import", "items": list(items)})
+                    log.info("imported the state kept before the Raft group",
+                             extra={"records": len(items)})  # fmt: skip
+                except (Conflict, NoClusterLeader):
+                    pass
+            await asyncio.sleep(every)
+
     def leader(self) -> str | None:
         """The leader this server last heard of."""
         node = self._sync._getLeader()
@@ -283,6 +300,17 @@ class RaftGroup:
     def close(self) -> None:
         """Stop the Raft thread and close its port."""
         self._sync.destroy()
+
+
+def _files(data_dir: Path | None) -> dict[str, str]:
+    """PySyncObj's log and snapshot under ``data_dir`` (nothing: in memory)."""
+    if data_dir is None:
+        return {}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "journalFile": str(data_dir / "journal"),
+        "fullDumpFile": str(data_dir / "snapshot"),
+    }
 
 
 def _settle(done: asyncio.Future[tuple[Any, int]], result: Any, reason: int) -> None:
@@ -302,8 +330,10 @@ class FormingGroup:
         build: Callable[[str, Sequence[str]], RaftGroup],
         clock: Clock,
         leader_wait: float,
+        imported: Sequence[list[Any]] = (),
     ) -> None:
         self._expected = expected
+        self._imported = imported
         self._servers = servers
         self._me = me
         self._build = build
@@ -313,7 +343,8 @@ class FormingGroup:
         self._formed = asyncio.Event()
 
     async def run(self, every: float = 0.5) -> None:
-        """Wait for ``expected`` servers (saying so), form the group, close it when cancelled."""
+        """Wait for ``expected`` servers (saying so), form the group, import what this server
+        kept before it (``imported``, once), close it when cancelled."""
         waited = -1
         while self._group is None:
             servers = dict(self._servers())
@@ -331,6 +362,7 @@ class FormingGroup:
                 )
             await asyncio.sleep(every)
         try:
+            await self._group.import_once(self._imported)
             await asyncio.Event().wait()
         finally:
             self._group.close()

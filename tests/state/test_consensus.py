@@ -79,3 +79,13 @@ def test_errors_are_data_and_snapshots_restore_the_state_and_index() -> None:
     copy.restore(sm.snapshot())
     assert copy.commit_index == 3
     assert copy.state.get("note", "a") == sm.state.get("note", "a")
+
+
+def test_an_import_writes_only_into_an_empty_state() -> None:
+    sm = _machine()
+    kept = [["note", "a", "a=old"], ["note", "b", "b=older"]]
+    first = sm.apply(command({"op": "import", "items": kept}, wall_ms=1), 1)
+    assert error_of(first) is None and len(first["records"]) == 2
+    again = sm.apply(command({"op": "import", "items": [["note", "c", "c=x"]]}, wall_ms=2), 2)
+    assert isinstance(error_of(again), Conflict)
+    assert sm.state.get("note", "c") is None

@@ -131,6 +131,9 @@ async def test_a_forming_group_waits_for_bootstrap_expect_servers_and_says_so(
 class _Closable:
     closed = False
 
+    async def import_once(self, items: Sequence[list[Any]]) -> None:
+        assert not items
+
     def close(self) -> None:
         self.closed = True
 
@@ -142,3 +145,19 @@ def test_the_raft_port_is_derived_from_the_rpc_port_and_the_unpickler_builds_onl
     }  # fmt: skip
     with pytest.raises(pickle.UnpicklingError, match="refused"):
         _safe_loads(pickle.dumps(Conflict("x")))
+
+
+async def test_the_first_leader_imports_a_copy_kept_before_the_group_once(
+    voters: list[Voter],
+) -> None:
+    await wait_for(lambda: all(v.group.leader() for v in voters), "a leader", 15)
+    kept = [["note", "a", "a=kept"]]
+    await asyncio.wait_for(
+        asyncio.gather(*(v.group.import_once(kept, every=0.05) for v in voters)), 15
+    )
+    await wait_for(
+        lambda: all(v.machine.state.get("note", "a") for v in voters), "the import everywhere"
+    )
+    assert len(voters[0].machine.state.all_records()) == 1
+    await voters[1].group.import_once([["note", "b", "b=late"]], every=0.05)  # not empty: no-op
+    assert voters[1].machine.state.get("note", "b") is None
