@@ -2,10 +2,13 @@
 
 Topology built by this test (root only; iproute2's ``ip netns``):
 
-    ns mn-s1 ─ veth 10.98.0.1 ─┐
-    ns mn-s2 ─ veth 10.98.0.2 ─┼─ bridge in ns mn-raft      (gossip, RPC, Raft)
-    ns mn-s3 ─ veth 10.98.0.3 ─┘
-    root ─ veth 10.97.i.1 ── 10.97.i.2 in ns mn-si          (the test's HTTP, per server)
+    ns mr<run>-s1 ─ veth 10.98.0.1 ─┐
+    ns mr<run>-s2 ─ veth 10.98.0.2 ─┼─ bridge in ns mr<run>-raft   (gossip, RPC, Raft)
+    ns mr<run>-s3 ─ veth 10.98.0.3 ─┘
+    root ─ veth 10.<h>.i.1 ── 10.<h>.i.2 in ns mr<run>-si         (the test's HTTP)
+
+Names and the root side's subnet carry this run's process id, so two sessions running
+the suite on one machine never touch each other's namespaces.
 
 The servers start with ``bootstrap_expect = 3`` and say that they wait; ``/v1/status``
 tells the Raft leader and voters. Cutting a server sets its bridge link down: its gossip, RPC and Raft ports are
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -31,12 +35,14 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import TRANSIENT, Proc
-from tests.e2e.test_isolated_networks import _can_build_namespaces, _in_ns, _ip
+from tests.e2e.test_isolated_networks import _can_build_namespaces, _ip
 from tests.helpers.poll import wait_for_blocking
 
 pytestmark = pytest.mark.slow
 
 NAMES = ("s1", "s2", "s3")
+RUN = f"{os.getpid() % 0x10000:04x}"  # in every name this run creates
+HTTP_NET = 100 + os.getpid() % 100  # second octet of the root side's links
 KEY = "40ktMI6KLLRKJH/wwlQ1jp32056G4Dexno7mg5Y/k0s="
 
 
@@ -45,43 +51,55 @@ def _raft_addr(i: int) -> str:
 
 
 def _http_addr(i: int) -> str:
-    return f"10.97.{i}.2"
+    return f"10.{HTTP_NET}.{i}.2"
+
+
+def _ns(name: str) -> str:
+    return f"mr{RUN}-{name}"
+
+
+def _in_ns(name: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", _ns(name), *argv]
 
 
 def _teardown() -> None:
     for ns in ("raft", *NAMES):
-        _ip("netns", "del", f"mn-{ns}", check=False)
+        _ip("netns", "del", _ns(ns), check=False)
     for i in range(1, 4):
-        _ip("link", "del", f"mnh{i}", check=False)
+        _ip("link", "del", f"r{RUN}h{i}", check=False)
 
 
 def _build() -> None:
     _teardown()
-    _ip("netns", "add", "mn-raft")
-    _ip("-n", "mn-raft", "link", "add", "mnbr1", "type", "bridge")
-    _ip("-n", "mn-raft", "link", "set", "mnbr1", "up")
+    bridge = _ns("raft")
+    _ip("netns", "add", bridge)
+    _ip("-n", bridge, "link", "add", "br0", "type", "bridge")
+    _ip("-n", bridge, "link", "set", "br0", "up")
     for i, name in enumerate(NAMES, 1):
-        ns = f"mn-{name}"
+        ns = _ns(name)
         _ip("netns", "add", ns)
         _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("link", "add", f"mn{name}w", "type", "veth", "peer", "name", f"mn{name}b")
-        _ip("link", "set", f"mn{name}w", "netns", ns)
-        _ip("link", "set", f"mn{name}b", "netns", "mn-raft")
-        _ip("-n", ns, "addr", "add", f"{_raft_addr(i)}/24", "dev", f"mn{name}w")
-        _ip("-n", ns, "link", "set", f"mn{name}w", "up")
-        _ip("-n", "mn-raft", "link", "set", f"mn{name}b", "master", "mnbr1")
-        _ip("-n", "mn-raft", "link", "set", f"mn{name}b", "up")
+        wire, port = f"r{RUN}{i}w", f"r{RUN}{i}b"
+        _ip("link", "add", wire, "type", "veth", "peer", "name", port)
+        _ip("link", "set", wire, "netns", ns)
+        _ip("link", "set", port, "netns", bridge)
+        _ip("-n", ns, "link", "set", wire, "name", "raft0")
+        _ip("-n", ns, "addr", "add", f"{_raft_addr(i)}/24", "dev", "raft0")
+        _ip("-n", ns, "link", "set", "raft0", "up")
+        _ip("-n", bridge, "link", "set", port, "master", "br0")
+        _ip("-n", bridge, "link", "set", port, "up")
         # The test's own link to the server's HTTP API.
-        _ip("link", "add", f"mnh{i}", "type", "veth", "peer", "name", f"mnh{i}n")
-        _ip("link", "set", f"mnh{i}n", "netns", ns)
-        _ip("addr", "add", f"10.97.{i}.1/24", "dev", f"mnh{i}")
-        _ip("link", "set", f"mnh{i}", "up")
-        _ip("-n", ns, "addr", "add", f"{_http_addr(i)}/24", "dev", f"mnh{i}n")
-        _ip("-n", ns, "link", "set", f"mnh{i}n", "up")
+        host, inner = f"r{RUN}h{i}", f"r{RUN}h{i}n"
+        _ip("link", "add", host, "type", "veth", "peer", "name", inner)
+        _ip("link", "set", inner, "netns", ns)
+        _ip("addr", "add", f"10.{HTTP_NET}.{i}.1/24", "dev", host)
+        _ip("link", "set", host, "up")
+        _ip("-n", ns, "addr", "add", f"{_http_addr(i)}/24", "dev", inner)
+        _ip("-n", ns, "link", "set", inner, "up")
 
 
 def _cut(name: str, down: bool) -> None:
-    _ip("-n", f"mn-{name}", "link", "set", f"mn{name}w", "down" if down else "up")
+    _ip("-n", _ns(name), "link", "set", "raft0", "down" if down else "up")
 
 
 def _request(i: int, path: str, *, method: str = "GET", body: Any = None) -> tuple[int, str]:
