@@ -25,8 +25,15 @@ from node import __version__
 from node.errors import InvalidRequest
 from node.gossip.messages import Address, MemberStatus
 from node.gossip.state import Member
-from node.rpc.routing import ROLE_NODE, ROLE_SERVER, TAG_DC, TAG_ROLE, rpc_address
-from node.state.raft import RAFT_TAG, raft_port
+from node.rpc.routing import (
+    RAFT_TAG,
+    ROLE_NODE,
+    ROLE_SERVER,
+    TAG_DC,
+    TAG_ROLE,
+    raft_port,
+    rpc_address,
+)
 
 if TYPE_CHECKING:
     from node.config.agent import AgentConfig

@@ -48,11 +48,11 @@ from node.connect.timing import Timing
 from node.errors import ConfigError, NotFound
 from node.gossip.delegate import Delegate
 from node.gossip.messages import MemberStatus
-from node.rpc.routing import ROLE_SERVER, TAG_DC, TAG_ROLE
+from node.rpc.routing import RAFT_TAG, ROLE_SERVER, TAG_DC, TAG_ROLE
 from node.state.consensus import StateMachine
 from node.state.globalstate import GlobalState, Record
 from node.state.hlc import Stamp
-from node.state.raft import RAFT_TAG, Consensus, FormingGroup, RaftGroup, SoloGroup
+from node.state.raft import Consensus, FormingGroup, RaftGroup, SoloGroup
 from node.state.replica import Replica, load_state
 from node.state.replicator import Fetcher, PeerCaller, PullService, Replicator
 from node.state.statesync import GLOBAL_STATE_CHANNEL, StateSync

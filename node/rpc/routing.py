@@ -20,6 +20,8 @@ __all__ = [
     "TAG_RPC_PORT",
     "ROLE_SERVER",
     "ROLE_NODE",
+    "RAFT_TAG",
+    "raft_port",
     "rpc_address",
     "servers",
     "rpc_targets",
@@ -31,6 +33,16 @@ TAG_ROLE = "role"
 TAG_RPC_PORT = "port"
 ROLE_SERVER = "server"
 ROLE_NODE = "node"
+#: The gossip tag where a server announces its Raft address (``host:port``).
+RAFT_TAG = "raft"
+#: The Raft port is the server RPC port plus this (8300 → 18300).
+RAFT_PORT_OFFSET = 10_000
+
+
+def raft_port(rpc_port: int) -> int:
+    """The Raft port of a server whose RPC port is ``rpc_port``."""
+    port = rpc_port + RAFT_PORT_OFFSET
+    return port if port <= 65_535 else rpc_port - RAFT_PORT_OFFSET
 
 
 def rpc_address(member: Member) -> Address | None:

@@ -59,8 +59,6 @@ __all__ = [
     "SoloGroup",
     "RaftGroup",
     "FormingGroup",
-    "RAFT_TAG",
-    "raft_port",
     "NO_LEADER",
     "records_of",
     "install_safe_unpickler",
@@ -69,17 +67,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NO_LEADER: Final = "No cluster leader"
-
-#: The gossip tag where a server announces its Raft address (``host:port``).
-RAFT_TAG: Final = "raft"
-#: The Raft port is the server RPC port plus this (8300 → 18300).
-_RAFT_PORT_OFFSET: Final = 10_000
-
-
-def raft_port(rpc_port: int) -> int:
-    """The Raft port of a server whose RPC port is ``rpc_port``."""
-    port = rpc_port + _RAFT_PORT_OFFSET
-    return port if port <= 65_535 else rpc_port - _RAFT_PORT_OFFSET
 
 
 #: Failures after which the command was not appended anywhere: safe to submit again.

@@ -13,9 +13,10 @@ import pytest
 
 from node.clock import MonotonicClock
 from node.errors import Conflict, NoClusterLeader
+from node.rpc.routing import raft_port
 from node.state.consensus import StateMachine
 from node.state.globalstate import GlobalState, Record
-from node.state.raft import FormingGroup, RaftGroup, _safe_loads, raft_port
+from node.state.raft import FormingGroup, RaftGroup, _safe_loads
 from tests.helpers.poll import wait_for
 from tests.state.test_schema import TOY
 
