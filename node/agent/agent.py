@@ -52,10 +52,11 @@ from node.agent.forward import (
     ReadServer,
     Router,
     ServedRead,
-    follow_datacenters,
-    follow_raft,
-    raft_status_handler,
+    follow_server,
+    raft_status,
     sync_handler,
+    take_datacenters,
+    take_raft_status,
 )
 from node.agent.index import NodeIndex
 from node.agent.keyring import KeyringService, build_keyrings, keyring_saver
@@ -291,7 +292,7 @@ class Agent:
             RECORD_METHOD: self.records.serve_record,
             CATALOG_READ: reads.handle,
             DATACENTERS_METHOD: sync_handler(self.view.datacenters),
-            RAFT_STATUS_METHOD: raft_status_handler(self.view),
+            RAFT_STATUS_METHOD: sync_handler(functools.partial(raft_status, self.view)),
             **self.keyrings.handlers(),
         }
         for method, handler in handlers.items():
@@ -330,14 +331,15 @@ class Agent:
             rows.append(Component(name="gossip-wan", run=pools.wan.run))
             rows.append(Component(name="retry-join-wan", run=retry_wan))
         if pools.lan is not None and not self.is_server:
+            view, call = self.view, self.router.call_server
             follow = functools.partial(
-                follow_datacenters, self.router.call_server, self.view, self.index.bump,
-                interval=DATACENTERS_REFRESH,
+                follow_server, call, DATACENTERS_METHOD, functools.partial(take_datacenters, view),
+                self.index.bump, interval=DATACENTERS_REFRESH,
             )  # fmt: skip
             rows.append(Component(name="datacenters", run=follow))
             follow_group = functools.partial(
-                follow_raft, self.router.call_server, self.view, self.index.bump,
-                interval=DATACENTERS_REFRESH,
+                follow_server, call, RAFT_STATUS_METHOD, functools.partial(take_raft_status, view),
+                self.index.bump, interval=DATACENTERS_REFRESH, when=view.runs_raft,
             )  # fmt: skip
             rows.append(Component(name="raft-status", run=follow_group))
         return rows

@@ -35,12 +35,13 @@ __all__ = [
     "FORWARD_METHOD",
     "DATACENTERS_METHOD",
     "RAFT_STATUS_METHOD",
-    "follow_raft",
-    "raft_status_handler",
+    "raft_status",
+    "take_datacenters",
+    "take_raft_status",
     "Router",
     "ServedRead",
     "ReadServer",
-    "follow_datacenters",
+    "follow_server",
     "sync_handler",
 ]
 
@@ -228,50 +229,37 @@ def sync_handler(answer: Callable[[], Any]) -> Handler:
     return handle
 
 
-async def follow_datacenters(
+async def follow_server(
     call_server: Callable[..., Awaitable[Any]],
-    view: ClusterView,
+    method: str,
+    take: Callable[[Any], bool],
     on_change: Callable[[], object],
     *,
     interval: float,
+    when: Callable[[], bool] = lambda: True,
 ) -> None:
-    """A client learns the datacenters from a server of its own (it is in no WAN pool)."""
+    """A client keeps a server's answer to ``method`` (it is in no WAN pool and no Raft
+    group): every ``interval``, while ``when()``, ``take`` stores it; a change is told."""
     while True:
-        with contextlib.suppress(NodeError):
-            got = await call_server(DATACENTERS_METHOD, None, timeout=RPC_TIMEOUT)
-            if isinstance(got, list) and view.set_remote_datacenters([str(dc) for dc in got]):
-                on_change()
-        await asyncio.sleep(interval)
-
-
-def raft_status_handler(view: ClusterView) -> Handler:
-    """``Status.Raft`` on a server: the leader and voters as it knows them."""
-
-    async def handle(args: Any) -> dict[str, Any]:
-        del args
-        return {"leader": view.leader(), "peers": view.peers()}
-
-    return handle
-
-
-async def follow_raft(
-    call_server: Callable[..., Awaitable[Any]],
-    view: ClusterView,
-    on_change: Callable[[], object],
-    *,
-    interval: float,
-) -> None:
-    """A client learns its datacenter's Raft leader and voters from a server."""
-    while True:
-        if view.runs_raft():
+        if when():
             with contextlib.suppress(NodeError):
-                got = await call_server(RAFT_STATUS_METHOD, None, timeout=RPC_TIMEOUT)
-                if _take_raft_status(view, got):
+                got = await call_server(method, None, timeout=RPC_TIMEOUT)
+                if take(got):
                     on_change()
         await asyncio.sleep(interval)
 
 
-def _take_raft_status(view: ClusterView, got: Any) -> bool:
+def raft_status(view: ClusterView) -> dict[str, Any]:
+    """``Status.Raft``'s answer on a server: the leader and voters as it knows them."""
+    return {"leader": view.leader(), "peers": view.peers()}
+
+
+def take_datacenters(view: ClusterView, got: Any) -> bool:
+    """Store a server's ``Catalog.Datacenters`` answer; whether it changed."""
+    return isinstance(got, list) and view.set_remote_datacenters([str(dc) for dc in got])
+
+
+def take_raft_status(view: ClusterView, got: Any) -> bool:
     got = got if isinstance(got, Mapping) else {}
     peers, leader = got.get("peers"), got.get("leader")
     if not (isinstance(peers, list) and isinstance(leader, str)):
