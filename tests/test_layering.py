@@ -129,6 +129,7 @@ SPLIT_PACKAGES: dict[str, Split] = {
             "tls",
         ),
     ),
+    "node.acl": Split(pure=("rules", "authorizer"), drivers=()),
     "node.proxy": Split(
         pure=("sni", "snapshot", "plan", "endpoints", "gather", "metrics"),
         drivers=(

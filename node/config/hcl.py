@@ -40,6 +40,8 @@ __all__ = [
     "BlockList",
     "DEFAULT_LIST_KEYS",
     "DEFAULT_OPAQUE_KEYS",
+    "HCL_OPTIONS",
+    "describe_syntax_error",
     "is_json_document",
     "load_document",
     "normalize_blocks",
@@ -75,7 +77,7 @@ DEFAULT_LIST_KEYS: Final = frozenset(
 #: them the list-key names above mean nothing, so only real HCL blocks are flattened.
 DEFAULT_OPAQUE_KEYS: Final = frozenset({"meta", "nodemeta", "config", "header"})
 
-_OPTIONS: Final = SerializationOptions(
+HCL_OPTIONS: Final = SerializationOptions(
     strip_string_quotes=True,
     # Markers are kept so that a block list can be told from a ``key = [...]`` list;
     # they are removed again in ``_mark_blocks``.
@@ -143,9 +145,9 @@ def _load_json(text: str, filename: str) -> dict[str, Any]:
 
 def _load_hcl(text: str, filename: str) -> dict[str, Any]:
     try:
-        raw = hcl2.loads(rewrite_hcl1(text, filename), serialization_options=_OPTIONS)
+        raw = hcl2.loads(rewrite_hcl1(text, filename), serialization_options=HCL_OPTIONS)
     except lark.exceptions.UnexpectedInput as e:
-        reason = f"line {e.line}, column {e.column}: syntax error: {_describe_syntax_error(e)}"
+        reason = f"line {e.line}, column {e.column}: syntax error: {describe_syntax_error(e)}"
         raise ConfigError(reason, file=filename) from None
     except (lark.exceptions.LarkError, ValueError, TypeError, KeyError) as e:
         # python-hcl2's transformer raises plain exceptions for a few malformed inputs.
@@ -155,7 +157,7 @@ def _load_hcl(text: str, filename: str) -> dict[str, Any]:
     return marked
 
 
-def _describe_syntax_error(e: lark.exceptions.UnexpectedInput) -> str:
+def describe_syntax_error(e: lark.exceptions.UnexpectedInput) -> str:
     """One line: what was found and, when the list is short, what was expected."""
     if isinstance(e, lark.exceptions.UnexpectedCharacters):
         return f"unexpected character {json.dumps(e.char)}"
