@@ -1,13 +1,14 @@
-"""Real server processes on loopback: the cluster of the fault-injection tests and benchmarks.
+"""Real server processes: the cluster of the fault-injection tests and benchmarks.
 
 Rule: each server is a ``python -m node agent`` process of its own session, with a
-config file written here (Consul's default ports on its own loopback address
-``<base>.<i>``, its own ``data_dir``, the others in ``retry_join``), so faults are dealt
+config file written here (Consul's default ports on its own address, by default a
+loopback address (``loopback``), its own ``data_dir``, the others in ``retry_join``;
+optionally started inside a network namespace by ``wrap``), so faults are dealt
 the way they happen: ``kill`` sends a real signal to a real process. Nothing here waits
 for a condition (callers poll with their own deadlines); ``kill`` reaps within a bound and
 ``stop`` kills every process started here.
 
-The loopback bases (``loopback_base``) carry the process id, so two sessions running
+The loopback addresses carry the process id, so two sessions running
 tests or benchmarks on one machine never bind the same addresses.
 """
 
@@ -20,41 +21,51 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["LoopbackServers", "loopback_base", "KEY", "RPC_PORT", "HTTP_PORT", "TRANSIENT"]
+__all__ = ["ServerProcesses", "loopback", "KEY", "HTTP_PORT", "TRANSIENT"]
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 #: A gossip key (the servers' Raft traffic is sealed with it).
 KEY: Final = "40ktMI6KLLRKJH/wwlQ1jp32056G4Dexno7mg5Y/k0s="
-RPC_PORT: Final = 8300
 HTTP_PORT: Final = 8500
 #: Exceptions of a request to a server that is starting, stopping or cut off.
 TRANSIENT: Final = (OSError, ValueError)
 
 
-def loopback_base(second_octet: int) -> str:
-    """``127.<second_octet>.<from this process id>``: addresses no other session uses."""
-    return f"127.{second_octet}.{os.getpid() % 250 + 1}"
+def loopback(second_octet: int) -> Callable[[int], str]:
+    """Server ``i`` → ``127.<second_octet>.<from this process id>.<i>``: addresses no
+    other session uses."""
+    base = f"127.{second_octet}.{os.getpid() % 250 + 1}"
+    return lambda i: f"{base}.{i}"
 
 
-class LoopbackServers:
-    """``count`` servers of datacenter ``dc1`` (see the module rule), numbered from 1."""
+class ServerProcesses:
+    """``count`` servers of datacenter ``dc1`` (see the module rule), numbered from 1.
+
+    ``bind(i)`` is server ``i``'s gossip, RPC and Raft address; ``client(i)`` its HTTP
+    address (default: the same); ``wrap(i)`` an argv prefix to start it with (e.g.
+    ``ip netns exec <ns>``).
+    """
 
     def __init__(
         self,
         workdir: Path,
-        base: str,
+        bind: Callable[[int], str],
         *,
+        client: Callable[[int], str] | None = None,
+        wrap: Callable[[int], Sequence[str]] = lambda i: (),
         count: int = 3,
         bootstrap_expect: int | None = 3,
         log_level: str = "INFO",
     ) -> None:
         self.workdir = workdir
-        self.base = base
+        self.bind = bind
+        self.client = client or bind
+        self.wrap = wrap
         self.count = count
         self.bootstrap_expect = bootstrap_expect
         self.log_level = log_level
@@ -65,13 +76,9 @@ class LoopbackServers:
         """The servers' numbers."""
         return range(1, self.count + 1)
 
-    def addr(self, i: int) -> str:
-        """Server ``i``'s address (bind, client and advertise)."""
-        return f"{self.base}.{i}"
-
     def http_url(self, i: int) -> str:
         """Server ``i``'s HTTP API."""
-        return f"http://{self.addr(i)}:{HTTP_PORT}"
+        return f"http://{self.client(i)}:{HTTP_PORT}"
 
     def log_path(self, i: int) -> Path:
         """Server ``i``'s output."""
@@ -89,21 +96,21 @@ class LoopbackServers:
         self.kill(i)
         config = self.workdir / f"s{i}.hcl"
         config.write_text(self._config(i))
-        argv = [sys.executable, "-m", "node", "agent", "-config-file", str(config)]
+        argv = [*self.wrap(i), sys.executable, "-m", "node", "agent", "-config-file", str(config)]
         with self.log_path(i).open("ab") as out:
             self.procs[i] = subprocess.Popen(
                 argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
 
     def _config(self, i: int) -> str:
-        others = ", ".join(f'"{self.addr(j)}"' for j in self.numbers if j != i)
+        others = ", ".join(f'"{self.bind(j)}"' for j in self.numbers if j != i)
         expect = (
             "" if self.bootstrap_expect is None else f"bootstrap_expect = {self.bootstrap_expect}\n"
         )
         return (
             f'datacenter = "dc1"\nprimary_datacenter = "dc1"\nnode_name = "s{i}"\n'
             f"server = true\n{expect}"
-            f'bind_addr = "{self.addr(i)}"\nclient_addr = "{self.addr(i)}"\n'
+            f'bind_addr = "{self.bind(i)}"\nclient_addr = "{self.client(i)}"\n'
             f'encrypt = "{KEY}"\nretry_join = [{others}]\n'
             f'data_dir = "{self.workdir / "data" / f"s{i}"}"\nlog_level = "{self.log_level}"\n'
             "connect {\n  enabled = true\n}\n"
@@ -143,7 +150,7 @@ class LoopbackServers:
         return "\n".join(parts)
 
     @contextmanager
-    def running(self) -> Iterator[LoopbackServers]:
+    def running(self) -> Iterator[ServerProcesses]:
         """Start them; stop them on the way out, printing their logs if it failed."""
         try:
             self.start()
@@ -188,6 +195,6 @@ class LoopbackServers:
             return None
         host = str(named.pop()).rsplit(":", 1)[0]
         for i in asked:
-            if self.addr(i) == host:
+            if self.bind(i) == host:
                 return i
         return None

@@ -1,7 +1,7 @@
-"""Fault injection on three real servers (bootstrap_expect = 3) on loopback addresses.
+"""Fault injection on three real servers (bootstrap_expect = 3).
 
-Each server is a real process (``node.testing.servers``); faults are real signals. The
-tests share one group and run in order:
+Each server is a real process (``node.testing.servers``); faults are real signals and
+real link cuts. One group on loopback addresses serves, in order:
 
 - racing ``?cas=`` writes from many clients, each on the index its own server showed:
   exactly one winner per index;
@@ -13,11 +13,16 @@ tests share one group and run in order:
   surviving server (then the killed server restarts and catches up);
 - a recorded history of concurrent reads, writes and CAS on one config entry while
   the leader is SIGKILLed and restarted, which the Wing–Gong checker
-  (``node.testing.linearizability``) must find linearizable. Reads in the history are
-  reads from the server that the servers name as leader (the default read path of a
-  follower may be stale); a CAS is sent to the server whose index it carries (a
-  ModifyIndex is numbered by each server) and recorded as expecting the value that
-  server showed.
+  (``node.testing.linearizability``) must find linearizable.
+
+A second group, in network namespaces (the topology of ``test_consensus_partition``),
+records the same kind of history while the leader is cut off from the other two and
+then healed.
+
+In a history, reads are made on the leader, as Raft allows a leader to answer from its
+own copy (see ``_Recorder``): a follower's default read may be stale, and ``?consistent``
+is not served yet. A CAS goes to the server whose index it carries (a ModifyIndex is
+numbered by each server) and is recorded as expecting the value that server showed.
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from node.testing.linearizability import UNKNOWN, Cas, Operation, Read, Register, Write, check
-from node.testing.servers import TRANSIENT, LoopbackServers, loopback_base
+from node.testing.servers import TRANSIENT, ServerProcesses, loopback
+from tests.e2e import test_consensus_partition as partition
+from tests.e2e.test_isolated_networks import _can_build_namespaces
 from tests.helpers.poll import wait_for_blocking
 
 pytestmark = pytest.mark.slow
@@ -47,8 +56,8 @@ ELECTION_SLACK = 2.0
 
 
 @pytest.fixture(scope="module")
-def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackServers]:
-    servers = LoopbackServers(tmp_path_factory.mktemp("faults"), loopback_base(77))
+def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcesses]:
+    servers = ServerProcesses(tmp_path_factory.mktemp("faults"), loopback(77))
     with servers.running():
         wait_for_blocking(
             lambda: _put(servers, 1, "first", "http") == (200, "true"),
@@ -62,7 +71,7 @@ def _entry(name: str, protocol: str) -> dict[str, Any]:
 
 
 def _put(
-    servers: LoopbackServers, i: int, name: str, protocol: str, cas: int | None = None
+    servers: ServerProcesses, i: int, name: str, protocol: str, cas: int | None = None
 ) -> tuple[int, str]:
     query = "" if cas is None else f"?cas={cas}"
     status, body = servers.request(
@@ -71,7 +80,7 @@ def _put(
     return status, body.strip()
 
 
-def _read(servers: LoopbackServers, i: int, name: str) -> tuple[str | None, int]:
+def _read(servers: ServerProcesses, i: int, name: str) -> tuple[str | None, int]:
     """(Protocol, ModifyIndex) of entry ``name`` on server ``i`` (None, 0: absent)."""
     status, body = servers.request(i, f"/v1/config/service-defaults/{name}", timeout=5.0)
     if status == 404:
@@ -81,7 +90,7 @@ def _read(servers: LoopbackServers, i: int, name: str) -> tuple[str | None, int]
     return entry["Protocol"], entry["ModifyIndex"]
 
 
-def _on_all(servers: LoopbackServers, name: str, among: tuple[int, ...] = (1, 2, 3)) -> set[Any]:
+def _on_all(servers: ServerProcesses, name: str, among: tuple[int, ...] = (1, 2, 3)) -> set[Any]:
     return {_read(servers, i, name)[0] for i in among}
 
 
@@ -89,7 +98,7 @@ def _on_all(servers: LoopbackServers, name: str, among: tuple[int, ...] = (1, 2,
 
 
 def _cas_round(
-    group: LoopbackServers, name: str, value: str, round_: int, clients: int
+    group: ServerProcesses, name: str, value: str, round_: int, clients: int
 ) -> list[tuple[str, tuple[int, str]]]:
     """Every client reads its server's index, then all CAS at once: (value, answer) each."""
     seen = {i: _read(group, i, name) for i in (1, 2, 3)}
@@ -106,7 +115,7 @@ def _cas_round(
         return list(pool.map(race, range(clients)))
 
 
-def test_Cas_racing_writers_on_one_index_have_exactly_one_winner(group: LoopbackServers) -> None:
+def test_Cas_racing_writers_on_one_index_have_exactly_one_winner(group: ServerProcesses) -> None:
     name, clients = "cas-race", 12
     assert _put(group, 1, name, "c0") == (200, "true")
     value = "c0"
@@ -130,20 +139,20 @@ def test_Cas_racing_writers_on_one_index_have_exactly_one_winner(group: Loopback
 
 
 def _create_intention(
-    servers: LoopbackServers, i: int, source: str, destination: str, action: str
+    servers: ServerProcesses, i: int, source: str, destination: str, action: str
 ) -> tuple[int, str]:
     body = {"SourceName": source, "DestinationName": destination, "Action": action}
     return servers.request(i, "/v1/connect/intentions", method="POST", body=body)
 
 
-def _pair_on(servers: LoopbackServers, i: int, source: str, destination: str) -> list[str]:
+def _pair_on(servers: ServerProcesses, i: int, source: str, destination: str) -> list[str]:
     listed = servers.get_json(i, "/v1/connect/intentions") or []
     return [
         x["ID"] for x in listed if (x["SourceName"], x["DestinationName"]) == (source, destination)
     ]
 
 
-def test_Intentions_created_at_once_for_one_pair_leave_exactly_one(group: LoopbackServers) -> None:
+def test_Intentions_created_at_once_for_one_pair_leave_exactly_one(group: ServerProcesses) -> None:
     pairs = [(f"src{p}", f"dst{p}") for p in range(4)]
     per_pair = 9  # three clients per server
     jobs = [(pair, c) for pair in pairs for c in range(per_pair)]
@@ -179,7 +188,7 @@ def test_Intentions_created_at_once_for_one_pair_leave_exactly_one(group: Loopba
 class _Stream:
     """Writers putting distinct entries to every server until told to stop."""
 
-    def __init__(self, servers: LoopbackServers, writers: int) -> None:
+    def __init__(self, servers: ServerProcesses, writers: int) -> None:
         self.servers = servers
         self.acked: dict[str, float] = {}  # entry name → when its write was answered
         self.unknown = 0
@@ -222,13 +231,13 @@ class _Stream:
             return sum(1 for at in self.acked.values() if at > moment)
 
 
-def _entry_names(servers: LoopbackServers, i: int) -> set[str]:
+def _entry_names(servers: ServerProcesses, i: int) -> set[str]:
     listed = servers.get_json(i, "/v1/config/service-defaults") or []
     return {entry["Name"] for entry in listed}
 
 
 def test_LeaderKill_under_a_write_stream_loses_no_acknowledged_write(
-    group: LoopbackServers,
+    group: ServerProcesses,
 ) -> None:
     leader = wait_for_blocking(group.leader, "an agreed leader", 20, ignoring=TRANSIENT)
     survivors = tuple(i for i in (1, 2, 3) if i != leader)
@@ -268,9 +277,17 @@ def test_LeaderKill_under_a_write_stream_loses_no_acknowledged_write(
 
 
 class _Recorder:
-    """Clients running reads, writes and CAS on one entry, each operation recorded."""
+    """Clients running reads, writes and CAS on one entry, each operation recorded.
 
-    def __init__(self, servers: LoopbackServers, name: str, clients: int, seed: int) -> None:
+    Reads follow Raft's rule for a leader answering from its own copy (§8 of the Raft
+    paper): only once it has committed an entry of its own term, here a write it
+    answered itself while every server named it leader (``_ready``), and only if they
+    still name it after the read. A new leader's copy lacks what its predecessor
+    committed until then: plain reads of the leader right after a kill made a history
+    the checker rightly refused.
+    """
+
+    def __init__(self, servers: ServerProcesses, name: str, clients: int, seed: int) -> None:
         self.servers = servers
         self.name = name
         self.history: list[Operation] = []
@@ -278,7 +295,8 @@ class _Recorder:
         self.unexpected: list[tuple[int, str]] = []
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        self._leader: int | None = None
+        self._leader: int | None = None  # the leader all servers named when last asked
+        self._ready: int | None = None  # ... once it has committed a write of its own
         self._rngs = [random.Random(seed * 1000 + c) for c in range(clients)]
         self._threads = [threading.Thread(target=self._run, args=(c,)) for c in range(clients)]
 
@@ -322,22 +340,37 @@ class _Recorder:
             except TRANSIENT:
                 time.sleep(0.05)
 
-    def _read_leader(self, c: int) -> None:
+    def _agreed(self) -> int | None:
+        """The leader every running server names now (a change forgets ``_ready``)."""
         leader = self.servers.leader()
-        if leader is None:
-            time.sleep(0.05)
+        with self._lock:
+            if leader != self._leader:
+                self._leader, self._ready = leader, None
+        return leader
+
+    def _committed_at(self, i: int, leader: int | None) -> None:
+        """A write sent to ``i`` was committed: ``i`` is ready if it led throughout."""
+        if leader == i and self._agreed() == i:
+            with self._lock:
+                if self._leader == i:
+                    self._ready = i
+
+    def _read_leader(self, c: int) -> None:
+        leader = self._agreed()
+        if leader is None or leader != self._ready:
+            time.sleep(0.02)
             return
         call = time.monotonic()
         value, _ = _read(self.servers, leader, self.name)
         ret = time.monotonic()
-        # Count it only if that server was leader before and after: its copy is the group's.
-        if self.servers.leader() == leader:
+        if self._agreed() == leader and self._ready == leader:
             self._record(c, Read(), value, call, ret)
 
     def _write(self, c: int, value: str, rng: random.Random) -> None:
         i = self._alive_server(rng)
         if i is None:
             return
+        leader = self._agreed()
         call = time.monotonic()
         try:
             answer = _put(self.servers, i, self.name, value)
@@ -346,6 +379,7 @@ class _Recorder:
         ret = time.monotonic()
         if answer == (200, "true"):
             self._record(c, Write(value), True, call, ret)
+            self._committed_at(i, leader)
         elif answer[0] in (0, 500):
             self._record(c, Write(value), UNKNOWN, call, None)
         else:
@@ -356,6 +390,7 @@ class _Recorder:
         if i is None:
             return
         expected, index = _read(self.servers, i, self.name)
+        leader = self._agreed()
         call = time.monotonic()
         try:
             answer = _put(self.servers, i, self.name, value, cas=index)
@@ -364,6 +399,8 @@ class _Recorder:
         ret = time.monotonic()
         if answer[0] == 200 and answer[1] in ("true", "false"):
             self._record(c, Cas(expected, value), answer[1] == "true", call, ret)
+            if answer[1] == "true":
+                self._committed_at(i, leader)
         elif answer[0] in (0, 500):
             self._record(c, Cas(expected, value), UNKNOWN, call, None)
         else:
@@ -371,7 +408,7 @@ class _Recorder:
 
 
 def test_History_of_reads_writes_and_cas_under_a_leader_kill_is_linearizable(
-    group: LoopbackServers,
+    group: ServerProcesses,
 ) -> None:
     name = "lin"
     wait_for_blocking(
@@ -395,6 +432,10 @@ def test_History_of_reads_writes_and_cas_under_a_leader_kill_is_linearizable(
         wait_for_blocking(
             lambda: recorder.total() >= after_restart + 60, "operations after the restart", 30
         )
+    _assert_linearizable(recorder)
+
+
+def _assert_linearizable(recorder: _Recorder) -> None:
     assert not recorder.unexpected, recorder.unexpected
     counts = recorder.counts
     assert counts["read"] >= 20 and counts["write"] >= 10 and counts["cas"] >= 10, counts
@@ -404,6 +445,78 @@ def test_History_of_reads_writes_and_cas_under_a_leader_kill_is_linearizable(
     assert len(seen) >= 5 and {True, False} <= cas, (seen, cas)
     print(f"history: {counts}, {len(seen)} versions read")
     result = check(recorder.history, Register(initial=None))
-    assert result.linearizable is True, (
-        f"not linearizable ({counts}); linearized prefix ends with: {result.order[-5:]}"
-    )
+    if result.linearizable is not True:
+        dump = _dump(recorder.history)
+        raise AssertionError(
+            f"not linearizable ({counts}; history in {dump}); the longest linearizable "
+            f"prefix ends with: {result.order[-3:]}"
+        )
+
+
+def _dump(history: list[Operation]) -> Path:
+    """The history as JSON lines, in call order, for a look after a failure."""
+    path = Path(tempfile.mkdtemp(prefix="history-")) / "history.jsonl"
+    with path.open("w") as out:
+        for o in sorted(history, key=lambda o: o.call):
+            kind = type(o.input).__name__
+            out.write(json.dumps({
+                "client": o.client, "op": kind, "input": getattr(o.input, "value", None),
+                "expected": getattr(o.input, "expected", None),
+                "output": "UNKNOWN" if o.output is UNKNOWN else o.output,
+                "call": o.call, "ret": o.ret,
+            }) + "\n")  # fmt: skip
+    return path
+
+
+# --------------------------------------------------------------------------- partition
+
+
+@pytest.fixture
+def partitioned(tmp_path: Path) -> Iterator[ServerProcesses]:
+    """Three servers in network namespaces (the topology of test_consensus_partition),
+    where ``partition._cut`` sets a server's link to the others down."""
+    reason = _can_build_namespaces()
+    if reason is not None:
+        pytest.skip(reason)
+    servers = ServerProcesses(
+        tmp_path, partition._raft_addr, client=partition._http_addr,
+        wrap=lambda i: partition._in_ns(partition.NAMES[i - 1]),
+    )  # fmt: skip
+    try:
+        partition._build()
+        with servers.running():
+            wait_for_blocking(
+                lambda: _put(servers, 1, "first", "http") == (200, "true"),
+                "a first committed write", 60, ignoring=TRANSIENT,
+            )  # fmt: skip
+            yield servers
+    finally:
+        partition._teardown()
+
+
+def test_History_of_reads_writes_and_cas_across_a_partition_of_the_leader_is_linearizable(
+    partitioned: ServerProcesses,
+) -> None:
+    group = partitioned
+    leader = wait_for_blocking(group.leader, "an agreed leader", 30, ignoring=TRANSIENT)
+    others = tuple(i for i in group.numbers if i != leader)
+    with _Recorder(group, "lin", clients=8, seed=12) as recorder:
+        wait_for_blocking(lambda: recorder.total() >= 60, "operations before the cut", 30)
+        partition._cut(partition.NAMES[leader - 1], down=True)
+        try:
+            cut_at = recorder.total()
+            wait_for_blocking(
+                lambda: group.leader(others) is not None and recorder.total() >= cut_at + 60,
+                "operations under the majority's leader", 60, ignoring=TRANSIENT,
+            )  # fmt: skip
+        finally:
+            partition._cut(partition.NAMES[leader - 1], down=False)
+        wait_for_blocking(
+            lambda: group.leader() is not None, "the healed server following the leader", 60,
+            ignoring=TRANSIENT,
+        )  # fmt: skip
+        healed_at = recorder.total()
+        wait_for_blocking(
+            lambda: recorder.total() >= healed_at + 60, "operations after the heal", 30
+        )
+    _assert_linearizable(recorder)
