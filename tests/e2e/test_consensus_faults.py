@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -59,11 +59,15 @@ ELECTION_SLACK = 2.0
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcesses]:
     servers = ServerProcesses(tmp_path_factory.mktemp("faults"), loopback(77))
     with servers.running():
-        wait_for_blocking(
-            lambda: _put(servers, 1, "first", "http") == (200, "true"),
-            "a first committed write", 60, ignoring=TRANSIENT,
-        )  # fmt: skip
+        _first_write(servers)
         yield servers
+
+
+def _first_write(servers: ServerProcesses) -> None:
+    wait_for_blocking(
+        lambda: _put(servers, 1, "first", "http") == (200, "true"),
+        "a first committed write", 60, ignoring=TRANSIENT,
+    )  # fmt: skip
 
 
 def _entry(name: str, protocol: str) -> dict[str, Any]:
@@ -185,19 +189,15 @@ def test_Intentions_created_at_once_for_one_pair_leave_exactly_one(group: Server
 # --------------------------------------------------------------------------- leader kill
 
 
-class _Stream:
-    """Writers putting distinct entries to every server until told to stop."""
+class _Clients:
+    """Client threads running ``_run(k)`` until told to stop (leaving the ``with``)."""
 
-    def __init__(self, servers: ServerProcesses, writers: int) -> None:
-        self.servers = servers
-        self.acked: dict[str, float] = {}  # entry name → when its write was answered
-        self.unknown = 0
-        self.unexpected: list[tuple[int, str]] = []
+    def __init__(self, clients: int) -> None:
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(w,)) for w in range(writers)]
+        self._threads = [threading.Thread(target=self._run, args=(k,)) for k in range(clients)]
 
-    def __enter__(self) -> _Stream:
+    def __enter__(self) -> Self:
         for thread in self._threads:
             thread.start()
         return self
@@ -206,6 +206,20 @@ class _Stream:
         self.stop.set()
         for thread in self._threads:
             thread.join(60)
+
+    def _run(self, k: int) -> None:
+        raise NotImplementedError
+
+
+class _Stream(_Clients):
+    """Writers putting distinct entries to every server until told to stop."""
+
+    def __init__(self, servers: ServerProcesses, writers: int) -> None:
+        self.servers = servers
+        self.acked: dict[str, float] = {}  # entry name → when its write was answered
+        self.unknown = 0
+        self.unexpected: list[tuple[int, str]] = []
+        super().__init__(writers)
 
     def _run(self, w: int) -> None:
         for n in range(100_000):
@@ -276,7 +290,7 @@ def test_LeaderKill_under_a_write_stream_loses_no_acknowledged_write(
 # --------------------------------------------------------------------------- history
 
 
-class _Recorder:
+class _Recorder(_Clients):
     """Clients running reads, writes and CAS on one entry, each operation recorded.
 
     Reads follow Raft's rule for a leader answering from its own copy (§8 of the Raft
@@ -293,22 +307,10 @@ class _Recorder:
         self.history: list[Operation] = []
         self.counts = {"read": 0, "write": 0, "cas": 0, "unknown": 0}
         self.unexpected: list[tuple[int, str]] = []
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
         self._leader: int | None = None  # the leader all servers named when last asked
         self._ready: int | None = None  # ... once it has committed a write of its own
         self._rngs = [random.Random(seed * 1000 + c) for c in range(clients)]
-        self._threads = [threading.Thread(target=self._run, args=(c,)) for c in range(clients)]
-
-    def __enter__(self) -> _Recorder:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(60)
+        super().__init__(clients)
 
     def total(self) -> int:
         with self._lock:
@@ -485,10 +487,7 @@ def partitioned(tmp_path: Path) -> Iterator[ServerProcesses]:
     try:
         partition._build()
         with servers.running():
-            wait_for_blocking(
-                lambda: _put(servers, 1, "first", "http") == (200, "true"),
-                "a first committed write", 60, ignoring=TRANSIENT,
-            )  # fmt: skip
+            _first_write(servers)
             yield servers
     finally:
         partition._teardown()
