@@ -72,6 +72,7 @@ MODULES: dict[str, Layer] = {
 #: Packages whose every module (face included) sits in one layer.
 WHOLE_PACKAGES: dict[str, Layer] = {
     "node.config": Layer.PURE,
+    "node.filter": Layer.PURE,
     "node.rpc": Layer.DRIVER,
     "node.api": Layer.EDGE,
     "node.dns": Layer.EDGE,
