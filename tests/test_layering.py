@@ -102,7 +102,7 @@ SPLIT_PACKAGES: dict[str, Split] = {
         drivers=("sync", "local", "checks", "watch"),
     ),
     "node.state": Split(
-        pure=("hlc", "globalstate", "statesync", "primary", "retry", "consensus"),
+        pure=("hlc", "globalstate", "statesync", "primary", "retry", "consensus", "membership"),
         drivers=("replica", "writer", "replicator", "raft"),
     ),
     "node.connect": Split(

@@ -62,6 +62,12 @@ from node.agent.index import NodeIndex
 from node.agent.keyring import KeyringService, build_keyrings, keyring_saver
 from node.agent.pools import GossipPools
 from node.agent.proxy import build_proxy_feed
+from node.agent.raftops import (
+    CONFIGURATION_METHOD,
+    REMOVE_PEER_METHOD,
+    TRANSFER_LEADER_METHOD,
+    RaftOperator,
+)
 from node.agent.records import RECORD_METHOD, RecordExchange
 from node.api.app import FORWARDABLE_READS, AgentAPI, HTTPServer, make_app
 from node.api.read import ReadSpec, ResponseCache
@@ -231,6 +237,7 @@ class Agent:
         self._build_cluster(lan_gossip, wan_gossip)
         self.connect = build_connect(config, self._connect_seams())  # channel 2, RPCs
         self.view.set_raft(self.connect.raft)
+        self._build_raft_operator()
         self.proxies = build_proxy_feed(
             datacenter=config.datacenter, node_address=self.local.identity.address,
             store=self.store, notifier=self.notifier, local=self.local, connect=self.connect,
@@ -245,6 +252,18 @@ class Agent:
             rpc=self.router, members=lambda: [] if self.lan is None else self.lan.members(),
             bump_index=self.index.bump,
         )  # fmt: skip
+
+    def _build_raft_operator(self) -> None:
+        self.raft_ops = RaftOperator(
+            config=self.config, node_id=self.node_id, view=self.view,
+            members=lambda: [] if self.lan is None else self.lan.members(),
+            group=lambda: self.connect.group, call_server=self.router.call_server,
+            call_address=self.rpc_client.call,
+            rpc_port=lambda: self.bound.get("server", ("", self.config.ports.server))[1],
+        )  # fmt: skip
+        if self.is_server:
+            for method, handler in self.raft_ops.handlers().items():
+                self.router.register_rpc(method, handler)
 
     def _build_cluster(
         self, lan_gossip: GossipConfig | None, wan_gossip: GossipConfig | None
@@ -330,6 +349,8 @@ class Agent:
             )
             rows.append(Component(name="gossip-wan", run=pools.wan.run))
             rows.append(Component(name="retry-join-wan", run=retry_wan))
+        if self.is_server:
+            rows.append(Component(name="raft-membership", run=self.raft_ops.run))
         if pools.lan is not None and not self.is_server:
             view, call = self.view, self.router.call_server
             follow = functools.partial(
@@ -368,8 +389,11 @@ class Agent:
         self._stop.set()
 
     async def leave_pools(self) -> None:
-        """Broadcast a graceful leave on every pool (waits at most ``LEAVE_TIMEOUT``)."""
+        """Broadcast a graceful leave on every pool (waits at most ``LEAVE_TIMEOUT``); a
+        server of a Raft group hands leadership over first and leaves the group after."""
+        await self.raft_ops.hand_over()
         await self.pools.leave(LEAVE_TIMEOUT)
+        await self.raft_ops.leave_group()
 
     async def leave(self) -> None:
         """``meshnode leave``: leave gracefully, then shut the agent down."""
@@ -526,6 +550,18 @@ class Agent:
     async def forward_read(self, dc: str, read: ReadRequest, wire: ValueCodec[T]) -> tuple[T, int]:
         """Run ``read`` in datacenter ``dc``: its answer and index."""
         return await self.router.forward_read(dc, read, wire)
+
+    async def raft_configuration(self, *, stale: bool, dc: str | None) -> Any:
+        """The Raft configuration, as a server of ``dc`` answers it."""
+        return await self.raft_ops.call(CONFIGURATION_METHOD, {"stale": stale}, dc)
+
+    async def raft_remove_peer(self, *, server_id: str, address: str, dc: str | None) -> None:
+        """Remove a server from the Raft configuration of ``dc``."""
+        await self.raft_ops.call(REMOVE_PEER_METHOD, {"id": server_id, "address": address}, dc)
+
+    async def raft_transfer_leader(self, *, server_id: str, dc: str | None) -> None:
+        """Hand the Raft leadership of ``dc`` to ``server_id`` (or to any caught-up server)."""
+        await self.raft_ops.call(TRANSFER_LEADER_METHOD, {"id": server_id}, dc)
 
 
 class _Shutdown(Exception):

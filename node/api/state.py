@@ -86,6 +86,19 @@ class AgentAPI(Protocol):
         """Run ``read`` in datacenter ``dc``: its answer (decoded with ``wire``) and index."""
         ...
 
+    async def raft_configuration(self, *, stale: bool, dc: str | None) -> Any:
+        """A server's Raft configuration ``{"servers": [...], "index"}`` (through the
+        leader unless ``stale``)."""
+        ...
+
+    async def raft_remove_peer(self, *, server_id: str, address: str, dc: str | None) -> None:
+        """Remove a server from the Raft configuration (by id or address)."""
+        ...
+
+    async def raft_transfer_leader(self, *, server_id: str, dc: str | None) -> None:
+        """Hand Raft leadership to ``server_id`` (``""``: the most caught-up server)."""
+        ...
+
 
 AGENT: web.AppKey[AgentAPI] = web.AppKey("agent", AgentAPI)
 RNG: web.AppKey[random.Random] = web.AppKey("rng", random.Random)

@@ -30,6 +30,7 @@ from node import __version__
 from node.cli import cluster as cli_cluster
 from node.cli import connect as cli_connect
 from node.cli import gateway as cli_gateway
+from node.cli import operator as cli_operator
 from node.cli.table import format_table
 from node.errors import NodeError
 
@@ -378,6 +379,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(path=("config", "read"), help="read a config entry", configure=cli_connect.configure_config_kind_name, run=cli_connect.run_config_read),
     Command(path=("config", "list"), help="list config entries of a kind", configure=cli_connect.configure_config_kind, run=cli_connect.run_config_list),
     Command(path=("config", "delete"), help="delete a config entry", configure=cli_connect.configure_config_kind_name, run=cli_connect.run_config_delete),
+    Command(path=("operator", "raft", "list-peers"), help="list the servers of the Raft configuration", configure=cli_operator.configure_list_peers, run=cli_operator.run_list_peers),
+    Command(path=("operator", "raft", "remove-peer"), help="remove a failed server from the Raft configuration", configure=cli_operator.configure_remove_peer, run=cli_operator.run_remove_peer),
+    Command(path=("operator", "raft", "transfer-leader"), help="hand Raft leadership to another server", configure=cli_operator.configure_transfer_leader, run=cli_operator.run_transfer_leader),
 )  # fmt: skip
 
 

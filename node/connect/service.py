@@ -52,7 +52,7 @@ from node.rpc.routing import RAFT_TAG, ROLE_SERVER, TAG_DC, TAG_ROLE
 from node.state.consensus import StateMachine
 from node.state.globalstate import GlobalState, Record
 from node.state.hlc import Stamp
-from node.state.raft import Consensus, FormingGroup, RaftGroup, SoloGroup
+from node.state.raft import FormingGroup, RaftGroup, RaftOperations, SoloGroup
 from node.state.replica import Replica, load_state
 from node.state.replicator import Fetcher, PeerCaller, PullService, Replicator
 from node.state.statesync import GLOBAL_STATE_CHANNEL, StateSync
@@ -110,7 +110,7 @@ class ConnectService:
         policy: Policy,
         ca: CARole | None,
         jobs: Sequence[Job],
-        group: Consensus | None = None,
+        group: RaftOperations | None = None,
     ) -> None:
         self.replica = replica
         self._group = group
@@ -125,6 +125,11 @@ class ConnectService:
     def authority(self) -> Authority | None:
         """A server's signing material (``None`` on a client)."""
         return None if self._ca is None else self._ca.authority
+
+    @property
+    def group(self) -> RaftOperations | None:
+        """A primary server's Raft group (of one or several voters); ``None`` elsewhere."""
+        return self._group
 
     def raft(self) -> tuple[str, tuple[str, ...]] | None:
         """A primary server's Raft group of several voters: (leader or "", voters' Raft
@@ -388,7 +393,7 @@ class _Builder:
             policy=policy, ca=ca, jobs=self.jobs, group=group,
         )  # fmt: skip
 
-    def _group(self, replica: Replica) -> Consensus | None:
+    def _group(self, replica: Replica) -> RaftOperations | None:
         """The primary servers' Raft group: one voter, or ``bootstrap_expect`` of them."""
         if not (self.server and self.in_primary):
             return None

@@ -15,9 +15,11 @@ like any other record; ``commit_index`` is the log position of the last command 
 (the version of the committed state).
 
 Commands: ``put`` (kind, name, value, optional cas), ``delete`` (kind, name, optional
-cas), ``puts`` (items ``[kind, name, value]``, optional ``absent``) and ``import``
+cas), ``puts`` (items ``[kind, name, value]``, optional ``absent``), ``import``
 (items, written only into an empty state: a copy kept before the group existed,
-imported once).
+imported once) and ``noop`` (writes nothing: its commit proves that a leader still led
+a quorum when it was appended, and that the committing voter has applied every earlier
+command, which is what a consistent read waits for).
 
 Pure: no I/O, no clock.
 """
@@ -84,6 +86,8 @@ class StateMachine:
         if not isinstance(cmd, Mapping) or not isinstance(cmd.get("wall"), int):
             raise InvalidRequest("state command must be a map with a wall time")
         op, wall = cmd.get("op"), cmd["wall"]
+        if op == "noop":
+            return ()
         if op == "puts":
             return self._puts(cmd.get("items"), absent=cmd.get("absent") is True, wall=wall)
         if op == "import":

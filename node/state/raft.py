@@ -33,9 +33,25 @@ limits, and what this module does about them:
   not a lost machine between two of its flushes (about a second);
 - a command whose leader is lost after it was sent may still commit after its caller
   was told ``No cluster leader`` (as in any Raft client that times out);
-- the membership is the servers seen when the group forms (``FormingGroup``: it forms
-  once ``bootstrap_expect`` servers of the datacenter are alive in the LAN pool, and
-  says in the log that it waits until then).
+- the membership starts as the servers seen when the group forms (``FormingGroup``: it
+  forms once ``bootstrap_expect`` servers of the datacenter are alive in the LAN pool,
+  and says in the log that it waits until then); later changes go through PySyncObj's
+  own membership change (``add_voter`` / ``remove_voter``: one server per committed
+  entry, applied when appended, as the Raft thesis's single-server changes are). A
+  server is removed by the leader, never by itself (PySyncObj's leader cannot remove
+  itself, and a removed follower never hears that its removal committed): a leader
+  that leaves hands leadership over first. A removed server keeps its own list of
+  voters, but the others no longer accept its connections;
+- leadership transfer is PySyncObj's ``transferLeadership`` (Raft's ``TimeoutNow``: the
+  leader asks a caught-up follower to start an election at once); it only reports that
+  the request was sent, so ``transfer_leadership`` waits until another leader is known;
+- PySyncObj keeps no time of last contact with the leader: the transport
+  (``_ContactTransport``) notes when the last ``append_entries`` (a leader's heartbeat
+  or entries) arrived. A follower that has not heard from a leader for
+  ``CONTACT_BOUND`` seconds knows none (PySyncObj keeps naming it while no election can
+  start, e.g. cut off from every peer);
+- everything that touches PySyncObj's state beyond queueing a command runs in its
+  thread: ``_in_raft_thread`` queues a function that the tick callback runs.
 """
 
 from __future__ import annotations
@@ -44,21 +60,25 @@ import asyncio
 import io
 import logging
 import pickle
+import queue
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import pysyncobj.pickle as _syncobj_pickle
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.transport import TCPTransport
 
 from node.clock import Clock
-from node.errors import Conflict, NoClusterLeader
+from node.errors import Conflict, InvalidRequest, NoClusterLeader
 from node.state.consensus import StateMachine, command, error_of
 from node.state.globalstate import Record, Schema
 from node.state.replica import wall_ms_of
 
 __all__ = [
     "Consensus",
+    "RaftOperations",
+    "CONTACT_BOUND",
     "SoloGroup",
     "RaftGroup",
     "FormingGroup",
@@ -68,8 +88,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NO_LEADER: Final = "No cluster leader"
+#: A follower that has not heard from its leader for this long (seconds) knows none:
+#: past PySyncObj's ``leaderFallbackTimeout`` (2 s), a leader cut off has stepped down.
+CONTACT_BOUND: Final = 2.5
+#: The noop a consistent read commits (see ``node.state.consensus``).
+NOOP: Final[Mapping[str, Any]] = {"op": "noop"}
 
 
 #: Failures after which the command was not appended anywhere: safe to submit again.
@@ -78,6 +104,8 @@ _RETRYABLE: Final = frozenset(
      FAIL_REASON.QUEUE_FULL}
 )  # fmt: skip
 _RETRY_DELAY: Final = 0.1
+#: How often PySyncObj's thread refreshes the voters it hands to other threads (s).
+_VOTERS_REFRESH: Final = 0.1
 
 OnCommit = Callable[[tuple[Record, ...]], object]
 
@@ -103,6 +131,43 @@ class Consensus(Protocol):
 
     def voters(self) -> tuple[str, ...]:
         """The Raft addresses of the group's voters."""
+        ...
+
+
+class RaftOperations(Consensus, Protocol):
+    """What an operator (and a consistent read) asks of a group, beyond writes."""
+
+    @property
+    def address(self) -> str:
+        """This server's Raft address (``""`` in a group of one)."""
+        ...
+
+    @property
+    def commit_index(self) -> int:
+        """The index of the last command this server applied."""
+        ...
+
+    def last_contact(self) -> float | None:
+        """Seconds since this server last heard from the leader (0 on the leader; ``None``:
+        no leader is known)."""
+        ...
+
+    async def barrier(self) -> int:
+        """Commit a noop through the leader (a quorum confirms its leadership); once it
+        returns, every command committed before is applied here. Its index."""
+        ...
+
+    async def add_voter(self, address: str) -> None:
+        """Make the server at Raft ``address`` a voter (committed before returning)."""
+        ...
+
+    async def remove_voter(self, address: str) -> None:
+        """Remove the voter at Raft ``address`` (committed before returning)."""
+        ...
+
+    async def transfer_leadership(self, target: str | None = None) -> str:
+        """This leader hands over to ``target`` (or the most caught-up voter); the new
+        leader's Raft address once it is known."""
         ...
 
 
@@ -132,6 +197,38 @@ class SoloGroup:
     def voters(self) -> tuple[str, ...]:
         """Only this server."""
         return (self._address,)
+
+    @property
+    def address(self) -> str:
+        """This server's Raft address (none: it runs no Raft transport)."""
+        return self._address
+
+    @property
+    def commit_index(self) -> int:
+        """The last applied command's index."""
+        return self._machine.commit_index
+
+    def last_contact(self) -> float | None:
+        """Always 0: this server is the leader."""
+        return 0.0
+
+    async def barrier(self) -> int:
+        """Nothing to wait for: every command is applied when it is committed."""
+        return self._machine.commit_index
+
+    async def add_voter(self, address: str) -> None:
+        """A group of one has no Raft transport to add a voter to."""
+        raise InvalidRequest(
+            f"cannot add {address}: this server runs a group of one (bootstrap_expect <= 1)"
+        )
+
+    async def remove_voter(self, address: str) -> None:
+        """The only voter cannot be removed."""
+        raise InvalidRequest("cannot remove the only voter of the Raft configuration")
+
+    async def transfer_leadership(self, target: str | None = None) -> str:
+        """There is no other voter to hand over to (hashicorp/raft's wording)."""
+        raise InvalidRequest("cannot find peer")
 
 
 # --------------------------------------------------------------------------- PySyncObj
@@ -227,8 +324,45 @@ class RaftGroup:
             **_files(data_dir),
         )  # fmt: skip
         others = [p for p in peers if p != address]
-        self._sync = SyncObj(address, others, conf, consumers=[self._log])
+        self._transport: _ContactTransport | None = None
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._voters: tuple[str, ...] = tuple(sorted({address, *others}))
+        self._voters_at = 0.0
+        self._sync = SyncObj(
+            address, others, conf, consumers=[self._log], transportClass=self._make_transport
+        )
+        self._sync.addOnTickCallback(self._on_tick)
         log.info("raft group formed", extra={"self": address, "voters": sorted(peers)})
+
+    def _make_transport(self, syncobj: Any, me: Any, others: Any) -> _ContactTransport:
+        self._transport = _ContactTransport(syncobj, me, others, self._clock.monotonic)
+        return self._transport
+
+    def _on_tick(self) -> None:
+        """In PySyncObj's thread, every tick: run queued jobs; refresh the voters now
+        and then (membership changes only happen in this thread)."""
+        while not self._jobs.empty():
+            self._jobs.get_nowait()()
+        now = self._clock.monotonic()
+        if now - self._voters_at >= _VOTERS_REFRESH:
+            self._voters_at = now
+            others = (str(n.address) for n in self._sync.otherNodes)
+            self._voters = tuple(sorted({self._address, *others}))
+
+    async def _in_raft_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in PySyncObj's thread (at its next tick); its result or error."""
+        done: asyncio.Future[T] = self._loop.create_future()
+
+        def job() -> None:
+            try:
+                result = fn()
+            except Exception as exc:  # handed to the awaiting caller, never lost
+                self._loop.call_soon_threadsafe(_fail, done, exc)
+            else:
+                self._loop.call_soon_threadsafe(_resolve, done, result)
+
+        self._jobs.put(job)
+        return await done
 
     def _applied(self, answer: dict[str, Any]) -> None:
         if error_of(answer) is None and answer["records"]:
@@ -277,20 +411,146 @@ class RaftGroup:
             await asyncio.sleep(every)
 
     def leader(self) -> str | None:
-        """The leader this server last heard of."""
+        """The leader this server knows: itself while it leads, else the one it heard from
+        within ``CONTACT_BOUND`` seconds."""
         node = self._sync._getLeader()
-        return None if node is None else str(node.address)
+        if node is None or self.last_contact() is None:
+            return None
+        return str(node.address)
 
     def voters(self) -> tuple[str, ...]:
         """Every voter's Raft address, this server's included."""
-        status = self._sync.getStatus()
-        others = [str(k).removeprefix("partner_node_status_server_") for k in status
-                  if str(k).startswith("partner_node_status_server_")]  # fmt: skip
-        return tuple(sorted({self._address, *others}))
+        return self._voters
+
+    @property
+    def address(self) -> str:
+        """This server's Raft address."""
+        return self._address
+
+    @property
+    def commit_index(self) -> int:
+        """The index of the last entry applied here."""
+        return int(self._sync.raftLastApplied)
+
+    def last_contact(self) -> float | None:
+        """0 while this server leads; else seconds since the leader's last message, or
+        ``None`` if that is longer than ``CONTACT_BOUND`` (or no leader is known)."""
+        if self._sync._isLeader():
+            return 0.0
+        heard = None if self._transport is None else self._transport.last_append
+        if heard is None or self._sync._getLeader() is None:
+            return None
+        since = max(0.0, self._clock.monotonic() - heard)
+        return since if since <= CONTACT_BOUND else None
+
+    async def barrier(self) -> int:
+        """Commit a noop (see ``RaftOperations.barrier``); ``NoClusterLeader`` without a
+        leader within ``leader_wait``."""
+        await self.submit(NOOP)
+        return self.commit_index
+
+    async def add_voter(self, address: str) -> None:
+        """Add the server at Raft ``address`` (no-op if it already votes)."""
+        if address in self._voters:
+            return
+        await self._change(
+            self._sync.addNodeToCluster, address, done=lambda: address in self._voters
+        )
+
+    async def remove_voter(self, address: str) -> None:
+        """Remove another voter at ``address`` (no-op if it votes no more). Not this
+        server: a leader cannot remove itself in PySyncObj, and a follower would never
+        hear that its own removal committed (the leader stops replicating to it at
+        once), so a server leaves by asking the leader, after handing leadership over."""
+        if address == self._address:
+            raise InvalidRequest("a server is removed by the leader of its group, not by itself")
+        if address not in self._voters:
+            return
+        await self._change(
+            self._sync.removeNodeFromCluster, address, done=lambda: address not in self._voters
+        )
+
+    async def _change(self, request: Callable[..., None], address: str,
+                      *, done: Callable[[], bool]) -> None:  # fmt: skip
+        """Submit a membership change until it commits (retrying while leadership moves
+        or the leader is still committing a previous change), within ``leader_wait``."""
+        deadline = self._clock.monotonic() + self._leader_wait
+        while True:
+            future: asyncio.Future[tuple[Any, int]] = self._loop.create_future()
+
+            def settle(result: Any, reason: int, future: asyncio.Future[Any] = future) -> None:
+                self._loop.call_soon_threadsafe(_settle, future, result, reason)
+
+            request(address, callback=settle)
+            remaining = max(0.0, deadline - self._clock.monotonic())
+            try:
+                async with asyncio.timeout(remaining):
+                    _, reason = await asyncio.shield(future)
+            except TimeoutError:
+                raise NoClusterLeader(NO_LEADER) from None
+            await self._refresh_voters()
+            if reason == FAIL_REASON.SUCCESS or done():
+                return
+            if self._clock.monotonic() >= deadline:
+                raise NoClusterLeader(NO_LEADER)
+            await asyncio.sleep(_RETRY_DELAY)
+
+    async def _refresh_voters(self) -> None:
+        def read() -> tuple[str, ...]:
+            others = (str(n.address) for n in self._sync.otherNodes)
+            self._voters = tuple(sorted({self._address, *others}))
+            return self._voters
+
+        await self._in_raft_thread(read)
+
+    async def transfer_leadership(self, target: str | None = None) -> str:
+        """Ask ``target`` (or the most caught-up voter) to take over, retrying while it
+        catches up, and wait until a new leader is known (within ``leader_wait``)."""
+        if not self._sync._isLeader():
+            raise InvalidRequest("cannot transfer leadership: this server is not the leader")
+        if target is not None and (target == self._address or target not in self._voters):
+            raise InvalidRequest("cannot find peer")
+        if len(self._voters) == 1:
+            raise InvalidRequest("cannot find peer")
+        deadline = self._clock.monotonic() + self._leader_wait
+        while self._sync._isLeader():
+            reason = await self._in_raft_thread(lambda: self._request_transfer(target))
+            if reason not in (FAIL_REASON.SUCCESS, FAIL_REASON.REQUEST_DENIED):
+                raise InvalidRequest(f"leadership transfer failed (PySyncObj reason {reason})")
+            await asyncio.sleep(_RETRY_DELAY)
+            if self._clock.monotonic() >= deadline:
+                raise NoClusterLeader("leadership transfer did not complete in time")
+        while True:
+            leader = self.leader()
+            if leader is not None and leader != self._address:
+                return leader
+            if self._clock.monotonic() >= deadline:
+                raise NoClusterLeader(NO_LEADER)
+            await asyncio.sleep(_RETRY_DELAY)
+
+    def _request_transfer(self, target: str | None) -> int:
+        """In PySyncObj's thread: its ``transferLeadership``, answered synchronously."""
+        reasons: list[int] = []
+        self._sync.transferLeadership(target, callback=lambda _r, reason: reasons.append(reason))
+        return reasons[0] if reasons else FAIL_REASON.REQUEST_DENIED
 
     def close(self) -> None:
         """Stop the Raft thread and close its port."""
         self._sync.destroy()
+
+
+class _ContactTransport(TCPTransport):  # type: ignore[misc]
+    """PySyncObj's TCP transport, noting when a leader's ``append_entries`` last arrived."""
+
+    def __init__(self, syncobj: Any, me: Any, others: Any, monotonic: Callable[[], float]) -> None:
+        self.last_append: float | None = None
+        self._monotonic = monotonic
+        super().__init__(syncobj, me, others)
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            self.last_append = self._monotonic()
+        super()._onMessageReceived(node, message)
 
 
 def _files(data_dir: Path | None) -> dict[str, str]:
@@ -307,6 +567,16 @@ def _files(data_dir: Path | None) -> dict[str, str]:
 def _settle(done: asyncio.Future[tuple[Any, int]], result: Any, reason: int) -> None:
     if not done.done():
         done.set_result((result, reason))
+
+
+def _resolve(done: asyncio.Future[T], result: T) -> None:
+    if not done.done():
+        done.set_result(result)
+
+
+def _fail(done: asyncio.Future[Any], exc: BaseException) -> None:
+    if not done.done():
+        done.set_exception(exc)
 
 
 class FormingGroup:
@@ -360,6 +630,9 @@ class FormingGroup:
 
     async def submit(self, op: Mapping[str, Any]) -> tuple[Record, ...]:
         """Wait for the group to form (at most ``leader_wait``), then submit to it."""
+        return await (await self._formed_group()).submit(op)
+
+    async def _formed_group(self) -> RaftGroup:
         if self._group is None:
             try:
                 async with asyncio.timeout(self._leader_wait):
@@ -367,7 +640,37 @@ class FormingGroup:
             except TimeoutError:
                 raise NoClusterLeader(NO_LEADER) from None
         assert self._group is not None
-        return await self._group.submit(op)
+        return self._group
+
+    @property
+    def address(self) -> str:
+        """This server's Raft address (``""`` before the group forms)."""
+        return "" if self._group is None else self._group.address
+
+    @property
+    def commit_index(self) -> int:
+        """The group's applied index here (0 before it forms)."""
+        return 0 if self._group is None else self._group.commit_index
+
+    def last_contact(self) -> float | None:
+        """As ``RaftGroup.last_contact`` (``None`` before the group forms)."""
+        return None if self._group is None else self._group.last_contact()
+
+    async def barrier(self) -> int:
+        """As ``RaftGroup.barrier``, once the group has formed (within ``leader_wait``)."""
+        return await (await self._formed_group()).barrier()
+
+    async def add_voter(self, address: str) -> None:
+        """As ``RaftGroup.add_voter``, once formed."""
+        await (await self._formed_group()).add_voter(address)
+
+    async def remove_voter(self, address: str) -> None:
+        """As ``RaftGroup.remove_voter``, once formed."""
+        await (await self._formed_group()).remove_voter(address)
+
+    async def transfer_leadership(self, target: str | None = None) -> str:
+        """As ``RaftGroup.transfer_leadership``, once formed."""
+        return await (await self._formed_group()).transfer_leadership(target)
 
     def leader(self) -> str | None:
         """The group's leader (``None`` before it forms)."""
