@@ -110,6 +110,8 @@ SPLIT_PACKAGES: dict[str, Split] = {
             "spiffe",
             "names",
             "entries",
+            "chainentries",
+            "chain",
             "intentions",
             "resolve",
             "castate",

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from node.api import agent as agent_routes
 from node.api import catalog as catalog_routes
+from node.api import chain as chain_routes
 from node.api import cluster as cluster_routes
 from node.api import config_entries as config_entry_routes
 from node.api import connect as connect_routes
@@ -60,6 +61,7 @@ def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Applic
         app.router.add_routes(module.routes)
     app.router.add_routes(connect_routes.routes)
     app.router.add_routes(config_entry_routes.routes)
+    app.router.add_routes(chain_routes.routes)
     app.router.add_routes(metrics_routes.routes)
     app.router.add_routes(operator_routes.routes)
     return app

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from node import __version__
+from node.api.chaincodec import encode_chain_entry
 from node.catalog.parse import parse_check, parse_service
 from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo, NodeServices, ServiceNode
 from node.catalog.values import (
@@ -32,6 +33,7 @@ from node.catalog.values import (
     Upstream,
 )
 from node.config.agent import AgentConfig
+from node.connect.chainentries import CHAIN_KINDS
 from node.errors import InvalidRequest
 from node.frozen import thaw
 
@@ -522,8 +524,10 @@ def encode_intention(ixn: Any) -> dict[str, Any]:
 
 
 def encode_config_entry(entry: Any, indexes: tuple[int, int]) -> dict[str, Any]:
-    """A ``proxy-defaults`` / ``service-defaults`` entry as ``GET /v1/config`` shows it."""
+    """A config entry of any kind as ``GET /v1/config`` shows it."""
     create, modify = indexes
+    if entry.kind in CHAIN_KINDS:
+        return {**encode_chain_entry(entry), "CreateIndex": create, "ModifyIndex": modify}
     out: dict[str, Any] = {"Kind": entry.kind, "Name": entry.name}
     if entry.kind == "proxy-defaults":
         out["Config"] = thaw(entry.config)

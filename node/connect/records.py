@@ -29,8 +29,14 @@ from node.connect.entries import (
     CONFIG_ENTRY_KINDS,
     PROXY_DEFAULTS,
     SERVICE_DEFAULTS,
+    SERVICE_RESOLVER,
+    SERVICE_ROUTER,
+    SERVICE_SPLITTER,
     ProxyDefaults,
     ServiceDefaults,
+    ServiceResolver,
+    ServiceRouter,
+    ServiceSplitter,
     entry_to_wire,
     parse_config_entry,
 )
@@ -124,6 +130,18 @@ CONNECT_SCHEMA: Final = Schema(
         KIND_SERVICE_DEFAULTS: KindCodec(
             type=ServiceDefaults, name_of=lambda v: v.name, to_wire=entry_to_wire,
             from_wire=_config_entry_from_wire(SERVICE_DEFAULTS),
+        ),
+        SERVICE_RESOLVER: KindCodec(
+            type=ServiceResolver, name_of=lambda v: v.name, to_wire=entry_to_wire,
+            from_wire=_config_entry_from_wire(SERVICE_RESOLVER),
+        ),
+        SERVICE_ROUTER: KindCodec(
+            type=ServiceRouter, name_of=lambda v: v.name, to_wire=entry_to_wire,
+            from_wire=_config_entry_from_wire(SERVICE_ROUTER),
+        ),
+        SERVICE_SPLITTER: KindCodec(
+            type=ServiceSplitter, name_of=lambda v: v.name, to_wire=entry_to_wire,
+            from_wire=_config_entry_from_wire(SERVICE_SPLITTER),
         ),
     }
 )  # fmt: skip

@@ -28,6 +28,7 @@ from node.connect import intentions as ixns
 from node.connect.authority import Authority
 from node.connect.cadriver import CA_CONFIG_OP, CARole, LanMember, configured_ca
 from node.connect.castate import CAConfig, CARoots, parse_ca_configuration
+from node.connect.chain import validate_proposed
 from node.connect.entries import CONFIG_ENTRY_KINDS, ConfigEntry
 from node.connect.federation import Datacenters, FederationGuard
 from node.connect.hosting import LeafHosting, LocalServices
@@ -257,12 +258,18 @@ class ConnectService:
 
     async def put_config_entry(self, entry: ConfigEntry, *, cas: int | None = None) -> bool:
         """``PUT /v1/config``: True when applied, False when ``cas`` did not hold."""
+        proposed = dict(self.config_entries())
+        proposed[(entry.kind, entry.name)] = entry
+        validate_proposed(proposed, entry.kind, entry.name)  # a broken chain is refused
         return await self._writer.write_if(self._writer.put_op(entry.kind, entry.name, entry), cas)
 
     async def delete_config_entry(self, kind: str, name: str, *, cas: int | None = None) -> bool:
         """``DELETE /v1/config/:kind/:name`` (deleting what is absent is a no-op, as Consul)."""
         if self.replica.state.get(kind, name) is None and cas is None:
             return True
+        proposed = dict(self.config_entries())
+        proposed.pop((kind, name), None)
+        validate_proposed(proposed, kind, name)
         return await self._writer.write_if(self._writer.delete_op(kind, name), cas)
 
     async def put_intention(self, intention: Intention) -> Intention:

@@ -116,7 +116,10 @@ def test_wire_round_trip(entry: ProxyDefaults | ServiceDefaults) -> None:
             {"Kind": "proxy-defaults", "Name": "web"},
             'invalid name \\("web"\\), only "global" is supported',
         ),
-        ({"Kind": "service-router", "Name": "web"}, 'invalid config entry kind: "service-router"'),
+        (
+            {"Kind": "ingress-gateway", "Name": "web"},
+            'invalid config entry kind: "ingress-gateway"',
+        ),
         ({"Name": "web"}, "does not contain a Kind"),
         ({"Kind": "service-defaults"}, "requires a Name"),
         ({"Kind": "service-defaults", "Name": ""}, "requires a Name"),

@@ -101,11 +101,11 @@ def test_cas() -> None:
     ("kind", "name", "value", "error", "message"),
     [
         (
-            "service-router",
+            "ingress-gateway",
             "x",
             sd("x"),
             InvalidRequest,
-            "unknown global state kind 'service-router'",
+            "unknown global state kind 'ingress-gateway'",
         ),
         (SD, "web", ProxyDefaults(), InvalidRequest, "must be a ServiceDefaults"),
         (SD, "web", sd("api"), InvalidRequest, "named 'api', not 'web'"),
