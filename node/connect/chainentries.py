@@ -8,8 +8,8 @@ other entries (protocols, redirect loops, missing subsets) belong to the compile
 through ``node.config.reader`` (PascalCase or snake_case); ``*_to_wire`` gives the
 snake_case replication form that the parser reads back unchanged.
 
-Subset ``Filter`` expressions are compiled by ``node.filter`` at parse time, so a bad
-expression is refused when written, never when traffic needs it.
+A subset ``Filter`` is checked by the ``check_filter`` the caller passes, so a bad
+expression can be refused when written rather than when traffic needs it.
 
 Pure: no I/O, no clock.
 """

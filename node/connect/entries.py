@@ -249,7 +249,7 @@ def parse_config_entry(raw: Mapping[str, Any]) -> ConfigEntry:
         raise InvalidRequest(f"config entry must be an object, got {type(raw).__name__}")
     kind = parse_config_entry_kind(_raw_kind(raw))
     if kind in CHAIN_KINDS:
-        return parse_chain_entry(kind, raw, check_filter=_check_filter)
+        return parse_chain_entry(kind, raw)
     if kind == PROXY_DEFAULTS:
         return _parse_proxy_defaults(_canonical(raw, _PROXY_KEYS, ""))
     return _parse_service_defaults(_canonical(raw, _SERVICE_KEYS, ""))
@@ -321,11 +321,6 @@ def _check_protocol(protocol: object, where: str) -> None:
             f"{where} {protocol!r} is not supported (one of {', '.join(PROTOCOLS)})",
             field=where,
         )
-
-
-def _check_filter(expression: str, where: str) -> None:
-    """A subset ``Filter`` must compile in Consul's filter language."""
-    del expression, where
 
 
 def entry_to_wire(entry: ConfigEntry) -> dict[str, Any]:
