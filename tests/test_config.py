@@ -463,7 +463,8 @@ def test_error_bootstrap_config_entry_is_named(write: WriteFile) -> None:
     text = 'config_entries {\n  bootstrap = [{ Kind = "nope" }]\n}\n'
     assert _error_in(write, text) == (
         'cluster.hcl: config_entries.bootstrap[0].Kind: invalid config entry kind: "nope" '
-        "(supported: proxy-defaults, service-defaults)"
+        "(supported: proxy-defaults, service-defaults, service-router, service-splitter, "
+        "service-resolver)"
     )
 
 
