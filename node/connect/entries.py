@@ -10,9 +10,11 @@ only in ``node/api``; ``entry_to_wire`` here is the internal replication form, w
 
 ``proxy-defaults`` and ``service-defaults`` are parsed here; the discovery-chain kinds
 (``service-resolver``, ``service-router``, ``service-splitter``) in
-``node.connect.chainentries``. A ``Protocol`` is one of ``tcp``, ``http``, ``http2``,
-``grpc`` (the protocols the discovery chain knows); anything else is refused rather than
-silently treated as tcp.
+``node.connect.chainentries``. A ``Protocol`` is stored lowercased and, as in Consul, not
+checked against a list: the discovery chain gives ``http``, ``http2`` and ``grpc`` their
+routing features and treats every other protocol as tcp. A subset ``Filter`` is compiled
+in Consul's filter language (``node.filter``) against a health entry's fields, so a bad
+expression is refused when written.
 
 Pure: no I/O, no clock.
 """
@@ -41,6 +43,7 @@ from node.connect.chainentries import (
     parse_chain_entry,
 )
 from node.errors import InvalidRequest
+from node.filter import CHECK_SERVICE_NODE, FilterError, compile_filter
 from node.frozen import freeze, thaw
 
 __all__ = [
@@ -49,7 +52,6 @@ __all__ = [
     "SERVICE_RESOLVER",
     "SERVICE_ROUTER",
     "SERVICE_SPLITTER",
-    "PROTOCOLS",
     "ServiceResolver",
     "ServiceRouter",
     "ServiceSplitter",
@@ -69,8 +71,6 @@ SERVICE_DEFAULTS: Final = "service-defaults"
 #: Consul forces the one proxy-defaults entry to this name (``structs.ProxyConfigGlobal``).
 PROXY_CONFIG_GLOBAL: Final = "global"
 CONFIG_ENTRY_KINDS: Final = (PROXY_DEFAULTS, SERVICE_DEFAULTS, *CHAIN_KINDS)
-#: The protocols a service may declare (Consul's chain: tcp, and the L7 ones).
-PROTOCOLS: Final = ("tcp", "http", "http2", "grpc")
 
 #: Index fields that ``consul config read`` prints; a file written back from that output
 #: carries them, and Consul's decoder ignores them, so we do too.
@@ -249,7 +249,7 @@ def parse_config_entry(raw: Mapping[str, Any]) -> ConfigEntry:
         raise InvalidRequest(f"config entry must be an object, got {type(raw).__name__}")
     kind = parse_config_entry_kind(_raw_kind(raw))
     if kind in CHAIN_KINDS:
-        return parse_chain_entry(kind, raw)
+        return parse_chain_entry(kind, raw, check_filter=_check_filter)
     if kind == PROXY_DEFAULTS:
         return _parse_proxy_defaults(_canonical(raw, _PROXY_KEYS, ""))
     return _parse_service_defaults(_canonical(raw, _SERVICE_KEYS, ""))
@@ -265,9 +265,6 @@ def _parse_proxy_defaults(fields: Mapping[str, Any]) -> ProxyDefaults:
             f"{PROXY_DEFAULTS} Config must be an object, got {type(config).__name__}",
             field="Config",
         )
-    protocol = config.get("protocol", "")
-    if protocol:
-        _check_protocol(protocol, "Config.protocol")
     mode = _parse_mesh_gateway(fields["MeshGateway"]) if "MeshGateway" in fields else None
     return ProxyDefaults(
         name=name,
@@ -298,8 +295,6 @@ def _parse_service_defaults(fields: Mapping[str, Any]) -> ServiceDefaults:
             f'{SERVICE_DEFAULTS} Protocol must be a word like "http" or "tcp", got {protocol!r}',
             field="Protocol",
         )
-    if protocol:
-        _check_protocol(protocol, "Protocol")
     external_sni = fields.get("ExternalSNI", "")
     if not isinstance(external_sni, str):
         raise InvalidRequest(
@@ -315,12 +310,12 @@ def _parse_service_defaults(fields: Mapping[str, Any]) -> ServiceDefaults:
     )
 
 
-def _check_protocol(protocol: object, where: str) -> None:
-    if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
-        raise InvalidRequest(
-            f"{where} {protocol!r} is not supported (one of {', '.join(PROTOCOLS)})",
-            field=where,
-        )
+def _check_filter(expression: str, where: str) -> None:
+    """A subset ``Filter`` must compile against a health entry (Node, Service, Checks)."""
+    try:
+        compile_filter(expression, CHECK_SERVICE_NODE)
+    except FilterError as exc:
+        raise InvalidRequest(f"{where}: {exc}", field=where) from None
 
 
 def entry_to_wire(entry: ConfigEntry) -> dict[str, Any]:

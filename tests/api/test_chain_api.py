@@ -116,7 +116,8 @@ async def test_router_on_tcp_service_is_refused_with_consul_message(s1: Client) 
         ({"Kind": "service-router", "Name": "a",
           "Routes": [{"Match": {"HTTP": {"PathPrefix": "admin"}}}]},
          "Route\\[0\\] PathPrefix doesn't start with '/': \"admin\""),
-        ({"Kind": "service-defaults", "Name": "a", "Protocol": "udp"}, "Protocol 'udp'"),
+        ({"Kind": "service-resolver", "Name": "a",
+          "Subsets": {"v1": {"Filter": "Service.Meta.version = v1"}}}, "Subsets.v1.Filter: "),
     ],
 )  # fmt: skip
 async def test_bad_entries_are_400_naming_the_field(

@@ -117,7 +117,10 @@ def test_splitter_weights_round_to_hundredths() -> None:
         ({"Kind": "service-router", "Name": "a",
           "Routes": [{"Match": {"HTTP": {"PathExact": "/a", "PathRegex": "b"}}}]},
          "Routes[0].Match.HTTP"),
-        ({"Kind": "proxy-defaults", "Config": {"protocol": "udp"}}, "Config.protocol"),
+        ({"Kind": "service-resolver", "Name": "a",
+          "Subsets": {"v1": {"Filter": "Service.Meta.version =="}}}, "Subsets.v1.Filter"),
+        ({"Kind": "service-resolver", "Name": "a",
+          "Subsets": {"v1": {"Filter": "Service.Nope == x"}}}, "Subsets.v1.Filter"),
     ],
 )  # fmt: skip
 def test_every_error_names_the_field(body: dict[str, Any], field: str) -> None:
