@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from node.api import codec
+from node.api.filtering import Shape, refine
 from node.api.read import ReadSpec, serve_read
 from node.api.state import AGENT, AgentAPI
 from node.catalog.values import Health
@@ -93,7 +94,7 @@ async def agent_self(request: web.Request) -> web.Response:
 @routes.get("/v1/agent/services")
 async def agent_services(request: web.Request) -> web.Response:
     """Every service registered on this node, keyed by ID."""
-    return await serve_read(request, SERVICES, {})
+    return await serve_read(request, SERVICES, {}, refine(request, Shape.SERVICES_BY_ID))
 
 
 @routes.get("/v1/agent/service/{service_id}")
@@ -108,7 +109,7 @@ async def agent_service(request: web.Request) -> web.Response:
 @routes.get("/v1/agent/checks")
 async def agent_checks(request: web.Request) -> web.Response:
     """Every check on this node, keyed by check ID."""
-    return await serve_read(request, CHECKS, {})
+    return await serve_read(request, CHECKS, {}, refine(request, Shape.CHECKS_BY_ID))
 
 
 @routes.get("/v1/agent/members")

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from node.api import codec
+from node.api.filtering import Shape, refine
 from node.api.read import ReadSpec, serve_read
 from node.api.state import AgentAPI
 from node.catalog import queries
@@ -77,33 +78,34 @@ DATACENTERS = ReadSpec(
 @routes.get("/v1/catalog/services")
 async def catalog_services(request: web.Request) -> web.Response:
     """Every service name with its tags."""
-    return await serve_read(request, SERVICES, {})
+    return await serve_read(request, SERVICES, {}, refine(request, None))
 
 
 @routes.get("/v1/catalog/service/{name}")
 async def catalog_service(request: web.Request) -> web.Response:
     """Instances of a service (``?tag=`` filters)."""
     args = {"name": request.match_info["name"], "tag": request.query.get("tag")}
-    return await serve_read(request, SERVICE, args)
+    return await serve_read(request, SERVICE, args, refine(request, Shape.SERVICE_NODES))
 
 
 @routes.get("/v1/catalog/connect/{name}")
 async def catalog_connect(request: web.Request) -> web.Response:
     """Connect-capable instances (proxies and native) for a service."""
     args = {"name": request.match_info["name"], "tag": request.query.get("tag")}
-    return await serve_read(request, CONNECT, args)
+    return await serve_read(request, CONNECT, args, refine(request, Shape.SERVICE_NODES))
 
 
 @routes.get("/v1/catalog/nodes")
 async def catalog_nodes(request: web.Request) -> web.Response:
     """Every node of the datacenter."""
-    return await serve_read(request, NODES, {})
+    return await serve_read(request, NODES, {}, refine(request, Shape.NODES))
 
 
 @routes.get("/v1/catalog/node/{node}")
 async def catalog_node(request: web.Request) -> web.Response:
     """A node and its services; 404 when unknown."""
-    return await serve_read(request, NODE, {"node": request.match_info["node"]})
+    args = {"node": request.match_info["node"]}
+    return await serve_read(request, NODE, args, refine(request, Shape.NODE_SERVICES))
 
 
 @routes.get("/v1/catalog/datacenters")

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from node.api import codec
+from node.api.filtering import Shape, refine
 from node.api.read import ReadSpec, serve_read
 from node.api.state import AgentAPI
 from node.catalog import queries
@@ -107,25 +108,29 @@ def _service_args(request: web.Request, *, connect: bool) -> dict[str, Any]:
 @routes.get("/v1/health/service/{name}")
 async def health_service(request: web.Request) -> web.Response:
     """Instances of a service with node and checks (``?passing``, ``?tag=``)."""
-    return await serve_read(request, SERVICE, _service_args(request, connect=False))
+    args = _service_args(request, connect=False)
+    return await serve_read(request, SERVICE, args, refine(request, Shape.HEALTH_ENTRIES))
 
 
 @routes.get("/v1/health/connect/{name}")
 async def health_connect(request: web.Request) -> web.Response:
     """Connect-capable instances for a service, with health."""
-    return await serve_read(request, SERVICE, _service_args(request, connect=True))
+    args = _service_args(request, connect=True)
+    return await serve_read(request, SERVICE, args, refine(request, Shape.HEALTH_ENTRIES))
 
 
 @routes.get("/v1/health/checks/{name}")
 async def health_checks(request: web.Request) -> web.Response:
     """The checks of every instance of a service."""
-    return await serve_read(request, CHECKS, {"name": request.match_info["name"]})
+    args = {"name": request.match_info["name"]}
+    return await serve_read(request, CHECKS, args, refine(request, Shape.CHECKS))
 
 
 @routes.get("/v1/health/node/{node}")
 async def health_node(request: web.Request) -> web.Response:
     """Every check of a node."""
-    return await serve_read(request, NODE, {"node": request.match_info["node"]})
+    args = {"node": request.match_info["node"]}
+    return await serve_read(request, NODE, args, refine(request, Shape.CHECKS))
 
 
 @routes.get("/v1/health/state/{state}")
@@ -134,4 +139,4 @@ async def health_state(request: web.Request) -> web.Response:
     state = request.match_info["state"]
     if state not in _STATES:
         raise InvalidRequest(f"Unsupported state: {state}", field="state")
-    return await serve_read(request, STATE, {"state": state})
+    return await serve_read(request, STATE, {"state": state}, refine(request, Shape.CHECKS))

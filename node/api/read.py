@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -33,6 +33,7 @@ from node.rpc.reads import ReadRequest, ValueCodec
 
 __all__ = [
     "ReadSpec",
+    "Refine",
     "ResponseCache",
     "serve_read",
     "read_table",
@@ -72,6 +73,23 @@ class ReadSpec:
     wire: ValueCodec[Any] | None = None
 
 
+class Refine(Protocol):
+    """Narrows an encoded answer (``?filter=``, ``?node-meta=``) after any read, local or
+    forwarded; ``key`` tells its answers apart from the unrefined ones in the cache."""
+
+    @property
+    def key(self) -> Hashable: ...
+
+    def __call__(self, encoded: Any) -> Any: ...
+
+
+def _encoder(spec: ReadSpec, refine: Refine | None) -> Encoder:
+    if refine is None:
+        return spec.encode
+    encode = spec.encode
+    return lambda agent, value: refine(encode(agent, value))
+
+
 class ResponseCache:
     """Encoded bodies keyed by ``(name, args)``, valid while the catalog index is unchanged."""
 
@@ -102,41 +120,45 @@ class ResponseCache:
 
 
 def _local_query(
-    request: web.Request, spec: ReadSpec, args: Mapping[str, Any]
+    request: web.Request, spec: ReadSpec, args: Mapping[str, Any], refine: Refine | None
 ) -> Callable[[], tuple[bytes, int]]:
     agent = request.app[AGENT]
     cache = agent.response_cache
-    key = (spec.name, tuple(sorted(args.items())))
+    key = (spec.name, tuple(sorted(args.items())), None if refine is None else refine.key)
+    encode = _encoder(spec, refine)
 
     def run() -> tuple[bytes, int]:
         if not spec.cacheable:
             value, index = spec.query(agent, **args)
-            return dump_json(spec.encode(agent, value)), index
+            return dump_json(encode(agent, value)), index
         store_index = agent.notifier.index
         hit = cache.get(key, store_index)
         if hit is not None:
             return hit[1], hit[0]
         value, index = spec.query(agent, **args)
-        body = dump_json(spec.encode(agent, value))
+        body = dump_json(encode(agent, value))
         cache.put(key, store_index, index, body)
         return body, index
 
     return run
 
 
-async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, Any]) -> web.Response:
-    """Answer a GET: forward other datacenters, else a (blocking) local query."""
+async def serve_read(
+    request: web.Request, spec: ReadSpec, args: Mapping[str, Any], refine: Refine | None = None
+) -> web.Response:
+    """Answer a GET: forward other datacenters, else a (blocking) local query; ``refine``
+    narrows the encoded answer."""
     agent = request.app[AGENT]
     # Most reads carry no query string: skip parsing it (this is the hot path).
     opts = parse_query_options(request.query) if request.query_string else _NO_OPTIONS
     if opts.dc is not None and opts.dc != agent.config.datacenter:
-        body, index = await _forwarded(agent, opts.dc, opts, spec, args)
+        body, index = await _forwarded(agent, opts.dc, opts, spec, args, refine)
     elif not opts.blocking:
-        body, index = _local_query(request, spec, args)()
+        body, index = _local_query(request, spec, args, refine)()
         index = max(index, 1)
     else:
         body, index = await run_blocking(
-            _local_query(request, spec, args),
+            _local_query(request, spec, args, refine),
             opts,
             agent.notifier,
             rng=request.app[RNG],
@@ -146,7 +168,12 @@ async def serve_read(request: web.Request, spec: ReadSpec, args: Mapping[str, An
 
 
 async def _forwarded(
-    agent: AgentAPI, dc: str, opts: QueryOptions, spec: ReadSpec, args: Mapping[str, Any]
+    agent: AgentAPI,
+    dc: str,
+    opts: QueryOptions,
+    spec: ReadSpec,
+    args: Mapping[str, Any],
+    refine: Refine | None,
 ) -> tuple[bytes, int]:
     """Run the read in datacenter ``dc``; its typed answer encoded here.
 
@@ -157,7 +184,7 @@ async def _forwarded(
     wait = opts.wait if opts.blocking else 0.0
     read = ReadRequest(name=spec.name, args=dict(args), index=opts.index, wait=wait)
     value, index = await agent.forward_read(dc, read, spec.wire or _UNSERVED)
-    return dump_json(spec.encode(agent, value)), index
+    return dump_json(_encoder(spec, refine)(agent, value)), index
 
 
 def _never_answered(raw: Any) -> Any:
