@@ -12,7 +12,13 @@ returns the exact bytes (and headers) the agent returned for the measured path.
    reports requests/s, p99 latency and the ratio agent/bare (target ≥ 0.6). The load
    generator is ``wrk`` when it is on PATH (a separate C process), else an aiohttp client
    in a separate Python process.
-2. Wake-up: a separate client process parks ``--watchers`` blocking queries
+2. Filter cost: ``/v1/health/service/api?filter=<three clauses>`` against the same read
+   without a filter, ``api`` having 1,000 instances (a quarter match), interleaved rounds
+   on the same agent: requests/s filtered / unfiltered (target ≥ 0.7). Measured twice:
+   with the agent's response cache (a repeated read is one lookup either way) and on a
+   second agent whose cache holds nothing, so that every read runs the query, the
+   encoding and the filter — the case of a catalog that changes all the time.
+3. Wake-up: a separate client process parks ``--watchers`` blocking queries
    (``?index=N&wait=60s`` on ``/v1/health/service/svc-0500``), registers a new instance of
    that service, and reports the time from sending the registration until every blocked
    query has returned (target ≤ 100 ms).
@@ -36,7 +42,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 SERVICES = 1000
+INSTANCES = 1000  # of FILTERED_SERVICE
+FILTERED_SERVICE = "api"
+FILTER = "Service.Meta.version == v2 and Service.Tags contains canary and Checks.Status == critical"
 HEALTH_PATH = "/v1/health/service/svc-0500"
+UNFILTERED_PATH = f"/v1/health/service/{FILTERED_SERVICE}"
 CATALOG_PATH = "/v1/catalog/services"
 READY_TIMEOUT = 60.0  # seconds for the server process to report its ports
 
@@ -44,17 +54,38 @@ READY_TIMEOUT = 60.0  # seconds for the server process to report its ports
 # ---------------------------------------------------------------------------- server process
 
 
-async def _serve() -> None:
+def _filtered_path() -> str:
+    from urllib.parse import quote
+
+    return f"{UNFILTERED_PATH}?filter={quote(FILTER)}"
+
+
+async def _serve(uncached: bool) -> None:
     from aiohttp import web
 
     from node.agent.agent import Agent
     from node.api.app import HTTPServer
+    from node.api.read import ResponseCache
     from node.catalog.parse import parse_service
     from node.config.agent import load
 
     agent = Agent(load([], dev=True, overrides={"http-port": 0, "node": "bench"}))
+    if uncached:
+        agent.response_cache = ResponseCache(limit=0)
     for i in range(SERVICES):
         raw = {"name": f"svc-{i:04d}", "port": 10000 + i, "tags": ["v1"], "check": {"ttl": "600s"}}
+        agent.local.register_service(parse_service(raw))
+    for i in range(INSTANCES):
+        version = "v2" if i % 2 else "v1"
+        tags = [version, "canary"] if i % 4 == 1 else [version]
+        raw = {
+            "name": FILTERED_SERVICE,
+            "id": f"{FILTERED_SERVICE}-{i:04d}",
+            "port": 20000 + i,
+            "tags": tags,
+            "meta": {"version": version},
+            "check": {"ttl": "600s"},
+        }
         agent.local.register_service(parse_service(raw))
     run = asyncio.create_task(agent.run())
     while "http" not in agent.bound:
@@ -217,9 +248,9 @@ async def _wakeup(port: int, watchers: int) -> dict[str, float]:
 # ---------------------------------------------------------------------------- driver
 
 
-def _start_server() -> tuple[subprocess.Popen[str], dict[str, int]]:
+def _start_server(*extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve"],
+        [sys.executable, __file__, "--serve", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -249,11 +280,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--watchers", type=int, default=1000)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--uncached", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--py-load", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--wakeup", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        _run(_serve())
+        _run(_serve(args.uncached))
         return
     if args.py_load:
         url, duration, conns = args.py_load
@@ -304,6 +336,7 @@ def _report(args: argparse.Namespace) -> None:
             print(
                 f"{path:32} {ours[0]:13.0f} {ours[1]:8.2f} {bare[0]:10.0f} {bare[1]:8.2f} {ratio:6.2f}"
             )
+        _report_filter(ports["agent"], args, "cached")
         cmd = [
             sys.executable,
             __file__,
@@ -327,6 +360,36 @@ def _report(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    proc, ports = _start_server("--uncached")
+    try:
+        _report_filter(ports["agent"], args, "no cache")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _report_filter(port: int, args: argparse.Namespace, label: str) -> None:
+    """Filtered against unfiltered reads of the same 1,000 instances, interleaved."""
+    import urllib.request
+
+    paths = {"plain": UNFILTERED_PATH, "filtered": _filtered_path()}
+    counts = {}
+    for name, path in paths.items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}") as resp:
+            counts[name] = len(json.loads(resp.read()))
+    assert counts == {"plain": INSTANCES, "filtered": INSTANCES // 4}, counts
+    runs: dict[str, list[float]] = {"plain": [], "filtered": []}
+    for _ in range(args.rounds):
+        for name, path in paths.items():
+            runs[name].append(
+                _load(f"http://127.0.0.1:{port}{path}", args.duration, args.connections)[0]
+            )
+    plain = sorted(runs["plain"])[len(runs["plain"]) // 2]
+    filtered = sorted(runs["filtered"])[len(runs["filtered"]) // 2]
+    print(
+        f"filter ({label}): {UNFILTERED_PATH} with {INSTANCES} instances {plain:.0f} rps, "
+        f"?filter={FILTER!r} {filtered:.0f} rps, ratio {filtered / plain:.2f} (target >= 0.7)"
+    )
 
 
 def _run(coro: Any) -> Any:
