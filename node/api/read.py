@@ -164,7 +164,14 @@ async def serve_read(
             rng=request.app[RNG],
             monotonic=agent.clock.monotonic,
         )
+    if "pretty" in request.query:
+        body = _pretty(body)
     return web.Response(body=body, headers=consul_headers(index, known_leader=bool(agent.leader())))
+
+
+def _pretty(body: bytes) -> bytes:
+    """``?pretty``: Consul's ``json.MarshalIndent`` layout (four spaces, a final newline)."""
+    return json.dumps(json.loads(body), indent=4, ensure_ascii=False).encode() + b"\n"
 
 
 async def _forwarded(

@@ -174,3 +174,12 @@ async def test_py_consul_filters(setup: Client) -> None:
         consul.ConsulException, match="Failed to create boolean expression evaluator"
     ):
         await asyncio.to_thread(c.agent.services, filter_expr="Service ==")
+
+
+async def test_pretty(setup: Client) -> None:
+    compact = await setup.get("/v1/agent/services", params={"filter": "Service == db"})
+    pretty = await setup.get("/v1/agent/services", params={"filter": "Service == db", "pretty": ""})
+    text = await pretty.text()
+    assert "\n    " in text and text.endswith("}\n")
+    assert "\n" not in await compact.text()
+    assert await pretty.json() == await compact.json()
