@@ -27,7 +27,7 @@ STOP_TIMEOUT = 15.0
 LISTENING = re.compile(r"http server listening addr=(\S+)")
 #: Loopback only, every listener (HTTP, RPC, both gossip pools) on a free port.
 LOOPBACK_ANY_PORTS = ("-bind", "127.0.0.1", "-http-port", "0", "-server-port", "0",
-                      "-serf-lan-port", "0", "-serf-wan-port", "0")  # fmt: skip
+                      "-serf-lan-port", "0", "-serf-wan-port", "0", "-dns-port", "0")  # fmt: skip
 
 
 class AgentProcess:

@@ -75,7 +75,6 @@ WHOLE_PACKAGES: dict[str, Layer] = {
     "node.filter": Layer.PURE,
     "node.rpc": Layer.DRIVER,
     "node.api": Layer.EDGE,
-    "node.dns": Layer.EDGE,
     "node.agent": Layer.AGENT,
     "node.cli": Layer.CLI,
     "node.testing": Layer.TOOLS,
@@ -133,6 +132,7 @@ SPLIT_PACKAGES: dict[str, Split] = {
         ),
     ),
     "node.acl": Split(pure=("rules", "authorizer"), drivers=()),
+    "node.dns": Split(pure=("names", "packet", "records"), drivers=("server",)),
     "node.proxy": Split(
         pure=("sni", "snapshot", "plan", "endpoints", "gather", "metrics"),
         drivers=(
@@ -169,6 +169,10 @@ IO_ALLOWED: dict[str, tuple[str, ...]] = {
     # X.509 is cryptography's job; ca has no I/O. cryptography.x509 itself loads
     # email.utils, which loads socket (and selectors).
     "node.connect.ca": ("cryptography", "socket", "selectors"),
+    # The DNS wire format is dnspython's job; these modules do no I/O, but dnspython's
+    # address helpers (dns.inet) load socket when imported.
+    "node.dns.packet": ("socket", "selectors"),
+    "node.dns.records": ("socket", "selectors"),
 }
 
 

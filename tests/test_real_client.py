@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0
 WAKE_TIMEOUT = 10.0
 #: Every listener on a free port, so parallel runs never collide on Consul's defaults.
-ANY_PORTS = ("-http-port", "0", "-serf-lan-port", "0", "-serf-wan-port", "0", "-server-port", "0")
+ANY_PORTS = ("-http-port", "0", "-serf-lan-port", "0", "-serf-wan-port", "0", "-server-port", "0",
+             "-dns-port", "0")  # fmt: skip
 LISTENING = re.compile(r"http server listening addr=(\S+):(\d+)")
 
 

@@ -79,6 +79,7 @@ from node.catalog.watch import IndexNotifier
 from node.clock import Clock, MonotonicClock
 from node.config.agent import AgentConfig
 from node.connect.service import NodeSeams, build_connect
+from node.dns.server import DNSServer, DNSSources
 from node.errors import ConfigError
 from node.gossip.config import GossipConfig
 from node.gossip.delegate import UserBroadcastQueue
@@ -197,6 +198,22 @@ def build_served_reads(api: AgentAPI, reads: Mapping[str, ReadSpec]) -> dict[str
     return served
 
 
+def build_dns(
+    config: AgentConfig, store: CatalogStore, router: Router, view: ClusterView, clock: Clock,
+    rng: random.Random,
+) -> DNSServer | None:  # fmt: skip
+    """Consul's DNS interface on ``ports.dns`` (None when it is -1)."""
+    if config.ports.dns < 0:
+        return None
+    sources = DNSSources(
+        store=store,
+        forward_read=router.forward_read,
+        servers=lambda: [(m.name, m.addr[0]) for m in view.alive_servers()],
+    )
+    wall = lambda: clock.utcnow().timestamp()  # noqa: E731
+    return DNSServer(config.dns, datacenter=config.datacenter, sources=sources, wall=wall, rng=rng)
+
+
 # ---------------------------------------------------------------------------- agent
 
 
@@ -244,6 +261,8 @@ class Agent:
             datacenters=self.view.datacenters, forward_read=self.router.forward_read,
             rng=random.Random(self.rng.random()),
         )  # fmt: skip
+        self.dns = build_dns(config, self.store, self.router, self.view, self.clock,
+                             random.Random(self.rng.random()))  # fmt: skip
 
     def _connect_seams(self) -> NodeSeams:
         return NodeSeams(
@@ -338,6 +357,8 @@ class Agent:
             Component(name="connect", run=self.connect.run),
             Component(name="proxies", run=self.proxies.run),
         ]
+        if self.dns is not None:
+            rows.append(Component(name="dns", run=self.dns.serve))
         if pools.lan is not None:
             retry = functools.partial(pools.retry_join, cfg.retry_join, cfg.retry_interval)
             rows.append(Component(name="gossip-lan", run=pools.lan.run))
@@ -409,12 +430,26 @@ class Agent:
                 f"cannot listen on {where}: {exc.strerror or exc}", key="ports.http"
             ) from None
         self.bound["http"] = (host, port)
+        await self._bind_dns()
         await self._bind_cluster()
         # The file first, then the log line: whoever saw the line can read the file.
         if self.config.data_dir and not self.config.dev:
             ports = {name: addr[1] for name, addr in self.bound.items()}
             atomic_write(Path(self.config.data_dir) / PORTS_FILE, json.dumps(ports).encode())
         log.info("http server listening", extra={"addr": f"{host}:{port}"})
+
+    async def _bind_dns(self) -> None:
+        if self.dns is None:
+            return
+        cfg = self.config
+        try:
+            self.bound["dns"] = await self.dns.start(cfg.client_addr, cfg.ports.dns)
+        except OSError as exc:
+            where = f"{cfg.client_addr}:{cfg.ports.dns}"
+            raise ConfigError(
+                f"cannot listen on {where}: {exc.strerror or exc}", key="ports.dns"
+            ) from None
+        log.info("dns server listening", extra={"addr": "%s:%d" % self.bound["dns"]})
 
     async def _supervise(self, component: Component) -> None:
         # A component that fails takes the node down (TaskGroup), but says why first.
@@ -438,6 +473,8 @@ class Agent:
         # LocalState persists every acknowledged write synchronously (atomic_write), so
         # closing the listeners is all that is left: no request can start a new write.
         await self.http.aclose()
+        if self.dns is not None:
+            await self.dns.aclose()
         await self.rpc_server.close()
         await self.rpc_client.close()  # pooled connections to other nodes
         await self.pools.aclose()

@@ -203,6 +203,10 @@ def _configure_agent(p: argparse.ArgumentParser) -> None:
     _flag(p, "serf-lan-port", dest="serf_lan_port", type=int, help="LAN gossip port (0 = any)")
     _flag(p, "serf-wan-port", dest="serf_wan_port", type=int, help="WAN gossip port (0 = any)")
     _flag(p, "server-port", dest="server_port", type=int, help="node RPC port (0 = any free)")
+    _flag(p, "dns-port", dest="dns_port", type=int, help="DNS port, UDP and TCP (-1 = off)")
+    _flag(p, "recursor", action="append", dest="recursors", help="upstream DNS server")
+    _flag(p, "domain", dest="domain", help="DNS domain (default consul)")
+    _flag(p, "alt-domain", dest="alt_domain", help="alternate DNS domain")
     _flag(p, "server", action="store_true", default=None, help="run as a server")
     _flag(p, "log-level", dest="log_level", help="trace|debug|info|warn|err")
 
@@ -219,6 +223,10 @@ def agent_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "serf-lan-port": args.serf_lan_port,
         "serf-wan-port": args.serf_wan_port,
         "server-port": args.server_port,
+        "dns-port": args.dns_port,
+        "recursor": args.recursors,
+        "domain": args.domain,
+        "alt-domain": args.alt_domain,
         "server": args.server,
         "log-level": args.log_level,
     }

@@ -10,8 +10,8 @@ last. A later scalar replaces an earlier one, lists append, sections (``ports { 
 ``connect { }``) merge key by key. Each file is checked on its own first, so an error
 always names the file that holds the bad key.
 
-Keys Consul knows but meshnode does not implement (``ui``, ``dns_config``, ``telemetry``,
-``acl``, ``ports.dns``, ...) are accepted with one warning each, so real Consul files load.
+Keys Consul knows but meshnode does not implement (``ui``, ``telemetry``, ``acl``,
+``dns_config.use_cache``, ...) are accepted with one warning each, so real Consul files load.
 
 Defaults worth knowing:
 - ``bind_addr`` is ``0.0.0.0`` (``127.0.0.1`` with ``-dev``). ``advertise_addr`` defaults to
@@ -54,6 +54,7 @@ from node.frozen import freeze
 __all__ = [
     "AgentConfig",
     "ConnectConfig",
+    "DNSConfig",
     "IntentionPolicy",
     "Ports",
     "load",
@@ -92,6 +93,7 @@ class Ports:
     serf_lan: int = 8301
     serf_wan: int = 8302
     server: int = 8300
+    dns: int = 8600  # UDP and TCP; -1 disables
     grpc: int = -1  # accepted for Consul/Envoy files; meshnode has no gRPC listener
     https: int = -1  # accepted; meshnode serves the API over plain HTTP only
     sidecar_min_port: int = SIDECAR_MIN_PORT
@@ -106,6 +108,32 @@ class ConnectConfig:
     ca_provider: str = "consul"
     ca_config: Mapping[str, Any] = field(default_factory=_empty_mapping)
     default_intention_policy: IntentionPolicy = IntentionPolicy.ALLOW
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DNSConfig:
+    """The DNS interface: ``domain``, ``alt_domain``, ``recursors`` and ``dns_config { }``.
+
+    Names are lowercase and end with a dot; durations are seconds; recursors are
+    ``(ip, port)``. ``service_ttl`` maps a service name, or a prefix ending in ``*``, to a TTL.
+    """
+
+    domain: str = "consul."
+    alt_domain: str = ""
+    recursors: tuple[tuple[str, int], ...] = ()
+    recursor_timeout: float = 2.0
+    recursor_strategy: str = "sequential"
+    node_ttl: float = 0.0
+    service_ttl: Mapping[str, float] = field(default_factory=_empty_mapping)
+    only_passing: bool = False
+    udp_answer_limit: int = 3
+    enable_truncate: bool = False
+    a_record_limit: int = 0
+    enable_additional_node_meta_txt: bool = True
+    soa_refresh: int = 3600
+    soa_retry: int = 600
+    soa_expire: int = 86400
+    soa_min_ttl: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,6 +161,7 @@ class AgentConfig:
     encrypt_verify_incoming: bool = True
     encrypt_verify_outgoing: bool = True
     connect: ConnectConfig = field(default_factory=ConnectConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
     enable_central_service_config: bool = False
     log_level: str = "INFO"
     #: Parsed service definitions (``node.catalog.values.ServiceDefinition``).
@@ -343,6 +372,78 @@ def _as_ca_provider(value: Any, lenient: bool) -> str:
     return text
 
 
+_DNS_LABEL_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _as_domain(value: Any, lenient: bool) -> str:
+    """A DNS domain such as ``consul`` → ``"consul."`` (lowercase, one trailing dot)."""
+    text = _as_str(value, lenient).strip().lower()
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > 253 or not all(_DNS_LABEL_RE.fullmatch(p) for p in name.split(".")):
+        raise _Invalid(f'expected a domain name like "consul", got {_describe(value)}')
+    return name + "."
+
+
+def _as_recursors(value: Any, lenient: bool) -> tuple[tuple[str, int], ...]:
+    """``["8.8.8.8", "10.0.0.1:5353", "[::1]:53"]`` → ``(ip, port)``; port 53 when missing."""
+    return tuple(_as_recursor(item) for item in _as_str_list(value, lenient))
+
+
+def _as_recursor(text: str) -> tuple[str, int]:
+    host, port = text.strip(), 53
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        if rest:
+            port = _recursor_port(text, rest)
+    elif host.count(":") == 1:
+        host, _, rest = host.partition(":")
+        port = _recursor_port(text, ":" + rest)
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        reason = f'expected a recursor address like "8.8.8.8" or "10.0.0.1:53", got {_describe(text)}'
+        raise _Invalid(reason) from None
+
+
+def _recursor_port(text: str, rest: str) -> int:
+    if not rest.startswith(":") or not rest[1:].isdigit() or not 1 <= int(rest[1:]) <= 65535:
+        raise _Invalid(f"expected a recursor port (1-65535), got {_describe(text)}")
+    return int(rest[1:])
+
+
+def _as_allow_stale(value: Any, lenient: bool) -> bool:
+    if not _as_bool(value, lenient):
+        raise _Invalid(
+            "false is not supported: meshnode replicates each datacenter's catalog by gossip, "
+            "so every DNS answer is a stale read (allow_stale = true)"
+        )
+    return True
+
+
+def _as_recursor_strategy(value: Any, lenient: bool) -> str:
+    text = _as_str(value, lenient)
+    if text not in ("sequential", "random"):
+        raise _Invalid(f'expected "sequential" or "random", got {_describe(value)}')
+    return text
+
+
+def _as_soa_number(value: Any, lenient: bool) -> int:
+    number = _as_count(value, lenient)
+    if number > 0xFFFFFFFF:
+        raise _Invalid(f"expected a number of seconds below 2^32, got {number}")
+    return number
+
+
+def _check_service_ttl(value: Any, source: _Source, path: str) -> dict[str, float]:
+    """``service_ttl { "web" = "10s", "api-*" = "5s", "*" = "1s" }`` (names lowercased)."""
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"expected a block of service name = duration, got {_describe(value)}")
+    return {
+        str(name).lower(): source.convert(_scalar(_as_duration), ttl, f"{path}.{name}")
+        for name, ttl in value.items()
+    }
+
+
 Scalar = Callable[[Any, bool], Any]
 
 
@@ -383,20 +484,20 @@ _CONSUL_ONLY_TOP: Final = (
     "acl_down_policy", "acl_enable_key_list_policy", "acl_master_token",
     "acl_replication_token", "acl_token", "acl_ttl", "addresses", "advertise_addr_ipv4",
     "advertise_addr_ipv6", "advertise_addr_wan_ipv4", "advertise_addr_wan_ipv6",
-    "advertise_reconnect_timeout", "alt_domain", "audit", "auto_config", "auto_encrypt",
+    "advertise_reconnect_timeout", "audit", "auto_config", "auto_encrypt",
     "auto_reload_config", "autopilot", "bootstrap", "ca_file", "ca_path", "cache",
     "cert_file", "check", "check_output_max_size", "check_update_interval", "checks",
     "default_query_time", "disable_anonymous_signature", "disable_coordinates",
     "disable_host_node_id", "disable_http_unprintable_char_filter", "disable_keyring_file",
     "disable_remote_exec", "disable_update_check", "discard_check_output",
-    "discovery_max_stale", "dns_config", "domain", "enable_acl_replication",
+    "discovery_max_stale", "enable_acl_replication",
     "enable_agent_tls_for_checks", "enable_debug", "enable_local_script_checks",
     "enable_script_checks", "enable_syslog", "gossip_lan", "gossip_wan", "http_config",
     "key_file", "license_path", "limits", "log_file", "log_json", "log_rotate_bytes",
     "log_rotate_duration", "log_rotate_max_files", "max_query_time", "node_meta",
     "non_voting_server", "performance", "pid_file", "primary_gateways",
     "primary_gateways_interval", "protocol", "raft_protocol", "raft_snapshot_interval",
-    "raft_snapshot_threshold", "raft_trailing_logs", "recursors", "rejoin_after_leave",
+    "raft_snapshot_threshold", "raft_trailing_logs", "rejoin_after_leave",
     "retry_max", "retry_max_wan", "segment", "segments", "serf_lan", "serf_lan_allowed_cidrs",
     "serf_wan", "serf_wan_allowed_cidrs", "server_name", "session_ttl_min",
     "skip_leave_on_interrupt", "snapshot_agent", "start_join", "start_join_wan",
@@ -407,7 +508,7 @@ _CONSUL_ONLY_TOP: Final = (
     "verify_server_hostname", "watches",
 )  # fmt: skip
 _CONSUL_ONLY_PORTS: Final = (
-    "dns", "proxy_min_port", "proxy_max_port", "expose_min_port", "expose_max_port", "grpc_tls",
+    "proxy_min_port", "proxy_max_port", "expose_min_port", "expose_max_port", "grpc_tls",
 )  # fmt: skip
 _CONSUL_ONLY_CONNECT: Final = ("proxy", "proxy_defaults", "enable_mesh_gateway_wan_federation")
 
@@ -419,6 +520,7 @@ def _ports_section() -> _Section:
             "serf_lan": _scalar(_as_port),
             "serf_wan": _scalar(_as_port),
             "server": _scalar(_as_port),
+            "dns": _scalar(_as_optional_port),
             "grpc": _scalar(_as_optional_port),
             "https": _scalar(_as_optional_port),
             "sidecar_min_port": _scalar(_as_sidecar_port),
@@ -438,6 +540,36 @@ def _connect_section() -> _Section:
         },
         _CONSUL_ONLY_CONNECT,
     )
+
+
+# dns_config keys Consul knows that meshnode accepts and ignores (one warning each).
+_CONSUL_ONLY_DNS: Final = (
+    "max_stale", "disable_compression", "use_cache", "cache_max_age", "prefer_namespace",
+)  # fmt: skip
+
+
+def _dns_section() -> _Section:
+    return _Section.build(
+        {
+            "allow_stale": _scalar(_as_allow_stale),
+            "node_ttl": _scalar(_as_duration),
+            "service_ttl": _check_service_ttl,
+            "only_passing": _scalar(_as_bool),
+            "udp_answer_limit": _scalar(_as_count),
+            "enable_truncate": _scalar(_as_bool),
+            "a_record_limit": _scalar(_as_count),
+            "recursor_timeout": _scalar(_as_interval),
+            "recursor_strategy": _scalar(_as_recursor_strategy),
+            "enable_additional_node_meta_txt": _scalar(_as_bool),
+            "soa": _section(_soa_section),
+        },
+        _CONSUL_ONLY_DNS,
+    )
+
+
+def _soa_section() -> _Section:
+    keys = ("refresh", "retry", "expire", "min_ttl")
+    return _Section.build({k: _scalar(_as_soa_number) for k in keys}, ())
 
 
 def _config_entries_section() -> _Section:
@@ -467,6 +599,10 @@ def _agent_section() -> _Section:
             "encrypt_verify_incoming": _scalar(_as_bool),
             "encrypt_verify_outgoing": _scalar(_as_bool),
             "connect": _section(_connect_section),
+            "domain": _scalar(_as_domain),
+            "alt_domain": _scalar(_as_domain),
+            "recursors": _scalar(_as_recursors),
+            "dns_config": _section(_dns_section),
             "enable_central_service_config": _scalar(_as_bool),
             "log_level": _scalar(_as_log_level),
             "service": _check_service_blocks,
@@ -712,6 +848,10 @@ _FLAGS: Final = {
     "serflanport": ("ports", "serf_lan"),
     "serfwanport": ("ports", "serf_wan"),
     "serverport": ("ports", "server"),
+    "dnsport": ("ports", "dns"),
+    "recursor": ("recursors",),
+    "domain": ("domain",),
+    "altdomain": ("alt_domain",),
     "server": ("server",),
     "bootstrapexpect": ("bootstrap_expect",),
     "dev": ("dev",),
@@ -819,6 +959,7 @@ def _build(
         dev=dev,
         ports=_build_ports(tree.get("ports", {})),
         connect=_build_connect(tree.get("connect", {})),
+        dns=_build_dns(tree, datacenter),
         services=tree.get("services", ()),
         config_entries_bootstrap=tree.get("config_entries", {}).get("bootstrap", ()),
         leave_on_terminate=tree.get("leave_on_terminate", not server),
@@ -849,6 +990,24 @@ def _build_connect(raw: Mapping[str, Any]) -> ConnectConfig:
     fields = dict(raw)
     fields["ca_config"] = freeze(fields.get("ca_config", {}))
     return ConnectConfig(**fields)
+
+
+def _build_dns(tree: Mapping[str, Any], datacenter: str) -> DNSConfig:
+    raw = dict(tree.get("dns_config", {}))
+    raw.pop("allow_stale", None)  # only true is accepted: every read is a stale read
+    soa = raw.pop("soa", {})
+    fields = {f"soa_{k}": v for k, v in soa.items()}
+    if "service_ttl" in raw:
+        fields["service_ttl"] = MappingProxyType(raw.pop("service_ttl"))
+    for key in ("domain", "alt_domain", "recursors"):
+        if key in tree:
+            fields[key] = tree[key]
+    config = DNSConfig(**raw, **fields)
+    first = config.alt_domain.split(".", 1)[0]
+    if first in ("service", "connect", "node", "query", "addr", datacenter):
+        reason = f"alt_domain cannot start with {{service,connect,node,query,addr,{datacenter}}}"
+        raise ConfigError(reason, key="alt_domain")
+    return config
 
 
 #: Fields copied from the merged tree as they are (already checked, no default logic).

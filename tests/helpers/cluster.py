@@ -92,7 +92,7 @@ class Cluster:
             node_name=name, datacenter=dc, primary_datacenter=extra.pop("primary_dc", "dc1"),
             data_dir=str(data_dir), server=server, bind_addr="127.0.0.1",
             advertise_addr="127.0.0.1", advertise_addr_wan="127.0.0.1", client_addr="127.0.0.1",
-            ports=Ports(http=0, serf_lan=0, serf_wan=0, server=0),
+            ports=Ports(http=0, serf_lan=0, serf_wan=0, server=0, dns=0),
             leave_on_terminate=extra.pop("leave_on_terminate", not server), **extra,
         )  # fmt: skip
 
