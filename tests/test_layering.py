@@ -132,7 +132,7 @@ SPLIT_PACKAGES: dict[str, Split] = {
         ),
     ),
     "node.acl": Split(pure=("rules", "authorizer"), drivers=()),
-    "node.dns": Split(pure=("names", "packet", "records"), drivers=("server",)),
+    "node.dns": Split(pure=("names", "packet", "records", "local"), drivers=("server",)),
     "node.proxy": Split(
         pure=("sni", "snapshot", "plan", "endpoints", "gather", "metrics"),
         drivers=(
@@ -173,6 +173,7 @@ IO_ALLOWED: dict[str, tuple[str, ...]] = {
     # address helpers (dns.inet) load socket when imported.
     "node.dns.packet": ("socket", "selectors"),
     "node.dns.records": ("socket", "selectors"),
+    "node.dns.local": ("socket", "selectors"),
 }
 
 

@@ -449,7 +449,8 @@ class Agent:
             raise ConfigError(
                 f"cannot listen on {where}: {exc.strerror or exc}", key="ports.dns"
             ) from None
-        log.info("dns server listening", extra={"addr": "%s:%d" % self.bound["dns"]})
+        host, port = self.bound["dns"]
+        log.info("dns server listening", extra={"addr": f"{host}:{port}"})
 
     async def _supervise(self, component: Component) -> None:
         # A component that fails takes the node down (TaskGroup), but says why first.

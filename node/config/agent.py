@@ -401,7 +401,9 @@ def _as_recursor(text: str) -> tuple[str, int]:
     try:
         return str(ipaddress.ip_address(host)), port
     except ValueError:
-        reason = f'expected a recursor address like "8.8.8.8" or "10.0.0.1:53", got {_describe(text)}'
+        reason = (
+            f'expected a recursor address like "8.8.8.8" or "10.0.0.1:53", got {_describe(text)}'
+        )
         raise _Invalid(reason) from None
 
 

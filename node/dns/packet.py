@@ -192,10 +192,10 @@ def _read_full(packet: bytes) -> Query:
         raise Malformed("a response, not a query", None)
     try:
         msg = dns.message.from_wire(packet, one_rr_per_rrset=True)
-    except dns.exception.DNSException as exc:
-        raise Malformed(f"cannot parse: {type(exc).__name__}", _bare(ident, flags, RCODE_FORMERR))
-    except (ValueError, IndexError, struct.error) as exc:  # defensive: never crash on input
-        raise Malformed(f"cannot parse: {exc!r}", _bare(ident, flags, RCODE_FORMERR)) from None
+    except (dns.exception.DNSException, ValueError, IndexError, struct.error) as exc:
+        # The reason names the exception class only: reasons are metric labels.
+        reply = _bare(ident, flags, RCODE_FORMERR)
+        raise Malformed(f"cannot parse: {type(exc).__name__}", reply) from None
     if msg.opcode() != dns.opcode.QUERY:
         raise Malformed("opcode is not QUERY", _bare(ident, flags, RCODE_NOTIMP))
     if len(msg.question) != 1:
@@ -233,7 +233,9 @@ def _name_text(wire: bytes) -> str:
 def _label_text(label: bytes) -> str:
     if all(0x21 <= b < 0x7F and b not in b'."\\;()@$' for b in label):
         return label.decode("ascii")
-    return "".join(chr(b) if 0x21 <= b < 0x7F and b not in b'."\\;()@$' else f"\\{b:03d}" for b in label)
+    return "".join(
+        chr(b) if 0x21 <= b < 0x7F and b not in b'."\\;()@$' else f"\\{b:03d}" for b in label
+    )
 
 
 # ---------------------------------------------------------------------------- writing
@@ -333,4 +335,3 @@ def _extras(picked: Sequence[Record], prepared: Prepared) -> list[bytes]:
 
 def _size(parts: Sequence[bytes]) -> int:
     return sum(map(len, parts))
-

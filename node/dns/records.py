@@ -144,9 +144,7 @@ def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _address_rr(
-    owner: bytes, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, ttl: int
-) -> bytes:
+def _address_rr(owner: bytes, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, ttl: int) -> bytes:
     if ip.version == 4:
         return _rr(owner, _make(A, str(ip)), ttl)
     return _rr(owner, _make(AAAA, str(ip)), ttl)
@@ -301,7 +299,9 @@ def addr_answer(zone: Zone, hexed: str) -> Prepared:
         return _EMPTY
     owner = _name(f"{hexed}.addr.{zone.domain}")
     assert owner is not None  # 8 or 32 hex digits always make a valid label
-    return Prepared(answers=(Record(_address_rr(owner, ipaddress.ip_address(packed), zone.node_ttl)),))
+    return Prepared(
+        answers=(Record(_address_rr(owner, ipaddress.ip_address(packed), zone.node_ttl)),)
+    )
 
 
 # ---------------------------------------------------------------------------- the zone

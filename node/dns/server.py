@@ -30,11 +30,11 @@ import dns.exception
 import dns.message
 import dns.rcode
 
-from node.catalog import queries
-from node.catalog.queries import HealthEntry, NodeInfo
-from node.catalog.store import TOPIC_NODES, CatalogStore, topic_connect, topic_service
+from node.catalog.queries import HealthEntry
+from node.catalog.store import CatalogStore
 from node.config.agent import DNSConfig
 from node.dns import records
+from node.dns.local import CATALOG_KINDS, answer_local, find_node
 from node.dns.names import Kind, Lookup, parse_question
 from node.dns.packet import (
     MAX_TCP,
@@ -238,7 +238,7 @@ class DNSServer:
                 return error_reply(query, RCODE_SERVFAIL, ra=False)
             self.metrics.recursed += 1
             return self._recurse(packet, query, udp)
-        if lookup.dc is not None and lookup.dc != self._dc and lookup.kind in _CATALOG_KINDS:
+        if lookup.dc is not None and lookup.dc != self._dc and lookup.kind in CATALOG_KINDS:
             self.metrics.forwarded += 1
             return self._remote(query, lookup, udp)
         return self._render(query, self._local(query, lookup), udp)
@@ -262,46 +262,21 @@ class DNSServer:
         return self._soa[1]
 
     def _local(self, query: Query, lookup: Lookup) -> Prepared:
-        """Answer from this datacenter's catalog (cached by the topic's index)."""
-        kind, qtype = lookup.kind, query.qtype
-        if kind is Kind.SOA or kind is Kind.NS:
+        """Answer from this datacenter's catalog; kept for reuse until its topic changes."""
+        resource = _resource(lookup) if lookup.kind in CATALOG_KINDS else None
+        if resource is not None and not self._sources.authorize(*resource):
+            return records.NXDOMAIN
+        servers: list[tuple[str, str]] = []
+        if lookup.kind is Kind.NS or lookup.kind is Kind.SOA:
             servers = list(self._sources.servers())
             self._rng.shuffle(servers)
-            if kind is Kind.NS:
-                return records.ns_answer(self._zone, servers)
-            return records.soa_question_answer(self._zone, servers)
-        if kind is Kind.AXFR:
-            return records.NOTIMP
-        if kind is Kind.ADDR:
-            return self._remember(query, None, 0, records.addr_answer(self._zone, lookup.name))
-        if kind not in _CATALOG_KINDS:
-            return records.NXDOMAIN  # invalid names; and meshnode has no prepared queries
-        resource = _resource(lookup)
-        if not self._sources.authorize(*resource):
-            return records.NXDOMAIN
-        if kind is Kind.NODE:
-            index = self._store.topic_index(TOPIC_NODES)
-            node = _find_node(queries.nodes(self._store).value, lookup.name)
-            prepared = records.node_answer(self._zone, qtype, node)
-            return self._remember(query, TOPIC_NODES, index, prepared, resource)
-        connect = kind is Kind.CONNECT
-        topic = topic_connect(lookup.name) if connect else topic_service(lookup.name)
-        result = queries.health_service(self._store, lookup.name, tag=lookup.tag, connect=connect)
-        prepared = records.service_answer(self._zone, qtype, lookup.name, result.value, self._dc)
-        return self._remember(query, topic, self._store.topic_index(topic), prepared, resource)
-
-    def _remember(
-        self,
-        query: Query,
-        topic: str | None,
-        index: int,
-        prepared: Prepared,
-        resource: tuple[str, str] | None = None,
-    ) -> Prepared:
-        if len(self._cache) >= CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[(query.key, query.qtype)] = _Cached(topic, index, prepared, resource)
-        return prepared
+        answer = answer_local(self._zone, self._store, lookup, query.qtype, servers)
+        if answer.reusable:
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            cached = _Cached(answer.topic, answer.index, answer.prepared, resource)
+            self._cache[(query.key, query.qtype)] = cached
+        return answer.prepared
 
     async def _remote(self, query: Query, lookup: Lookup, udp: bool) -> bytes:
         """Answer from another datacenter's catalog, read over RPC by its servers."""
@@ -322,7 +297,7 @@ class DNSServer:
         forward = self._sources.forward_read
         if lookup.kind is Kind.NODE:
             nodes, _ = await forward(dc, ReadRequest(name=_READ_NODES), NODES)
-            return records.node_answer(self._zone, qtype, _find_node(nodes, lookup.name))
+            return records.node_answer(self._zone, qtype, find_node(nodes, lookup.name))
         args = {"name": lookup.name, "tag": lookup.tag, "passing": False,
                 "connect": lookup.kind is Kind.CONNECT}  # fmt: skip
         entries: tuple[HealthEntry, ...]
@@ -357,7 +332,9 @@ class DNSServer:
 
     # -------------------------------------------------------------- transports
 
-    def spawn(self, reply: Coroutine[Any, Any, bytes | None], send: Callable[[bytes], None]) -> None:
+    def spawn(
+        self, reply: Coroutine[Any, Any, bytes | None], send: Callable[[bytes], None]
+    ) -> None:
         """Run a waiting query as a task (bounded by ``MAX_PENDING``); ``send`` its reply."""
         if len(self._pending) >= MAX_PENDING:
             reply.close()
@@ -393,7 +370,9 @@ class DNSServer:
             self._tcp_active -= 1
             writer.close()
 
-    async def _tcp_queries(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _tcp_queries(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         while True:
             async with asyncio.timeout(TCP_IDLE_TIMEOUT):
                 head = await reader.readexactly(2)
@@ -411,19 +390,8 @@ class DNSServer:
             await writer.drain()
 
 
-_CATALOG_KINDS: Final = frozenset({Kind.SERVICE, Kind.CONNECT, Kind.NODE})
-
-
 def _resource(lookup: Lookup) -> tuple[str, str]:
     return ("node", lookup.name) if lookup.kind is Kind.NODE else ("service", lookup.name)
-
-
-def _find_node(nodes: Sequence[NodeInfo], name: str) -> NodeInfo | None:
-    """The node named ``name`` (case-insensitively, as Consul's index matches)."""
-    for node in nodes:
-        if node.name.lower() == name:
-            return node
-    return None
 
 
 class _UDPProtocol(asyncio.DatagramProtocol):
