@@ -606,3 +606,16 @@ def encode_proxy_metrics(rows: Any, statuses: Mapping[str, Any]) -> dict[str, An
         for pid, st in sorted(statuses.items())
     ]
     return {"Listeners": listeners, "Proxies": proxies}
+
+
+def encode_dns_metrics(metrics: Any) -> dict[str, Any]:
+    """/v1/agent/metrics ``"DNS"``: the DNS listener's counters (``dns.server.DNSMetrics``)."""
+    return {
+        "QueriesUDP": metrics.queries_udp,
+        "QueriesTCP": metrics.queries_tcp,
+        "CacheHits": metrics.cache_hits,
+        "Recursed": metrics.recursed,
+        "Forwarded": metrics.forwarded,
+        "Replies": dict(sorted(metrics.replies.items())),
+        "Rejected": dict(sorted(metrics.rejected.items())),
+    }

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from node.clock import Clock
     from node.config.agent import AgentConfig
     from node.connect.service import ConnectService
+    from node.dns.server import DNSServer
     from node.proxy.feed import ProxyFeed
     from node.rpc.reads import ReadRequest, ValueCodec
 
@@ -42,6 +43,7 @@ class AgentAPI(Protocol):
     response_cache: ResponseCache
     connect: ConnectService
     proxies: ProxyFeed  # its manager's metrics and status
+    dns: DNSServer | None  # None when ports.dns is -1
     node_id: str
     is_server: bool
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ListenerStats", "MetricsRegistry", "render_prometheus"]
+__all__ = ["ListenerStats", "MetricsRegistry", "render_prometheus", "escape_label"]
 
 
 class ListenerStats:
@@ -90,6 +90,10 @@ class MetricsRegistry:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+#: A Prometheus label value, escaped (for other renderers of the same exposition).
+escape_label = _escape
 
 
 _SERIES = (

@@ -336,3 +336,29 @@ async def test_dns_port_minus_one_disables_the_listener(tmp_path: Path) -> None:
         from node.agent.agent import Agent
 
         assert Agent(agent_config).dns is None
+
+
+async def test_metrics_endpoint_shows_dns_counters(
+    aiohttp_client: Callable[[Any], Awaitable[Any]],
+) -> None:
+    from node.agent.agent import Agent
+    from node.api.app import make_app
+    from node.config.agent import load
+
+    agent = Agent(load([], dev=True, overrides={"node": "m1", "http-port": 0, "dns-port": 0}))
+    assert agent.dns is not None
+    _, port = await agent.dns.start(LOCAL, 0)
+    try:
+        await udp(port, "m1.node.consul", "A")
+        await udp(port, "nope.node.consul", "A")
+        agent.dns.respond(b"\x00\x01", udp=True)
+        client = await aiohttp_client(make_app(agent))
+        body = await (await client.get("/v1/agent/metrics")).json()
+        assert body["DNS"]["QueriesUDP"] == 2
+        assert body["DNS"]["Replies"] == {"NOERROR": 1, "NXDOMAIN": 1}
+        assert body["DNS"]["Rejected"] == {"shorter than a DNS header": 1}
+        text = await (await client.get("/v1/agent/metrics", params={"format": "prometheus"})).text()
+        assert 'meshnode_dns_queries_total{transport="udp"} 2' in text
+        assert 'meshnode_dns_rejected_total{reason="shorter than a DNS header"} 1' in text
+    finally:
+        await agent.dns.aclose()
