@@ -3,7 +3,9 @@
 Starts the Procfile (six nodes, two mesh gateways, two demo apps) with honcho, waits with
 a progress display until the WAN pool, the CA, the leaves and both gateways are ready,
 then shows the WAN members, a request from web's upstream port (127.0.0.1:10000)
-answered by api in dc2, and the path it took according to both gateways' metrics.
+answered by api in dc2, the path it took according to both gateways' metrics, and
+``dig`` asking dc1's DNS interface for api's Connect endpoints in dc2 (dnsutils is
+installed with apt-get when ``dig`` is missing).
 
     scripts/demo            run until Ctrl-C, then stop every process it started
     scripts/demo --check    the same, then print the verdict and exit 0 or 1
@@ -36,6 +38,8 @@ DC1_GATEWAY = "127.0.1.2:8500"
 DC2_GATEWAY = "127.0.2.2:8500"
 DC1_WEB = "127.0.1.3:8500"
 UPSTREAM = ("127.0.0.1", 10000)
+#: dc1's server answers DNS on its client address, Consul's port.
+DIG = ["dig", "@127.0.0.1", "-p", "8600", "api.connect.dc2.consul", "SRV", "+short"]
 READY_TIMEOUT = 90.0
 # honcho, meshnode and the Procfile's commands come from the interpreter's own venv.
 BIN = str(Path(sys.executable).parent)
@@ -149,8 +153,36 @@ def gateway_path() -> list[str]:
     return lines
 
 
+def ensure_dig() -> bool:
+    """``dig`` on PATH, installing Debian's dnsutils (apt-get, as root) when it is missing."""
+    if shutil.which("dig"):
+        return True
+    print("  (installing dnsutils for dig ...)", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "dnsutils"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"  !! {' '.join(cmd)} failed: {done.stderr.strip()[-300:]}")
+            return False
+    return shutil.which("dig") is not None
+
+
+def dig_line() -> bool:
+    """Ask dc1's DNS for api's Connect endpoints in dc2; True when an SRV record came back."""
+    print(f"\n$ {' '.join(DIG)}   # dc1's DNS, answered by dc2's catalog")
+    if not ensure_dig():
+        print("  (dig is not available)")
+        return False
+    done = subprocess.run(DIG, capture_output=True, text=True, timeout=15, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    for line in lines or ["  (no answer)"]:
+        print(f"  {line}")
+    return done.returncode == 0 and any(line.split()[-1].endswith(".dc2.consul.") for line in lines)
+
+
 def show_result() -> bool:
-    """Print members, one request through the mesh, and its path; True if it worked."""
+    """Print members, one request through the mesh, its path and the DNS answer; True if
+    the request and the DNS answer worked."""
     print("\n$ meshnode members -wan")
     subprocess.run(["meshnode", "members", "-wan", "-http-addr", DC1_SERVER], check=False)
     print("\n$ curl 127.0.0.1:10000   # web's upstream port for api in dc2")
@@ -159,7 +191,8 @@ def show_result() -> bool:
     print("\nthe path, from the gateways' metrics:")
     for line in gateway_path() or ["  (no gateway metrics)"]:
         print(line)
-    return body is not None and "api in dc2" in body
+    dns_ok = dig_line()
+    return body is not None and "api in dc2" in body and dns_ok
 
 
 def start_federation() -> subprocess.Popen[bytes]:
@@ -167,7 +200,7 @@ def start_federation() -> subprocess.Popen[bytes]:
     if DATA.exists():
         shutil.rmtree(DATA)  # demo data only: every run starts a fresh federation
     DATA.mkdir()
-    for addr in (DC1_SERVER, "127.0.1.1:8301", "127.0.0.1:10000"):
+    for addr in (DC1_SERVER, "127.0.1.1:8301", "127.0.0.1:10000", "127.0.0.1:8600"):
         host, port = addr.split(":")
         with socket.socket() as s:
             if s.connect_ex((host, int(port))) == 0:
