@@ -26,7 +26,6 @@ import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Final
 
 import dns.exception
@@ -44,6 +43,7 @@ from dns.rdtypes.IN.SRV import SRV
 
 from node.catalog.queries import HealthEntry, NodeInfo
 from node.catalog.values import Health
+from node.config.agent import DNSConfig
 from node.dns.names import QTYPE_A, QTYPE_AAAA, QTYPE_ANY, QTYPE_SRV, QTYPE_TXT
 from node.dns.packet import (
     QUESTION_POINTER,
@@ -82,34 +82,35 @@ _EMPTY_WITH_SOA: Final = Prepared(soa_authority=True)
 _EMPTY: Final = Prepared()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Zone:
-    """What every answer of this server shares: the domain, the TTLs and the SOA."""
+    """What every answer of a server shares: its ``DNSConfig`` and its datacenter."""
 
-    domain: str = "consul."
+    config: DNSConfig = field(default_factory=DNSConfig)
     datacenter: str = "dc1"
-    node_ttl: int = 0
-    service_ttls: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
-    only_passing: bool = False
-    a_record_limit: int = 0
-    meta_txt: bool = True
-    soa_refresh: int = 3600
-    soa_retry: int = 600
-    soa_expire: int = 86400
-    soa_min_ttl: int = 0
+
+    @property
+    def domain(self) -> str:
+        """The primary domain (``consul.``): SRV targets, NS and SOA are named in it."""
+        return self.config.domain
+
+    @property
+    def node_ttl(self) -> int:
+        """TTL of node answers, NS and ``.addr.`` records, in whole seconds."""
+        return int(self.config.node_ttl)
 
 
 def service_ttl(zone: Zone, service: str) -> int:
     """``dns_config.service_ttl`` for ``service``: an exact key, else the longest ``*`` prefix."""
-    ttls = zone.service_ttls
+    ttls = zone.config.service_ttl
     exact = ttls.get(service)
     if exact is not None:
-        return exact
-    best, best_len = 0, -1
+        return int(exact)
+    best, best_len = 0.0, -1
     for key, ttl in ttls.items():
         if key.endswith("*") and service.startswith(key[:-1]) and len(key) > best_len:
             best, best_len = ttl, len(key)
-    return best
+    return int(best)
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -182,7 +183,7 @@ def service_answer(
     zone: Zone, qtype: int, service: str, entries: Sequence[HealthEntry], dc: str
 ) -> Prepared:
     """The answer for ``<service>.service|connect[.<dc>]`` from its instances in ``dc``."""
-    healthy = [e for e in entries if _serves(e, zone.only_passing)]
+    healthy = [e for e in entries if _serves(e, zone.config.only_passing)]
     if not healthy:
         return NXDOMAIN
     ttl = service_ttl(zone, service)
@@ -194,7 +195,7 @@ def service_answer(
         records = []
     if not records:
         return _EMPTY_WITH_SOA
-    limit = zone.a_record_limit if qtype != QTYPE_SRV else 0
+    limit = zone.config.a_record_limit if qtype != QTYPE_SRV else 0
     return Prepared(answers=tuple(records), shuffle=True, trim=True, max_answers=limit,
                     dedupe_extras=qtype == QTYPE_SRV)  # fmt: skip
 
@@ -259,7 +260,7 @@ def _srv_target(
     if target is None:
         return None, []
     extras = [_address_rr(target, ip, ttl)]
-    if zone.meta_txt:
+    if zone.config.enable_additional_node_meta_txt:
         extras += _meta_txt(target, node.meta, ttl)
     return target, extras
 
@@ -286,7 +287,10 @@ def node_answer(zone: Zone, qtype: int, node: NodeInfo | None) -> Prepared:
     if qtype in (QTYPE_ANY, QTYPE_TXT):
         records += [Record(txt) for txt in meta]
         return Prepared(answers=tuple(records))
-    return Prepared(answers=tuple(records), extra=tuple(meta) if zone.meta_txt else ())
+    return Prepared(
+        answers=tuple(records),
+        extra=tuple(meta) if zone.config.enable_additional_node_meta_txt else (),
+    )
 
 
 def addr_answer(zone: Zone, hexed: str) -> Prepared:
@@ -312,9 +316,9 @@ def soa_record(zone: Zone, serial: int) -> bytes:
     owner = _name(zone.domain)
     assert owner is not None
     rdata = _make(SOA, dns.name.from_text(f"ns.{zone.domain}"), dns.name.from_text(f"hostmaster.{zone.domain}"),
-        serial & 0xFFFFFFFF, zone.soa_refresh, zone.soa_retry, zone.soa_expire, zone.soa_min_ttl,
+        serial & 0xFFFFFFFF, zone.config.soa_refresh, zone.config.soa_retry, zone.config.soa_expire, zone.config.soa_min_ttl,
     )  # fmt: skip
-    return _rr(owner, rdata, zone.soa_min_ttl)
+    return _rr(owner, rdata, zone.config.soa_min_ttl)
 
 
 def _nameservers(zone: Zone, servers: Sequence[tuple[str, str]]) -> tuple[list[bytes], list[bytes]]:

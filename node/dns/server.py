@@ -55,7 +55,6 @@ __all__ = [
     "DNSMetrics",
     "DNSSources",
     "ForwardRead",
-    "zone_of",
     "render_prometheus",
     "MAX_PENDING",
 ]
@@ -154,17 +153,6 @@ def render_prometheus(metrics: DNSMetrics) -> str:
     return "\n".join(lines) + "\n"
 
 
-def zone_of(config: DNSConfig, datacenter: str) -> records.Zone:
-    """The ``records.Zone`` for a configuration (TTLs in whole seconds)."""
-    return records.Zone(
-        domain=config.domain, datacenter=datacenter, node_ttl=int(config.node_ttl),
-        service_ttls={k: int(v) for k, v in config.service_ttl.items()},
-        only_passing=config.only_passing, a_record_limit=config.a_record_limit,
-        meta_txt=config.enable_additional_node_meta_txt, soa_refresh=config.soa_refresh,
-        soa_retry=config.soa_retry, soa_expire=config.soa_expire, soa_min_ttl=config.soa_min_ttl,
-    )  # fmt: skip
-
-
 @dataclass(frozen=True, slots=True)
 class _Cached:
     topic: str | None  # the catalog topic the answer depends on (None: never changes)
@@ -196,7 +184,7 @@ class DNSServer:
         self._wall = wall
         self._rng = rng
         self.metrics = metrics or DNSMetrics()
-        self._zone = zone_of(config, datacenter)
+        self._zone = records.Zone(config, datacenter)
         self._domains = tuple(d for d in (config.domain, config.alt_domain) if d)
         self._ra = bool(config.recursors)
         self._cache: dict[tuple[bytes, int], _Cached] = {}

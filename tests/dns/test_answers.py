@@ -18,6 +18,7 @@ import dns.rdatatype
 import pytest
 
 from node.catalog.store import CatalogStore
+from node.config.agent import DNSConfig
 from node.dns import records
 from node.dns.local import answer_local
 from node.dns.names import parse_question
@@ -134,7 +135,7 @@ def test_srv_puts_each_targets_address_and_meta_in_additional() -> None:
 
 
 def test_meta_txt_in_additional_can_be_turned_off() -> None:
-    zone = records.Zone(meta_txt=False)
+    zone = records.Zone(DNSConfig(enable_additional_node_meta_txt=False))
     assert texts(ask("web.service.consul", "SRV", zone=zone).additional) == {
         "n1.node.dc1.consul. 0 A 10.0.0.1",
         "n2.node.dc1.consul. 0 A 10.0.0.2",
@@ -144,7 +145,7 @@ def test_meta_txt_in_additional_can_be_turned_off() -> None:
 
 
 def test_only_passing_drops_warning_instances() -> None:
-    reply = ask("web.service.consul", "A", zone=records.Zone(only_passing=True))
+    reply = ask("web.service.consul", "A", zone=records.Zone(DNSConfig(only_passing=True)))
     assert texts(reply.answer) == {"web.service.consul. 0 A 10.0.0.1"}
 
 
@@ -167,20 +168,23 @@ def test_critical_and_maintenance_instances_are_left_out() -> None:
     ],
 )
 def test_service_ttl_exact_then_longest_prefix(
-    ttls: dict[str, int], service: str, ttl: int
+    ttls: dict[str, float], service: str, ttl: int
 ) -> None:
-    assert records.service_ttl(records.Zone(service_ttls=MappingProxyType(ttls)), service) == ttl
+    assert (
+        records.service_ttl(records.Zone(DNSConfig(service_ttl=MappingProxyType(ttls))), service)
+        == ttl
+    )
 
 
 def test_ttls_apply_to_answers_and_additional() -> None:
-    zone = records.Zone(service_ttls=MappingProxyType({"web": 30}), node_ttl=7)
+    zone = records.Zone(DNSConfig(service_ttl=MappingProxyType({"web": 30.0}), node_ttl=7.0))
     reply = ask("web.service.consul", "SRV", zone=zone)
     assert {r.ttl for r in reply.answer} == {30} and {r.ttl for r in reply.additional} == {30}
     assert {r.ttl for r in ask("n1.node.consul", "A", zone=zone).answer} == {7}
 
 
 def test_other_domain_names_targets_in_that_domain() -> None:
-    zone = records.Zone(domain="mesh.local.")
+    zone = records.Zone(DNSConfig(domain="mesh.local."))
     reply = ask("web.service.mesh.local", "SRV", zone=zone)
     assert {str(rd.target) for r in reply.answer for rd in r} == {
         "n1.node.dc1.mesh.local.",
@@ -248,7 +252,9 @@ def test_tcp_answers_everything() -> None:
 
 
 def test_a_record_limit_caps_address_answers() -> None:
-    reply = ask("many.service.consul", "A", zone=records.Zone(a_record_limit=2), udp=False)
+    reply = ask(
+        "many.service.consul", "A", zone=records.Zone(DNSConfig(a_record_limit=2)), udp=False
+    )
     assert len(reply.answer[0]) == 2
 
 
