@@ -214,7 +214,7 @@ def test_Agent_registers_services_from_config_files(tmp_path: Path) -> None:
     )
     agent = Agent(load([str(conf)], overrides={"http-port": 0}))
     assert set(agent.local.services()) == {"web", "web-sidecar-proxy"}
-    assert [c.name for c in agent.components()] == ["http", "checks", "connect", "proxies"]
+    assert [c.name for c in agent.components()] == ["http", "checks", "connect", "proxies", "dns"]
 
 
 def test_Agent_config_services_follow_the_files_api_services_survive_sigkill(
