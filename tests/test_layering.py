@@ -97,7 +97,7 @@ SPLIT_PACKAGES: dict[str, Split] = {
         drivers=("transport", "runtime", "keyring"),
     ),
     "node.catalog": Split(
-        pure=("values", "wire", "parse", "sidecar", "store", "queries"),
+        pure=("values", "wire", "parse", "sidecar", "store", "queries", "maintenance"),
         drivers=("sync", "local", "checks", "watch"),
     ),
     "node.state": Split(

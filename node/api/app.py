@@ -22,6 +22,7 @@ from node.api import cluster as cluster_routes
 from node.api import config_entries as config_entry_routes
 from node.api import connect as connect_routes
 from node.api import health as health_routes
+from node.api import maint as maint_routes
 from node.api import metrics as metrics_routes
 from node.api import operator as operator_routes
 from node.api import status as status_routes
@@ -64,6 +65,7 @@ def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Applic
     app.router.add_routes(chain_routes.routes)
     app.router.add_routes(metrics_routes.routes)
     app.router.add_routes(operator_routes.routes)
+    app.router.add_routes(maint_routes.routes)
     return app
 
 

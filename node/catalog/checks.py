@@ -35,6 +35,8 @@ _MAX_TIMER_SLEEP = 1.0
 #: Upper bound of the random delay before a check's first probe (spreads load, like Consul).
 _MAX_STAGGER = 1.0
 _BODY_READ_LIMIT = 4096
+#: Kinds with no probe: TTL checks are set from outside, maintenance checks are fixed.
+_NOT_RUN = frozenset({CheckKind.TTL, CheckKind.MAINTENANCE})
 _DEFAULT_HEADERS = (("User-Agent", "Consul Health Check"), ("Accept", "text/plain, text/*, */*"))
 
 
@@ -159,9 +161,7 @@ class CheckRunner:
                 self._tasks.clear()
 
     def _reconcile(self, group: asyncio.TaskGroup) -> None:
-        wanted = {
-            cid: chk for cid, chk in self._local.checks().items() if chk.kind is not CheckKind.TTL
-        }
+        wanted = {cid: chk for cid, chk in self._local.checks().items() if chk.kind not in _NOT_RUN}
         for cid, (chk, task) in list(self._tasks.items()):
             if wanted.get(cid) != chk:
                 task.cancel()

@@ -11,6 +11,10 @@ values (instances, check states, serialised definitions) are cached by identity,
 status change costs O(changed) allocations plus one pass over the node's record.
 ``data_dir=None`` keeps everything in memory (``-dev``).
 
+Maintenance mode (``enable_maintenance``) is a critical check of kind ``maintenance``
+kept with the others and persisted as ``service id → reason`` (``""`` for the node),
+so a node or service in maintenance stays there across restarts until disabled.
+
 Each service and check remembers its source (``ServiceSource``, persisted): the config
 files own what they define, so ``load_config_services`` at start drops config-sourced
 services, and config-sourced checks of config services, that the files no longer define,
@@ -29,6 +33,13 @@ from types import MappingProxyType
 from typing import Any
 
 from node import wire
+from node.catalog.maintenance import (
+    NODE_MAINT_CHECK_ID,
+    is_maintenance,
+    node_maintenance_check,
+    service_maint_check_id,
+    service_maintenance_check,
+)
 from node.catalog.parse import parse_check, parse_service
 from node.catalog.sidecar import (
     SIDECAR_MAX_PORT,
@@ -300,6 +311,41 @@ class LocalState:
         self._put_check(work, check, ServiceSource.API)
         self._commit(work, persist=True)
 
+    def maintenance(self) -> Mapping[str, str]:
+        """What is in maintenance: service ID (``""`` for the node) → reason."""
+        return MappingProxyType(_maintenance_of(self._state.checks))
+
+    def enable_maintenance(self, service_id: str = "", reason: str = "") -> bool:
+        """Put the node (``service_id=""``) or a service into maintenance; whether it
+        changed anything (an existing maintenance keeps its reason, as in Consul)."""
+        if service_id:
+            if service_id not in self._state.services:
+                raise NotFound(f'No service registered with ID "{service_id}"')
+            check = service_maintenance_check(service_id, reason)
+        else:
+            check = node_maintenance_check(reason)
+        if check.id in self._state.checks:
+            return False
+        work = self._state.copy()
+        self._put_check(work, check, ServiceSource.API)
+        self._commit(work, persist=True)
+        _log_maintenance(service_id, "entered")
+        return True
+
+    def disable_maintenance(self, service_id: str = "") -> bool:
+        """Take the node (``service_id=""``) or a service out of maintenance; whether it
+        was in maintenance."""
+        if service_id and service_id not in self._state.services:
+            raise NotFound(f'No service registered with ID "{service_id}"')
+        check_id = service_maint_check_id(service_id) if service_id else NODE_MAINT_CHECK_ID
+        if check_id not in self._state.checks:
+            return False
+        work = self._state.copy()
+        _drop_check(work, check_id)
+        self._commit(work, persist=True)
+        _log_maintenance(service_id, "left")
+        return True
+
     def deregister_check(self, check_id: str) -> None:
         """Remove a check; ``NotFound`` when unknown."""
         work = self._state.copy()
@@ -401,7 +447,12 @@ class LocalState:
         self, work: _State, svc: ServiceDefinition, replace_checks: bool, source: ServiceSource
     ) -> None:
         if replace_checks:
-            for cid in [cid for cid, c in work.checks.items() if c.service_id == svc.id]:
+            # Replacing checks never ends a maintenance the operator asked for.
+            for cid in [
+                cid
+                for cid, c in work.checks.items()
+                if c.service_id == svc.id and not is_maintenance(c)
+            ]:
                 if cid not in {c.id for c in svc.checks}:
                     _drop_check(work, cid)
         work.services[svc.id] = replace(svc, checks=())
@@ -562,7 +613,10 @@ class LocalState:
             "format": _FORMAT,
             "version": version,
             "services": [self._raw("s", svc) for svc in work.services.values()],
-            "checks": [self._raw("c", check) for check in work.checks.values()],
+            "checks": [
+                self._raw("c", check) for check in work.checks.values() if not is_maintenance(check)
+            ],
+            "maintenance": _maintenance_of(work.checks),
             "sidecars": work.sidecars,
             "sidecar_ports": work.ports,
             "sources": {sid: str(src) for sid, src in work.sources.items()},
@@ -644,8 +698,31 @@ def _decode_state(doc: Any) -> tuple[_State, int]:
     sources = {sid: ServiceSource(recorded.get(sid, ServiceSource.API)) for sid in services}
     recorded = dict(doc.get("check_sources", {}))
     check_sources = {cid: ServiceSource(recorded.get(cid, ServiceSource.API)) for cid in checks}
+    for service_id, reason in dict(doc.get("maintenance", {})).items():
+        service_id, reason = str(service_id), str(reason)
+        if service_id and service_id not in services:
+            continue  # its service is gone; so is its maintenance
+        check = (
+            service_maintenance_check(service_id, reason)
+            if service_id
+            else node_maintenance_check(reason)
+        )
+        checks[check.id] = check
+        status[check.id] = (check.status, "")
+        check_sources[check.id] = ServiceSource.API
     state = _State(services, checks, status, sidecars, ports, sources, check_sources)
     return state, int(doc["version"])
+
+
+def _log_maintenance(service_id: str, verb: str) -> None:
+    if service_id:
+        log.info(f"Service {verb} maintenance mode", extra={"service": service_id})
+    else:
+        log.info(f"Node {verb} maintenance mode")
+
+
+def _maintenance_of(checks: Mapping[str, CheckDefinition]) -> dict[str, str]:
+    return {c.service_id: c.notes for c in checks.values() if is_maintenance(c)}
 
 
 def _drop_check(work: _State, check_id: str) -> None:

@@ -93,6 +93,8 @@ class CheckKind(StrEnum):
     TTL = "ttl"
     ALIAS = "alias"
     SERF = "serf"
+    #: Node or service maintenance mode: always critical, never run (``maintenance``).
+    MAINTENANCE = "maintenance"
 
 
 # Worst first: the aggregate of several checks is the worst of them (Consul api.AggregatedStatus).

@@ -1,0 +1,79 @@
+"""The operator's day-to-day verbs of ``meshnode``: maint (and info, monitor, event).
+
+Rule: each command is a ``configure(parser)`` / ``run(ctx) -> exit status`` pair listed
+as one row of ``node.cli.COMMANDS``; they talk to the node only through its HTTP API
+(``ctx.client()``) and print what Consul's commands print. This module does not import
+``node.cli`` at load time (``node.cli`` imports it); ``ctx`` is ``node.cli.Context``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import urllib.parse
+from typing import Any
+
+from node.catalog.maintenance import NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX
+from node.errors import InvalidRequest
+
+__all__ = ["configure_maint", "run_maint"]
+
+EXIT_OK = 0
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kw: Any) -> None:
+    parser.add_argument(f"-{name}", f"--{name}", **kw)
+
+
+# ---------------------------------------------------------------------------- maint
+
+
+def configure_maint(p: argparse.ArgumentParser) -> None:
+    """``meshnode maint [-enable|-disable] [-service ID] [-reason TEXT]``."""
+    _flag(p, "enable", action="store_true", help="enable maintenance mode")
+    _flag(p, "disable", action="store_true", help="disable maintenance mode")
+    _flag(p, "service", default="", help="a service ID (the node when omitted)")
+    _flag(p, "reason", default="", help="why (shown in the check's notes)")
+
+
+def run_maint(ctx: Any) -> int:
+    """Toggle node or service maintenance, or list what is in maintenance."""
+    args = ctx.args
+    if args.enable and args.disable:
+        raise InvalidRequest("Only one of -enable or -disable may be provided")
+    if not args.enable and args.reason:
+        raise InvalidRequest("Reason may only be provided with -enable")
+    if not args.enable and not args.disable:
+        if args.service:
+            raise InvalidRequest("Service requires either -enable or -disable")
+        return _list_maintenance(ctx)
+    client = ctx.client()
+    params = {"enable": "true" if args.enable else "false"}
+    if args.reason:
+        params["reason"] = args.reason
+    verb = "entered" if args.enable else "left"
+    if args.service:
+        sid = urllib.parse.quote(args.service, safe="")
+        client.put(f"/v1/agent/service/maintenance/{sid}", **params)
+        ctx.say(f"Service {verb} maintenance mode: {args.service}")
+    else:
+        client.put("/v1/agent/maintenance", **params)
+        ctx.say(f"Node {verb} maintenance mode")
+    return EXIT_OK
+
+
+def _list_maintenance(ctx: Any) -> int:
+    client = ctx.client()
+    checks: dict[str, Any] = client.get("/v1/agent/checks") or {}
+    node = client.get("/v1/agent/self")["Config"]["NodeName"]
+    for cid, check in sorted(checks.items()):
+        if cid == NODE_MAINT_CHECK_ID:
+            ctx.say("Node:")
+            ctx.say(f"  Name:   {node}")
+            ctx.say(f"  Reason: {check.get('Notes', '')}")
+            ctx.say("")
+        elif cid.startswith(SERVICE_MAINT_PREFIX):
+            ctx.say("Service:")
+            ctx.say(f"  ID:     {cid[len(SERVICE_MAINT_PREFIX) :]}")
+            ctx.say(f"  Reason: {check.get('Notes', '')}")
+            ctx.say("")
+    return EXIT_OK
