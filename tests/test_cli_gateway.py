@@ -21,6 +21,7 @@ from node.cli.gateway import (
     parse_gateway_addr,
     status_line,
 )
+from node.config.agent import TelemetryConfig
 from tests.helpers.cluster import Cluster, free_port
 from tests.helpers.poll import wait_for
 
@@ -109,7 +110,8 @@ async def test_connect_gateway_registers_reports_status_and_exits_0_on_sigterm(
     tmp_path: Path,
 ) -> None:
     async with Cluster(tmp_path) as cluster:
-        s1 = await cluster.start("s1", server=True)
+        telemetry = TelemetryConfig(prometheus_retention_time=60.0)
+        s1 = await cluster.start("s1", server=True, telemetry=telemetry)
         http = "{}:{}".format(*s1.bound["http"])
         port = free_port()
         addr = f"127.0.0.1:{port}"
@@ -130,7 +132,8 @@ async def test_connect_gateway_registers_reports_status_and_exits_0_on_sigterm(
         assert svc.proxy is not None
         assert svc.proxy.config["envoy_mesh_gateway_bind_tagged_addresses"] is True
 
-        # The metrics endpoint: JSON (the shape scripts and e2e read) and Prometheus text.
+        # The metrics endpoint: JSON (meshnode's Listeners, which scripts and e2e read) and
+        # Prometheus text.
         status, body, _ = await cluster.get(s1, "/v1/agent/metrics")
         assert status == 200
         (row,) = [r for r in body["Listeners"] if r["Kind"] == "mesh-gateway"]

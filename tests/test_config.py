@@ -306,7 +306,7 @@ def test_load_real_consul_file_warns_once_per_unimplemented_key(
         config = load([path, path])  # the same keys twice: still one warning each
     assert config.warnings == tuple(
         f"{path}: {key}: accepted for Consul compatibility but not implemented by meshnode; ignored"
-        for key in ("ui", "addresses", "telemetry", "performance", "acl")
+        for key in ("ui", "addresses", "telemetry.statsite_address", "performance", "acl")
     )
     assert [r.getMessage() for r in caplog.records] == list(config.warnings)
     assert config.server and config.ports.grpc == 8502 and config.bind_addr == "10.0.0.5"

@@ -64,6 +64,7 @@ def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Applic
     app.router.add_routes(config_entry_routes.routes)
     app.router.add_routes(chain_routes.routes)
     app.router.add_routes(metrics_routes.routes)
+    app[metrics_routes.RETENTION] = metrics_routes.Retention()
     app.router.add_routes(operator_routes.routes)
     app.router.add_routes(maint_routes.routes)
     return app

@@ -10,7 +10,7 @@ last. A later scalar replaces an earlier one, lists append, sections (``ports { 
 ``connect { }``) merge key by key. Each file is checked on its own first, so an error
 always names the file that holds the bad key.
 
-Keys Consul knows but meshnode does not implement (``ui``, ``telemetry``, ``acl``,
+Keys Consul knows but meshnode does not implement (``ui``, ``performance``, ``acl``,
 ``dns_config.use_cache``, ...) are accepted with one warning each, so real Consul files load.
 
 Defaults worth knowing:
@@ -55,6 +55,7 @@ __all__ = [
     "AgentConfig",
     "ConnectConfig",
     "DNSConfig",
+    "TelemetryConfig",
     "IntentionPolicy",
     "Ports",
     "load",
@@ -137,6 +138,18 @@ class DNSConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryConfig:
+    """``telemetry { }``: what ``/v1/agent/metrics`` names and serves."""
+
+    #: Gauges are named without the host name (``consul.runtime.*``, not ``consul.<host>.…``).
+    disable_hostname: bool = False
+    #: How long Prometheus keeps a series that stopped changing; ``0`` leaves
+    #: ``?format=prometheus`` disabled, as in Consul.
+    prometheus_retention_time: float = 0.0
+    metrics_prefix: str = "consul"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     """The whole, validated agent configuration; durations are seconds (float)."""
 
@@ -171,6 +184,10 @@ class AgentConfig:
     leave_on_terminate: bool = True
     reconnect_timeout: float = 72 * 3600.0
     reconnect_timeout_wan: float = 72 * 3600.0
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    #: Script checks (``args``) from any source, or only from config files.
+    enable_script_checks: bool = False
+    enable_local_script_checks: bool = False
     #: One line per accepted-but-ignored Consul key.
     warnings: tuple[str, ...] = ()
     #: The files that were read, in merge order.
@@ -493,8 +510,8 @@ _CONSUL_ONLY_TOP: Final = (
     "disable_host_node_id", "disable_http_unprintable_char_filter", "disable_keyring_file",
     "disable_remote_exec", "disable_update_check", "discard_check_output",
     "discovery_max_stale", "enable_acl_replication",
-    "enable_agent_tls_for_checks", "enable_debug", "enable_local_script_checks",
-    "enable_script_checks", "enable_syslog", "gossip_lan", "gossip_wan", "http_config",
+    "enable_agent_tls_for_checks", "enable_debug",
+    "enable_syslog", "gossip_lan", "gossip_wan", "http_config",
     "key_file", "license_path", "limits", "log_file", "log_json", "log_rotate_bytes",
     "log_rotate_duration", "log_rotate_max_files", "max_query_time", "node_meta",
     "non_voting_server", "performance", "pid_file", "primary_gateways",
@@ -503,7 +520,7 @@ _CONSUL_ONLY_TOP: Final = (
     "retry_max", "retry_max_wan", "segment", "segments", "serf_lan", "serf_lan_allowed_cidrs",
     "serf_wan", "serf_wan_allowed_cidrs", "server_name", "session_ttl_min",
     "skip_leave_on_interrupt", "snapshot_agent", "start_join", "start_join_wan",
-    "syslog_facility", "tagged_addresses", "telemetry", "tls", "tls_cipher_suites",
+    "syslog_facility", "tagged_addresses", "tls", "tls_cipher_suites",
     "tls_min_version", "tls_prefer_server_cipher_suites", "translate_wan_addrs", "ui",
     "ui_config", "ui_content_path", "ui_dir", "unix_sockets", "verify_incoming",
     "verify_incoming_https", "verify_incoming_rpc", "verify_outgoing",
@@ -513,6 +530,25 @@ _CONSUL_ONLY_PORTS: Final = (
     "proxy_min_port", "proxy_max_port", "expose_min_port", "expose_max_port", "grpc_tls",
 )  # fmt: skip
 _CONSUL_ONLY_CONNECT: Final = ("proxy", "proxy_defaults", "enable_mesh_gateway_wan_federation")
+_CONSUL_ONLY_TELEMETRY: Final = (
+    "circonus_api_app", "circonus_api_token", "circonus_api_url", "circonus_broker_id",
+    "circonus_broker_select_tag", "circonus_check_display_name", "circonus_check_force_metric_activation",
+    "circonus_check_id", "circonus_check_instance_id", "circonus_check_search_tag",
+    "circonus_check_tags", "circonus_submission_interval", "circonus_submission_url",
+    "disable_compat_1.9", "dogstatsd_addr", "dogstatsd_tags", "filter_default", "prefix_filter",
+    "statsd_address", "statsite_address", "retry_failed_connection",
+)  # fmt: skip
+
+
+def _telemetry_section() -> _Section:
+    return _Section.build(
+        {
+            "disable_hostname": _scalar(_as_bool),
+            "prometheus_retention_time": _scalar(_as_duration),
+            "metrics_prefix": _scalar(_as_nonempty_str),
+        },
+        _CONSUL_ONLY_TELEMETRY,
+    )
 
 
 def _ports_section() -> _Section:
@@ -613,6 +649,9 @@ def _agent_section() -> _Section:
             "leave_on_terminate": _scalar(_as_bool),
             "reconnect_timeout": _scalar(_as_reconnect_timeout),
             "reconnect_timeout_wan": _scalar(_as_reconnect_timeout),
+            "telemetry": _section(_telemetry_section),
+            "enable_script_checks": _scalar(_as_bool),
+            "enable_local_script_checks": _scalar(_as_bool),
         },
         _CONSUL_ONLY_TOP,
     )
@@ -965,6 +1004,11 @@ def _build(
         services=tree.get("services", ()),
         config_entries_bootstrap=tree.get("config_entries", {}).get("bootstrap", ()),
         leave_on_terminate=tree.get("leave_on_terminate", not server),
+        telemetry=TelemetryConfig(**tree.get("telemetry", {})),
+        # Consul: enable_local_script_checks defaults to enable_script_checks.
+        enable_local_script_checks=tree.get(
+            "enable_local_script_checks", tree.get("enable_script_checks", False)
+        ),
         warnings=warnings,
         sources=sources,
     )
@@ -1018,7 +1062,7 @@ _SCALAR_FIELDS: Final = frozenset(
         "node_id", "bootstrap_expect", "client_addr", "retry_join", "retry_join_wan",
         "retry_interval", "retry_interval_wan", "encrypt", "encrypt_verify_incoming",
         "encrypt_verify_outgoing", "enable_central_service_config", "log_level",
-        "reconnect_timeout", "reconnect_timeout_wan",
+        "reconnect_timeout", "reconnect_timeout_wan", "enable_script_checks",
     }
 )  # fmt: skip
 
