@@ -14,6 +14,7 @@ from aiohttp import web
 from node.api import codec
 from node.api.filtering import Shape, refine
 from node.api.read import ReadSpec, serve_read
+from node.api.selfinfo import encode_self
 from node.api.state import AGENT, AgentAPI
 from node.catalog.values import Health
 from node.errors import InvalidRequest
@@ -54,13 +55,7 @@ def _self(agent: AgentAPI) -> tuple[Any, int]:
 
 def _encode_self(agent: AgentAPI, value: Any) -> Any:
     del value
-    return codec.encode_agent_self(
-        agent.config,
-        node_id=agent.node_id,
-        member=agent.members()[0],
-        http_port=agent.bound.get("http", ("", agent.config.ports.http))[1],
-        service_count=len(agent.local.services()),
-    )
+    return encode_self(agent, agent.members()[0])
 
 
 SERVICES = ReadSpec(

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from node import __version__
 from node.api.chaincodec import encode_chain_entry
 from node.catalog.parse import parse_check, parse_service
 from node.catalog.queries import CheckEntry, HealthEntry, NodeInfo, NodeServices, ServiceNode
@@ -32,7 +31,6 @@ from node.catalog.values import (
     TaggedAddress,
     Upstream,
 )
-from node.config.agent import AgentConfig
 from node.connect.chainentries import CHAIN_KINDS
 from node.errors import InvalidRequest
 from node.frozen import thaw
@@ -60,7 +58,6 @@ __all__ = [
     "encode_catalog_service",
     "encode_health_entry",
     "encode_member",
-    "encode_agent_self",
     "encode_tagged_addresses",
     "decode_keyring_request",
     "encode_keyring_response",
@@ -309,43 +306,6 @@ def encode_health_entry(entry: HealthEntry) -> dict[str, Any]:
         "Node": encode_node(entry.node),
         "Service": encode_node_service(entry.service, entry.create_index, entry.modify_index),
         "Checks": [encode_check_entry(c) for c in entry.checks],
-    }
-
-
-def encode_agent_self(
-    config: AgentConfig,
-    *,
-    node_id: str,
-    member: Mapping[str, Any],
-    http_port: int,
-    service_count: int,
-) -> dict[str, Any]:
-    """/v1/agent/self: the parts of Consul's ``Config``/``DebugConfig`` clients read."""
-    return {
-        "Config": {
-            "Datacenter": config.datacenter,
-            "PrimaryDatacenter": config.primary_datacenter,
-            "NodeName": config.node_name,
-            "NodeID": node_id,
-            "Server": config.server,
-            "Revision": "meshnode",
-            "Version": __version__,
-        },
-        "DebugConfig": {
-            "Datacenter": config.datacenter,
-            "PrimaryDatacenter": config.primary_datacenter,
-            "NodeName": config.node_name,
-            "DataDir": config.data_dir or "",
-            "DevMode": config.dev,
-            "ClientAddrs": [config.client_addr],
-            "HTTPPort": http_port,
-            "ConnectEnabled": config.connect.enabled,
-            "EnableCentralServiceConfig": config.enable_central_service_config,
-        },
-        "Coord": None,
-        "Member": encode_member(member),
-        "Meta": {},
-        "Stats": {"agent": {"check_monitors": "0", "services": str(service_count)}},
     }
 
 

@@ -93,6 +93,8 @@ class CheckKind(StrEnum):
     TTL = "ttl"
     ALIAS = "alias"
     SERF = "serf"
+    #: A command run every interval (``args``); its exit code is the status.
+    SCRIPT = "script"
     #: Node or service maintenance mode: always critical, never run (``maintenance``).
     MAINTENANCE = "maintenance"
 

@@ -371,6 +371,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(path=("force-leave",), help="mark a failed member as left", configure=cli_cluster.configure_force_leave, run=cli_cluster.run_force_leave),
     Command(path=("keygen",), help="generate a gossip encryption key", configure=_no_flags, run=cli_cluster.run_keygen, http=False),
     Command(path=("keyring",), help="manage gossip keys cluster-wide", configure=cli_cluster.configure_keyring, run=cli_cluster.run_keyring),
+    Command(path=("info",), help="debugging figures of the node", configure=_no_flags, run=cli_ops.run_info),
     Command(path=("maint",), help="node or service maintenance mode", configure=cli_ops.configure_maint, run=cli_ops.run_maint),
     Command(path=("services", "register"), help="register services from a file", configure=_configure_services_file, run=_run_services_register),
     Command(path=("services", "deregister"), help="deregister by ID or file", configure=_configure_services_file, run=_run_services_deregister),

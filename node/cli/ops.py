@@ -15,7 +15,7 @@ from typing import Any
 from node.catalog.maintenance import NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX
 from node.errors import InvalidRequest
 
-__all__ = ["configure_maint", "run_maint"]
+__all__ = ["configure_maint", "run_maint", "run_info"]
 
 EXIT_OK = 0
 
@@ -76,4 +76,17 @@ def _list_maintenance(ctx: Any) -> int:
             ctx.say(f"  ID:     {cid[len(SERVICE_MAINT_PREFIX) :]}")
             ctx.say(f"  Reason: {check.get('Notes', '')}")
             ctx.say("")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- info
+
+
+def run_info(ctx: Any) -> int:
+    """``meshnode info``: the node's ``Stats``, section by section, as Consul prints them."""
+    stats: dict[str, dict[str, str]] = ctx.client().get("/v1/agent/self").get("Stats", {})
+    for section in sorted(stats):
+        ctx.say(f"{section}:")
+        for key, value in sorted(stats[section].items()):
+            ctx.say(f"\t{key} = {value}")
     return EXIT_OK
