@@ -66,6 +66,7 @@ MODULES: dict[str, Layer] = {
     "node.wire": Layer.BASE,
     "node.frozen": Layer.BASE,
     "node.persist": Layer.BASE,
+    "node.logfmt": Layer.BASE,
     "node.__main__": Layer.CLI,
 }
 

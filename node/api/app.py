@@ -24,6 +24,7 @@ from node.api import connect as connect_routes
 from node.api import health as health_routes
 from node.api import maint as maint_routes
 from node.api import metrics as metrics_routes
+from node.api import monitor as monitor_routes
 from node.api import operator as operator_routes
 from node.api import status as status_routes
 from node.api.errors import error_middleware
@@ -67,6 +68,8 @@ def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Applic
     app[metrics_routes.RETENTION] = metrics_routes.Retention()
     app.router.add_routes(operator_routes.routes)
     app.router.add_routes(maint_routes.routes)
+    app.router.add_routes(monitor_routes.routes)
+    monitor_routes.setup(app)
     return app
 
 

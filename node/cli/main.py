@@ -34,6 +34,7 @@ from node.cli import operator as cli_operator
 from node.cli import ops as cli_ops
 from node.cli.table import format_table
 from node.errors import NodeError
+from node.logfmt import KeyValueFormatter
 
 __all__ = ["main", "COMMANDS", "Command", "HTTPClient", "KeyValueFormatter"]
 
@@ -48,31 +49,6 @@ class CLIError(Exception):
 
 # ---------------------------------------------------------------------------- logging
 
-# Attributes every LogRecord has; anything else came from ``extra=`` and is context.
-_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class KeyValueFormatter(logging.Formatter):
-    """``2026-01-01T00:00:00 [INFO] node.agent: msg key=value ...`` (hclog-like)."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s [%(levelname)s] %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Append ``extra=`` fields as ``key=value`` pairs after the message."""
-        text = super().format(record)
-        pairs = [
-            f"{key}={_kv(value)}"
-            for key, value in vars(record).items()
-            if key not in _RECORD_FIELDS and not key.startswith("_")
-        ]
-        return f"{text} {' '.join(pairs)}" if pairs else text
-
-
-def _kv(value: object) -> str:
-    text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
-
 
 def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     """Send logs to stderr with level and key=value context (idempotent)."""
@@ -83,6 +59,8 @@ def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._meshnode = True  # type: ignore[attr-defined]
     handler.setFormatter(KeyValueFormatter())
+    # The handler keeps the node's level even while a monitor lowers the root logger's.
+    handler.setLevel(_level(level))
     root.addHandler(handler)
     root.setLevel(_level(level))
 
@@ -372,6 +350,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(path=("keygen",), help="generate a gossip encryption key", configure=_no_flags, run=cli_cluster.run_keygen, http=False),
     Command(path=("keyring",), help="manage gossip keys cluster-wide", configure=cli_cluster.configure_keyring, run=cli_cluster.run_keyring),
     Command(path=("info",), help="debugging figures of the node", configure=_no_flags, run=cli_ops.run_info),
+    Command(path=("monitor",), help="stream the node's log lines", configure=cli_ops.configure_monitor, run=cli_ops.run_monitor),
     Command(path=("maint",), help="node or service maintenance mode", configure=cli_ops.configure_maint, run=cli_ops.run_maint),
     Command(path=("services", "register"), help="register services from a file", configure=_configure_services_file, run=_run_services_register),
     Command(path=("services", "deregister"), help="deregister by ID or file", configure=_configure_services_file, run=_run_services_deregister),

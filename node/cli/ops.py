@@ -9,13 +9,15 @@ as one row of ``node.cli.COMMANDS``; they talk to the node only through its HTTP
 from __future__ import annotations
 
 import argparse
+import urllib.error
 import urllib.parse
+import urllib.request
 from typing import Any
 
 from node.catalog.maintenance import NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX
 from node.errors import InvalidRequest
 
-__all__ = ["configure_maint", "run_maint", "run_info"]
+__all__ = ["configure_maint", "run_maint", "run_info", "configure_monitor", "run_monitor"]
 
 EXIT_OK = 0
 
@@ -89,4 +91,36 @@ def run_info(ctx: Any) -> int:
         ctx.say(f"{section}:")
         for key, value in sorted(stats[section].items()):
             ctx.say(f"\t{key} = {value}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- monitor
+
+
+def configure_monitor(p: argparse.ArgumentParser) -> None:
+    """``meshnode monitor [-log-level LEVEL] [-log-json]``."""
+    _flag(p, "log-level", dest="log_level", default="info", help="trace|debug|info|warn|err")
+    _flag(p, "log-json", dest="log_json", action="store_true", help="JSON lines")
+
+
+def run_monitor(ctx: Any) -> int:
+    """Print the node's log lines as they come, until the node or the user stops."""
+    params = {"loglevel": ctx.args.log_level}
+    if ctx.args.log_json:
+        params["logjson"] = "true"
+    url = f"{ctx.client().base}/v1/agent/monitor?{urllib.parse.urlencode(params)}"
+    try:
+        # No read timeout: a quiet node sends nothing for as long as it is quiet.
+        resp = urllib.request.urlopen(url)  # noqa: S310 - the node's own HTTP API
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()
+        raise InvalidRequest(
+            f"Error starting monitor: Unexpected response code: {exc.code} ({detail})"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise InvalidRequest(f"Error starting monitor: {getattr(exc, 'reason', exc)}") from None
+    with resp:
+        for raw in resp:
+            ctx.out.write(raw.decode("utf-8", "replace"))
+            ctx.out.flush()
     return EXIT_OK
