@@ -67,6 +67,7 @@ MODULES: dict[str, Layer] = {
     "node.frozen": Layer.BASE,
     "node.persist": Layer.BASE,
     "node.logfmt": Layer.BASE,
+    "node.userevents": Layer.PURE,
     "node.__main__": Layer.CLI,
 }
 

@@ -85,7 +85,7 @@ from node.gossip.config import GossipConfig
 from node.gossip.delegate import UserBroadcastQueue
 from node.gossip.keyring import Keyring
 from node.gossip.messages import MemberStatus
-from node.gossip.mux import CHANNEL_CATALOG, DelegateMux
+from node.gossip.mux import CHANNEL_CATALOG, CHANNEL_EVENTS, DelegateMux
 from node.gossip.runtime import GossipRuntime, open_pool
 from node.gossip.state import Member
 from node.persist import atomic_write
@@ -93,12 +93,15 @@ from node.rpc.client import RPCClient
 from node.rpc.reads import CATALOG_READ, ReadRequest, ValueCodec
 from node.rpc.routing import ROLE_SERVER, TAG_ROLE
 from node.rpc.server import RPCServer
+from node.userevents import EventDelegate, UserEvent, accepts, validate_event
 
 __all__ = ["Agent", "Component", "run_agent", "PORTS_FILE"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: RPC that fires a user event in the callee's datacenter (``/v1/event/fire?dc=``).
+EVENT_FIRE_METHOD = "Event.Fire"
 PORTS_FILE = "ports.json"  # the ports actually bound (for -http-port 0 in tests)
 #: How long a graceful leave waits for the leave broadcast to go out.
 LEAVE_TIMEOUT = 5.0
@@ -187,6 +190,19 @@ def build_catalog_sync(
     )
     local.add_record_listener(sync.local_record_changed)
     return sync
+
+
+def build_events(
+    config: AgentConfig, local: LocalState, num_nodes: Callable[[], int], retransmit_mult: int
+) -> EventDelegate:
+    """User events on their gossip channel, kept when their filters admit this node."""
+    queue = UserBroadcastQueue(retransmit_mult=retransmit_mult, num_nodes=num_nodes)
+
+    def accept(event: UserEvent) -> bool:
+        services = {sid: svc.tags for sid, svc in local.services().items()}
+        return accepts(event, config.node_name, services)
+
+    return EventDelegate(queue, accept)
 
 
 def build_served_reads(api: AgentAPI, reads: Mapping[str, ReadSpec]) -> dict[str, ServedRead]:
@@ -297,6 +313,10 @@ class Agent:
             config, self.store, self.local, self.pools.num_lan_nodes, self.lan_config.retransmit_mult
         )  # fmt: skip
         self.lan_delegate.add_channel(CHANNEL_CATALOG, self.catalog_sync)
+        self.events = build_events(
+            config, self.local, self.pools.num_lan_nodes, self.lan_config.retransmit_mult
+        )
+        self.lan_delegate.add_channel(CHANNEL_EVENTS, self.events)
         self._build_rpc()
 
     def _build_rpc(self) -> None:
@@ -331,6 +351,7 @@ class Agent:
             CATALOG_READ: reads.handle,
             DATACENTERS_METHOD: sync_handler(self.view.datacenters),
             RAFT_STATUS_METHOD: sync_handler(functools.partial(raft_status, self.view)),
+            EVENT_FIRE_METHOD: self._serve_event_fire,
             **self.keyrings.handlers(),
         }
         for method, handler in handlers.items():
@@ -588,6 +609,19 @@ class Agent:
     async def forward_read(self, dc: str, read: ReadRequest, wire: ValueCodec[T]) -> tuple[T, int]:
         """Run ``read`` in datacenter ``dc``: its answer and index."""
         return await self.router.forward_read(dc, read, wire)
+
+    async def fire_event(self, event: UserEvent, dc: str | None) -> UserEvent:
+        """Broadcast ``event`` in our datacenter, or through a server of ``dc``."""
+        validate_event(event)
+        if dc is None or dc == self.config.datacenter:
+            return self.events.fire(event)
+        await self.router.call_server(EVENT_FIRE_METHOD, event.to_wire(), dc=dc)
+        return event
+
+    async def _serve_event_fire(self, args: Any) -> None:
+        event = UserEvent.from_wire(args)
+        validate_event(event)
+        self.events.fire(event)
 
     async def raft_configuration(self, *, stale: bool, dc: str | None) -> Any:
         """The Raft configuration, as a server of ``dc`` answers it."""

@@ -21,6 +21,7 @@ from node.api import chain as chain_routes
 from node.api import cluster as cluster_routes
 from node.api import config_entries as config_entry_routes
 from node.api import connect as connect_routes
+from node.api import events as event_routes
 from node.api import health as health_routes
 from node.api import maint as maint_routes
 from node.api import metrics as metrics_routes
@@ -70,6 +71,8 @@ def make_app(agent: AgentAPI, *, rng: random.Random | None = None) -> web.Applic
     app.router.add_routes(maint_routes.routes)
     app.router.add_routes(monitor_routes.routes)
     monitor_routes.setup(app)
+    app.router.add_routes(event_routes.routes)
+    event_routes.setup(app)
     return app
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from node.dns.server import DNSServer
     from node.proxy.feed import ProxyFeed
     from node.rpc.reads import ReadRequest, ValueCodec
+    from node.userevents import EventDelegate, UserEvent
 
 __all__ = ["AGENT", "RNG", "AgentAPI"]
 
@@ -46,6 +47,7 @@ class AgentAPI(Protocol):
     dns: DNSServer | None  # None when ports.dns is -1
     node_id: str
     is_server: bool
+    events: EventDelegate  # user events kept on this node
 
     @property
     def bound(self) -> Mapping[str, tuple[str, int]]:
@@ -86,6 +88,10 @@ class AgentAPI(Protocol):
 
     async def forward_read(self, dc: str, read: ReadRequest, wire: ValueCodec[T]) -> tuple[T, int]:
         """Run ``read`` in datacenter ``dc``: its answer (decoded with ``wire``) and index."""
+        ...
+
+    async def fire_event(self, event: UserEvent, dc: str | None) -> UserEvent:
+        """Validate and broadcast a user event here, or in datacenter ``dc``."""
         ...
 
     async def raft_configuration(self, *, stale: bool, dc: str | None) -> Any:

@@ -351,6 +351,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(path=("keyring",), help="manage gossip keys cluster-wide", configure=cli_cluster.configure_keyring, run=cli_cluster.run_keyring),
     Command(path=("info",), help="debugging figures of the node", configure=_no_flags, run=cli_ops.run_info),
     Command(path=("monitor",), help="stream the node's log lines", configure=cli_ops.configure_monitor, run=cli_ops.run_monitor),
+    Command(path=("event",), help="fire a user event", configure=cli_ops.configure_event, run=cli_ops.run_event),
     Command(path=("maint",), help="node or service maintenance mode", configure=cli_ops.configure_maint, run=cli_ops.run_maint),
     Command(path=("services", "register"), help="register services from a file", configure=_configure_services_file, run=_run_services_register),
     Command(path=("services", "deregister"), help="deregister by ID or file", configure=_configure_services_file, run=_run_services_deregister),

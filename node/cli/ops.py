@@ -9,6 +9,7 @@ as one row of ``node.cli.COMMANDS``; they talk to the node only through its HTTP
 from __future__ import annotations
 
 import argparse
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,7 +18,15 @@ from typing import Any
 from node.catalog.maintenance import NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX
 from node.errors import InvalidRequest
 
-__all__ = ["configure_maint", "run_maint", "run_info", "configure_monitor", "run_monitor"]
+__all__ = [
+    "configure_maint",
+    "run_maint",
+    "run_info",
+    "configure_monitor",
+    "run_monitor",
+    "configure_event",
+    "run_event",
+]
 
 EXIT_OK = 0
 
@@ -123,4 +132,43 @@ def run_monitor(ctx: Any) -> int:
         for raw in resp:
             ctx.out.write(raw.decode("utf-8", "replace"))
             ctx.out.flush()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- event
+
+
+def configure_event(p: argparse.ArgumentParser) -> None:
+    """``meshnode event -name NAME [-node RE] [-service RE] [-tag RE] [payload]``."""
+    _flag(p, "name", default="", help="the event's name")
+    _flag(p, "node", default="", help="regexp of the node names that keep it")
+    _flag(p, "service", default="", help="regexp of the service IDs that keep it")
+    _flag(p, "tag", default="", help="regexp of the tags (needs -service)")
+    _flag(p, "datacenter", default="", help="the datacenter to fire it in")
+    p.add_argument("payload", nargs="?", default="", help="the payload (a string)")
+
+
+def run_event(ctx: Any) -> int:
+    """Fire a user event; prints its ID as Consul's ``event`` does."""
+    args = ctx.args
+    if not args.name:
+        raise InvalidRequest("Event name must be specified")
+    if args.tag and not args.service:
+        raise InvalidRequest("Cannot provide tag filter without service filter.")
+    params = {k: v for k, v in (("node", args.node), ("service", args.service),
+                                ("tag", args.tag), ("dc", args.datacenter)) if v}  # fmt: skip
+    name = urllib.parse.quote(args.name, safe="")
+    url = f"{ctx.client().base}/v1/event/fire/{name}"
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    req = urllib.request.Request(url, data=args.payload.encode(), method="PUT")
+    try:
+        with urllib.request.urlopen(req, timeout=30.0) as resp:  # noqa: S310
+            event = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()
+        raise InvalidRequest(f"Error firing event: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise InvalidRequest(f"Error firing event: {getattr(exc, 'reason', exc)}") from None
+    ctx.say(f"Event ID: {event['ID']}")
     return EXIT_OK

@@ -20,12 +20,20 @@ from node.errors import LocalProtocolError, RemoteProtocolError
 from node.gossip.delegate import Delegate
 from node.wire import pack, unpack
 
-__all__ = ["DelegateMux", "CHANNEL_CATALOG", "CHANNEL_GLOBAL_STATE", "CHANNEL_BYTES"]
+__all__ = [
+    "DelegateMux",
+    "CHANNEL_CATALOG",
+    "CHANNEL_GLOBAL_STATE",
+    "CHANNEL_EVENTS",
+    "CHANNEL_BYTES",
+]
 
 #: Channel of the catalog's ``CatalogSync`` (node records of the datacenter).
 CHANNEL_CATALOG = 1
 #: Channel of Connect's replicated global state (CA roots, intentions, config entries).
 CHANNEL_GLOBAL_STATE = 2
+#: Channel of user events (``node.userevents``, Serf's user events).
+CHANNEL_EVENTS = 3
 #: Bytes the mux adds in front of every user broadcast.
 CHANNEL_BYTES = 1
 
