@@ -4,7 +4,10 @@ Rule: events ride LAN gossip as Serf's user events do, through ``EventDelegate``
 own ``DelegateMux`` channel: gossip carries bytes and never learns what an event is.
 A fired event gets the next Lamport time of the event clock and is broadcast; a node
 that hears an event for the first time rebroadcasts it (epidemic delivery, as Serf) and
-keeps it in a ring of the last ``BUFFER_EVENTS`` if its filters admit this node:
+keeps it in a ring of the last ``BUFFER_EVENTS`` if its filters admit this node. As
+Serf does, push-pull carries the last ``PUSH_PULL_EVENTS`` events too, so a node that
+missed a broadcast catches up at the next exchange; the events of a join's exchange
+are only marked seen (Consul joins with Serf's ``ignoreOld``). Filters:
 ``NodeFilter`` matches the node name, ``ServiceFilter`` a local service ID and
 ``TagFilter`` one of that service's tags (Go regexps, unanchored). Wording and limits
 are Consul's. Pure: no I/O, no clock; IDs come from the caller.
@@ -36,6 +39,8 @@ __all__ = [
 BUFFER_EVENTS = 256
 #: Largest encoded event (Serf's default ``UserEventSizeLimit``).
 MAX_EVENT_BYTES = 512
+#: Recent events (kept here or not) carried in every push-pull.
+PUSH_PULL_EVENTS = 64
 #: Event IDs remembered to drop rebroadcast duplicates.
 _SEEN_IDS = 4096
 _VERSION = 1
@@ -149,7 +154,9 @@ def event_index(events: Sequence[UserEvent]) -> int:
 class EventDelegate:
     """The events' gossip delegate and this node's ring of received events."""
 
-    __slots__ = ("_queue", "_accept", "_buffer", "_seen", "_clock", "_listeners", "_stats")
+    __slots__ = (
+        "_queue", "_accept", "_buffer", "_recent", "_seen", "_clock", "_listeners", "_stats",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -159,6 +166,7 @@ class EventDelegate:
         self._queue = queue
         self._accept = accept
         self._buffer: deque[UserEvent] = deque(maxlen=BUFFER_EVENTS)
+        self._recent: deque[UserEvent] = deque(maxlen=PUSH_PULL_EVENTS)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._clock = 0
         self._listeners: list[Callable[[], None]] = []
@@ -202,13 +210,26 @@ class EventDelegate:
         return self._queue.get_broadcasts(overhead, limit)
 
     def local_state(self, join: bool) -> bytes:
-        """Events are not part of push-pull state."""
+        """The recent events, for a push-pull."""
         del join
-        return b""
+        return pack([e.to_wire() for e in self._recent])
 
     def merge_remote_state(self, payload: bytes, join: bool) -> None:
-        """Nothing to merge (see ``local_state``)."""
-        del payload, join
+        """A peer's recent events: the ones missed are taken (only marked seen on a join)."""
+        try:
+            raw = unpack(payload) if payload else []
+            if not isinstance(raw, list):
+                raise RemoteProtocolError("user events: expected a list")
+            events = [UserEvent.from_wire(item) for item in raw]
+        except RemoteProtocolError:
+            self._count("dropped_malformed")
+            return
+        for event in events:
+            self._clock = max(self._clock, event.ltime + 1)
+            if join:
+                self._mark_seen(event.id)
+            else:
+                self._receive(event)
 
     # ------------------------------------------------------------------ internals
 
@@ -216,9 +237,8 @@ class EventDelegate:
         if event.id in self._seen:
             self._count("duplicates")
             return
-        self._seen[event.id] = None
-        if len(self._seen) > _SEEN_IDS:
-            self._seen.popitem(last=False)
+        self._mark_seen(event.id)
+        self._recent.append(event)
         self._count("received")
         try:
             self._queue.queue(pack(event.to_wire()), key=("event", event.id))
@@ -230,6 +250,11 @@ class EventDelegate:
         self._buffer.append(event)
         for callback in list(self._listeners):
             callback()
+
+    def _mark_seen(self, event_id: str) -> None:
+        self._seen[event_id] = None
+        if len(self._seen) > _SEEN_IDS:
+            self._seen.popitem(last=False)
 
     def _count(self, key: str) -> None:
         self._stats[key] = self._stats.get(key, 0) + 1

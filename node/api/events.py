@@ -22,7 +22,7 @@ from node.api.blocking import consul_headers, jittered, parse_query_options
 from node.api.read import dump_json
 from node.api.state import AGENT, RNG
 from node.errors import InvalidRequest
-from node.userevents import UserEvent, event_index
+from node.userevents import EventDelegate, UserEvent, event_index
 
 __all__ = ["routes", "setup", "encode_event", "EventWaiters", "WAITERS"]
 
@@ -45,12 +45,23 @@ def encode_event(event: UserEvent) -> dict[str, Any]:
 
 
 class EventWaiters:
-    """Wakes blocked list requests when this node keeps a new event."""
+    """Wakes blocked list requests when this node keeps a new event.
 
-    __slots__ = ("_changed",)
+    It starts listening to the agent's events at the first blocking list (the agent
+    builds its app before its gossip channels); the list itself is always read fresh.
+    """
+
+    __slots__ = ("_changed", "_listening")
 
     def __init__(self) -> None:
         self._changed = asyncio.Event()
+        self._listening = False
+
+    def listen(self, events: EventDelegate) -> None:
+        """Follow ``events`` (once)."""
+        if not self._listening:
+            events.add_listener(self.notify)
+            self._listening = True
 
     def notify(self) -> None:
         """A new event was kept: wake every waiter."""
@@ -70,14 +81,7 @@ WAITERS: web.AppKey[EventWaiters] = web.AppKey("event_waiters", EventWaiters)
 
 def setup(app: web.Application) -> None:
     """Wire ``app`` to its agent's events (call once, in ``make_app``)."""
-    waiters = EventWaiters()
-    app[WAITERS] = waiters
-
-    async def listen(app: web.Application) -> None:
-        # At startup: the agent builds its app before its gossip channels.
-        app[AGENT].events.add_listener(waiters.notify)
-
-    app.on_startup.append(listen)
+    app[WAITERS] = EventWaiters()
 
 
 @routes.put("/v1/event/fire/{name}")
@@ -114,6 +118,7 @@ async def list_events(request: web.Request) -> web.Response:
     events = agent.events.events(name)
     index = event_index(events)
     if opts.blocking and opts.index == index:
+        request.app[WAITERS].listen(agent.events)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + jittered(opts.wait, request.app[RNG])
         while index == opts.index and loop.time() < deadline:

@@ -15,7 +15,7 @@ from node.agent.agent import Agent
 from node.api.app import make_app
 from node.cli import main as cli
 from node.config.agent import load
-from tests.helpers.cluster import Cluster
+from tests.helpers.cluster import Cluster, converged
 from tests.helpers.poll import wait_for
 
 Client = TestClient[Any, Any]
@@ -105,6 +105,7 @@ async def test_events_travel_by_gossip_with_filters_and_to_other_datacenters(
             web, "/v1/agent/service/register", json={"Name": "web", "Tags": ["v2"]}
         )
         assert status == 200
+        await wait_for(lambda: converged([s1, web, db], 3), "the LAN pool converged", 10.0)
         host, port = db.bound["http"]
         c = consul.Consul(host=host, port=port)
         assert await asyncio.to_thread(c.event.fire, "everyone", "hello")

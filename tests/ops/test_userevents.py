@@ -118,3 +118,21 @@ def test_ring_keeps_the_last_events_and_filters_by_name() -> None:
     other = UserEvent(id=ID, name="other")
     delegate.fire(other)
     assert [e.id for e in delegate.events("other")] == [ID]
+
+
+def test_push_pull_catches_up_missed_events_but_a_join_ignores_old_ones() -> None:
+    sender, _ = _delegate()
+    sender.fire(_event(1))
+    sender.fire(_event(2))
+    state = sender.local_state(join=False)
+    late, _ = _delegate()
+    late.merge_remote_state(state, join=False)
+    assert [e.id for e in late.events()] == [_event(1).id, _event(2).id]
+    joiner, _ = _delegate()
+    joiner.merge_remote_state(state, join=True)
+    assert joiner.events() == []
+    joiner.notify_msg(pack(_event(1).to_wire()))  # already seen: not replayed
+    assert joiner.events() == []
+    assert joiner.fire(_event(3)).ltime == 2  # the clock moved past what it saw
+    joiner.merge_remote_state(b"\x93garbage", join=False)
+    assert joiner.stats["dropped_malformed"] == 1
