@@ -12,20 +12,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from node.agent.agent import Agent
-from node.api.app import make_app
 from node.cli import main as cli
-from node.config.agent import load
 from tests.helpers.cluster import Cluster, converged
 from tests.helpers.poll import wait_for
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any) -> Client:
-    agent = Agent(load([], dev=True, overrides={"node": "e1", "http-port": 0}))
-    c: Client = await aiohttp_client(make_app(agent))
-    return c
 
 
 async def test_fire_answers_consuls_event_and_list_shows_it(client: Client) -> None:
@@ -37,12 +28,12 @@ async def test_fire_answers_consuls_event_and_list_shows_it(client: Client) -> N
     }  # fmt: skip
     assert sent["Name"] == "deploy" and sent["Version"] == 1
     assert base64.b64decode(sent["Payload"]) == b"v1.2"
-    resp = await client.put("/v1/event/fire/restart", params={"node": "e.*"})
+    resp = await client.put("/v1/event/fire/restart", params={"node": "m.*"})
     assert (await resp.json())["Payload"] is None
     resp = await client.get("/v1/event/list")
     listed = await resp.json()
     assert [e["Name"] for e in listed] == ["deploy", "restart"]
-    assert listed[0]["ID"] == sent["ID"] and listed[1]["NodeFilter"] == "e.*"
+    assert listed[0]["ID"] == sent["ID"] and listed[1]["NodeFilter"] == "m.*"
     assert int(resp.headers["X-Consul-Index"]) > 1
     named = await (await client.get("/v1/event/list", params={"name": "restart"})).json()
     assert [e["Name"] for e in named] == ["restart"]

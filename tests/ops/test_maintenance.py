@@ -10,24 +10,14 @@ import consul
 import pytest
 from aiohttp.test_utils import TestClient
 
-from node.agent.agent import Agent
-from node.api.app import make_app
 from node.catalog.local import LocalState, NodeIdentity
 from node.catalog.maintenance import DEFAULT_NODE_REASON, DEFAULT_SERVICE_REASON
 from node.catalog.parse import parse_service
 from node.catalog.store import CatalogStore
 from node.cli import main as cli
-from node.config.agent import load
 from tests.helpers.cluster import Cluster
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any) -> Client:
-    agent = Agent(load([], dev=True, overrides={"node": "m1", "http-port": 0}))
-    c: Client = await aiohttp_client(make_app(agent))
-    return c
 
 
 async def _register_web(client: Client) -> None:

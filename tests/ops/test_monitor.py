@@ -11,26 +11,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
-from node.agent.agent import Agent
-from node.api.app import make_app
 from node.api.monitor import BUFFER_LINES, Subscriber
-from node.config.agent import load
 from tests.helpers.cluster import Cluster
 from tests.helpers.poll import wait_for
 
 Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("node.test.monitor")
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any) -> Client:
-    agent = Agent(load([], dev=True, overrides={"node": "m1", "http-port": 0}))
-    c: Client = await aiohttp_client(make_app(agent))
-    return c
 
 
 async def _read_until(resp: Any, marker: str, timeout: float = 5.0) -> list[str]:
