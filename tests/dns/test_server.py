@@ -343,9 +343,12 @@ async def test_metrics_endpoint_shows_dns_counters(
 ) -> None:
     from node.agent.agent import Agent
     from node.api.app import make_app
-    from node.config.agent import load
+    from node.config.agent import TelemetryConfig, load
 
-    agent = Agent(load([], dev=True, overrides={"node": "m1", "http-port": 0, "dns-port": 0}))
+    config = load([], dev=True, overrides={"node": "m1", "http-port": 0, "dns-port": 0})
+    # Prometheus text is served only with a retention time, as in Consul.
+    telemetry = TelemetryConfig(prometheus_retention_time=60.0)
+    agent = Agent(dataclasses.replace(config, telemetry=telemetry))
     assert agent.dns is not None
     _, port = await agent.dns.start(LOCAL, 0)
     try:
